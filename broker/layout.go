@@ -1,0 +1,146 @@
+// Package broker reads the state that Dramatiq's RedisBroker keeps in Redis.
+// It only ever sends read commands: it never runs Dramatiq's dispatch script
+// (which records a heartbeat and may requeue or delete messages) and never
+// uses KEYS. See ../shared/dramatiq-redis-layout.md for the layout itself.
+package broker
+
+import (
+	"strings"
+)
+
+// Suffixes Dramatiq appends to a canonical queue name.
+const (
+	delaySuffix  = ".DQ"
+	deadSuffix   = ".XQ"
+	msgsSuffix   = ".msgs"
+	legacyAcks   = ".acks"
+	heartbeatKey = "__heartbeats__"
+	acksPrefix   = "__acks__."
+	// Worker ids are str(uuid4()): always 36 characters.
+	workerIDLen = 36
+)
+
+// keys names the Redis keys of one namespace.
+type keys struct{ ns string }
+
+func (k keys) queue(q string) string     { return k.ns + ":" + q }
+func (k keys) queueMsgs(q string) string { return k.ns + ":" + q + msgsSuffix }
+func (k keys) delayMsgs(q string) string { return k.ns + ":" + q + delaySuffix + msgsSuffix }
+func (k keys) dead(q string) string      { return k.ns + ":" + q + deadSuffix }
+func (k keys) deadMsgs(q string) string  { return k.ns + ":" + q + deadSuffix + msgsSuffix }
+func (k keys) heartbeats() string        { return k.ns + ":" + heartbeatKey }
+func (k keys) scanPattern() string       { return escapeGlob(k.ns) + ":*" }
+func (k keys) ack(wid, queueName string) string {
+	return k.ns + ":" + acksPrefix + wid + "." + queueName
+}
+
+// escapeGlob escapes the characters SCAN MATCH treats specially, because a
+// namespace is any string and Dramatiq does not escape it either.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// canonical strips the delay-queue suffix, as dispatch.lua does.
+func canonical(q string) string { return strings.TrimSuffix(q, delaySuffix) }
+
+// keyKind is what a key of the namespace turned out to be.
+type keyKind int
+
+const (
+	kindUnknown keyKind = iota
+	kindQueue           // a queue's list, its .DQ list, or one of their hashes/DLQ
+	kindAck             // __acks__.{wid}.{queue}
+	kindHeartbeats
+	kindLegacyAcks
+)
+
+// classified is one key of the namespace, understood.
+type classified struct {
+	kind  keyKind
+	queue string // canonical queue name (kindQueue, kindAck, kindLegacyAcks)
+	wid   string // worker id (kindAck)
+	delay bool   // the ack set holds the queue's .DQ messages (kindAck)
+}
+
+// classify reads a key name (without the "ns:" prefix) together with its
+// Redis type. The type settles the one real ambiguity: queue names may
+// contain dots, so "ns:foo.msgs" is either foo's hash or the list of a queue
+// named "foo.msgs". Dramatiq itself cannot tell a queue named "x.DQ" from
+// x's delay queue, so neither do we.
+func classify(rest, typ string) classified {
+	if rest == heartbeatKey {
+		if typ == "zset" {
+			return classified{kind: kindHeartbeats}
+		}
+		return classified{}
+	}
+	if strings.HasPrefix(rest, acksPrefix) {
+		if typ != "set" {
+			return classified{}
+		}
+		tail := rest[len(acksPrefix):]
+		// {wid}.{queue}: never split on dots, the queue may have them.
+		if len(tail) < workerIDLen+2 || tail[workerIDLen] != '.' {
+			return classified{}
+		}
+		qn := tail[workerIDLen+1:]
+		return classified{kind: kindAck, wid: tail[:workerIDLen], queue: canonical(qn), delay: strings.HasSuffix(qn, delaySuffix)}
+	}
+	switch typ {
+	case "list":
+		// The queue list or its .DQ list.
+		return queueKey(canonical(rest))
+	case "hash":
+		// {q}.msgs, {q}.DQ.msgs or {q}.XQ.msgs.
+		base, ok := strings.CutSuffix(rest, msgsSuffix)
+		if !ok {
+			return classified{}
+		}
+		if b, ok := strings.CutSuffix(base, deadSuffix); ok {
+			return queueKey(b)
+		}
+		return queueKey(canonical(base))
+	case "zset":
+		if b, ok := strings.CutSuffix(rest, deadSuffix); ok {
+			return queueKey(b)
+		}
+		if b, ok := strings.CutSuffix(rest, legacyAcks); ok {
+			return classified{kind: kindLegacyAcks, queue: canonical(b)}
+		}
+	}
+	return classified{}
+}
+
+func queueKey(q string) classified {
+	if !validQueueName(q) {
+		return classified{}
+	}
+	return classified{kind: kindQueue, queue: q}
+}
+
+// validQueueName mirrors Dramatiq's actor registration rule
+// [a-zA-Z_][a-zA-Z0-9._-]*, so foreign keys in the namespace (a cache entry
+// that happens to share the prefix) do not become queues.
+func validQueueName(q string) bool {
+	if q == "" {
+		return false
+	}
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,44 @@
+// Package testserver starts real, throwaway servers (redis-server, PostgreSQL)
+// on free loopback ports for tests. Each server belongs to the test that
+// started it and is stopped by its own pid when the test ends.
+package testserver
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// LookPath finds a binary a test needs. Outside CI a missing binary skips the
+// test with a message naming it; in CI (CI=true) it fails, because CI must
+// never skip a test it could run.
+func LookPath(t testing.TB, name string, dirs ...string) string {
+	t.Helper()
+	for _, d := range dirs {
+		p := d + "/" + name
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not found (CI=%s): run `make deps` first", name, os.Getenv("CI"))
+	}
+	t.Skipf("%s not found; install it (make deps) to run this test", name)
+	return ""
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
