@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -9,6 +10,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 )
+
+func init() {
+	// go-redis logs dial failures on its own, to stderr, on every scrape
+	// while Redis is down; the collector already reports them once, through
+	// the exporter's logger.
+	redis.SetLogger(silentLogger{})
+}
+
+type silentLogger struct{}
+
+func (silentLogger) Printf(context.Context, string, ...any) {}
 
 // ClientOptions configure the Redis connection.
 type ClientOptions struct {

@@ -33,6 +33,8 @@ type Options struct {
 	// long (0: never). Configured queues are never forgotten.
 	QueueRetention time.Duration
 	Logger         *slog.Logger
+	// Now is the clock ages are measured against (time.Now when nil).
+	Now func() time.Time
 }
 
 // Anomaly kinds, counted rather than failing the scrape.
@@ -86,11 +88,14 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	r := &Reader{
 		client:     client,
 		opts:       opts,
 		keys:       keys{ns: opts.Namespace},
-		now:        time.Now,
+		now:        opts.Now,
 		logger:     opts.Logger,
 		configured: map[string]bool{},
 		seen:       map[string]time.Time{},
