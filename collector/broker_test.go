@@ -362,7 +362,7 @@ func TestRedisDownThenRecovers(t *testing.T) {
 
 	r.Stop()
 	begin := time.Now()
-	f.compare(header+`
+	f.compare(header + `
 dramatiq_redis_up 0
 `)
 	if took := time.Since(begin); took > time.Second {
