@@ -99,13 +99,12 @@ func classify(rest, typ string) classified {
 		// The queue list or its .DQ list.
 		return queueKey(canonical(rest))
 	case "hash":
-		// {q}.msgs, {q}.DQ.msgs or {q}.XQ.msgs.
+		// {q}.msgs or {q}.DQ.msgs. A {q}.XQ.msgs hash never comes without
+		// its {q}.XQ zset, and skipping it keeps a queue literally named
+		// "x.XQ" (whose hash is "x.XQ.msgs") from inventing a queue "x".
 		base, ok := strings.CutSuffix(rest, msgsSuffix)
-		if !ok {
+		if !ok || strings.HasSuffix(base, deadSuffix) {
 			return classified{}
-		}
-		if b, ok := strings.CutSuffix(base, deadSuffix); ok {
-			return queueKey(b)
 		}
 		return queueKey(canonical(base))
 	case "zset":

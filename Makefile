@@ -1,0 +1,59 @@
+# dramatiq_exporter. `make run` serves metrics, `make demo` starts a whole
+# local stack, `make test` installs what the tests need and runs them all.
+GO        ?= go
+BIN       ?= dramatiq_exporter
+VERSION   ?= $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+VPKG      := github.com/prometheus/common/version
+LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
+             -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) \
+             -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+TEST_TIMEOUT ?= 9m
+STATICCHECK  := $(CURDIR)/.build/bin/staticcheck
+
+.PHONY: all build run deps test lint vet unit bench demo demo-stop clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/dramatiq_exporter
+
+# Serves on :10191 against $REDIS_URL (default redis://localhost:6379/0).
+# ARGS passes more flags: make run ARGS='--dramatiq.namespace=myapp'
+run: build
+	./$(BIN) $(ARGS)
+
+# Installs redis-server, PostgreSQL, Prometheus, Alertmanager and Chromium
+# from Debian (as root), and Dramatiq from PyPI into .venv.
+deps:
+	@scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+lint: vet
+	$(STATICCHECK) ./...
+
+# Every test: unit tests against real redis-server and PostgreSQL, the
+# conformance suite against real Dramatiq, rule tests with promtool and
+# amtool, the end-to-end test with a real Prometheus, and the browser test.
+test: deps lint
+	CI=$${CI:-true} $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Quick loop while editing: no installs, no race detector.
+unit:
+	$(GO) test -count=1 ./...
+
+bench: deps
+	$(GO) run ./cmd/dramatiq-bench $(BENCH_ARGS)
+
+demo: deps build
+	@scripts/demo.sh
+
+demo-stop:
+	@scripts/demo-stop.sh
+
+clean:
+	rm -rf $(BIN) .build

@@ -1,0 +1,45 @@
+package broker
+
+import "testing"
+
+func TestClassify(t *testing.T) {
+	const wid = "d6983b7f-ea1b-4058-9567-f011eba61602"
+	cases := []struct {
+		rest, typ string
+		want      classified
+	}{
+		{"__heartbeats__", "zset", classified{kind: kindHeartbeats}},
+		{"__heartbeats__", "string", classified{}},
+		{"emails", "list", classified{kind: kindQueue, queue: "emails"}},
+		{"emails.DQ", "list", classified{kind: kindQueue, queue: "emails"}},
+		{"emails.msgs", "hash", classified{kind: kindQueue, queue: "emails"}},
+		{"emails.DQ.msgs", "hash", classified{kind: kindQueue, queue: "emails"}},
+		{"emails.XQ", "zset", classified{kind: kindQueue, queue: "emails"}},
+		{"emails.XQ.msgs", "hash", classified{}},
+		{"app.emails.v2.DQ.msgs", "hash", classified{kind: kindQueue, queue: "app.emails.v2"}},
+		{"foo.msgs", "list", classified{kind: kindQueue, queue: "foo.msgs"}},
+		{"foo.XQ", "list", classified{kind: kindQueue, queue: "foo.XQ"}},
+		{"emails.acks", "zset", classified{kind: kindLegacyAcks, queue: "emails"}},
+		{"__acks__." + wid + ".emails", "set", classified{kind: kindAck, wid: wid, queue: "emails"}},
+		{"__acks__." + wid + ".app.emails.v2.DQ", "set", classified{kind: kindAck, wid: wid, queue: "app.emails.v2", delay: true}},
+		{"__acks__.short.emails", "set", classified{}},
+		{"__acks__." + wid + ".emails", "list", classified{}},
+		{"some-cache:entry", "string", classified{}},
+		{"1nvalid", "list", classified{}},
+		{"has space", "list", classified{}},
+		{"other.hash", "hash", classified{}},
+	}
+	for _, tc := range cases {
+		if got := classify(tc.rest, tc.typ); got != tc.want {
+			t.Errorf("classify(%q, %q) = %+v, want %+v", tc.rest, tc.typ, got, tc.want)
+		}
+	}
+}
+
+func TestEscapeGlob(t *testing.T) {
+	for in, want := range map[string]string{"dramatiq": "dramatiq", "a*b?c[d]e\\": `a\*b\?c\[d\]e\\`} {
+		if got := escapeGlob(in); got != want {
+			t.Errorf("escapeGlob(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

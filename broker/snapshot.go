@@ -1,0 +1,307 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// headProbe is how many ids from the head of a ready list are read to find
+// the oldest message. A worker may ack the very first one between our two
+// round trips; a few more make the age survive that race without a third.
+const headProbe = 3
+
+// Snapshot is one read of the broker. Numbers taken in one pipelined round
+// trip are close to consistent, but not atomic: ids move list → ack set →
+// gone while we read, so derived values are clamped at zero.
+type Snapshot struct {
+	Time             time.Time
+	MemoryUsedBytes  float64 // NaN when INFO is not allowed
+	ConnectedClients float64 // NaN when INFO is not allowed
+	Queues           []QueueStats
+	QueuesDropped    int
+	Processes        []Process
+	ProcessesAlive   int
+	ProcessesStale   int
+}
+
+// QueueStats are one canonical queue's numbers.
+type QueueStats struct {
+	Name       string
+	Ready      int64
+	InFlight   int64
+	Delayed    int64
+	DeadLetter int64
+	Orphaned   int64
+	// DeadLetterLast is when the newest message was dead-lettered; zero when
+	// the dead-letter queue is empty.
+	DeadLetterLast time.Time
+	// OldestAge is now minus message_timestamp of the head of the ready list;
+	// 0 when the list is empty. OldestAgeKnown is false when the head could
+	// not be read or decoded.
+	OldestAge      time.Duration
+	OldestAgeKnown bool
+}
+
+// Process is one member of the heartbeat set: a worker or a producer.
+type Process struct {
+	ID            string
+	LastHeartbeat time.Time
+	Alive         bool
+}
+
+type queueCmds struct {
+	ready, msgs, delayed, dead *redis.IntCmd
+	deadLast                   *redis.ZSliceCmd
+	head                       *redis.StringSliceCmd
+}
+
+// Snapshot reads every reported queue and the heartbeat set in two
+// pipelined round trips. Its command count grows with queues and
+// processes, never with messages.
+func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
+	if err := r.ensureDiscovered(ctx); err != nil {
+		return nil, err
+	}
+	queues, dropped, acks := r.queueList()
+	now := r.now()
+	snap := &Snapshot{Time: now, QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN()}
+
+	// Round trip 1: counts, DLQ heads, ready-list heads, heartbeats, INFO.
+	pipe := r.client.Pipeline()
+	infoMem := pipe.Info(ctx, "memory")
+	infoClients := pipe.Info(ctx, "clients")
+	hb := pipe.ZRangeWithScores(ctx, r.keys.heartbeats(), 0, -1)
+	cmds := make([]queueCmds, len(queues))
+	for i, q := range queues {
+		cmds[i] = queueCmds{
+			ready:    pipe.LLen(ctx, r.keys.queue(q)),
+			msgs:     pipe.HLen(ctx, r.keys.queueMsgs(q)),
+			delayed:  pipe.HLen(ctx, r.keys.delayMsgs(q)),
+			dead:     pipe.ZCard(ctx, r.keys.dead(q)),
+			deadLast: pipe.ZRevRangeWithScores(ctx, r.keys.dead(q), 0, 0),
+			head:     pipe.LRange(ctx, r.keys.queue(q), 0, headProbe-1),
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+		return nil, err
+	}
+	if err := r.check(hb.Err()); err != nil {
+		return nil, err
+	}
+	snap.MemoryUsedBytes = infoField(infoMem, "used_memory")
+	snap.ConnectedClients = infoField(infoClients, "connected_clients")
+
+	cutoff := float64(now.Add(-r.opts.HeartbeatTimeout).UnixMilli())
+	alive := map[string]bool{}
+	for _, z := range hb.Val() {
+		id, _ := z.Member.(string)
+		ok := z.Score >= cutoff
+		alive[id] = ok
+		snap.Processes = append(snap.Processes, Process{ID: id, LastHeartbeat: time.UnixMilli(int64(z.Score)), Alive: ok})
+		if ok {
+			snap.ProcessesAlive++
+		} else {
+			snap.ProcessesStale++
+		}
+	}
+	sort.Slice(snap.Processes, func(i, j int) bool {
+		return snap.Processes[i].LastHeartbeat.After(snap.Processes[j].LastHeartbeat)
+	})
+
+	snap.Queues = make([]QueueStats, len(queues))
+	index := make(map[string]int, len(queues))
+	for i, q := range queues {
+		index[q] = i
+		c := cmds[i]
+		s := QueueStats{Name: q}
+		var err error
+		if s.Ready, err = r.count(c.ready); err != nil {
+			return nil, err
+		}
+		msgs, err := r.count(c.msgs)
+		if err != nil {
+			return nil, err
+		}
+		// The .msgs hash holds every unacked message, ready or fetched, so
+		// what is not in the list is in some ack set. This avoids SCARD over
+		// every worker's ack set, which would need a fresh SCAN each scrape.
+		s.InFlight = max(msgs-s.Ready, 0)
+		if s.Delayed, err = r.count(c.delayed); err != nil {
+			return nil, err
+		}
+		if s.DeadLetter, err = r.count(c.dead); err != nil {
+			return nil, err
+		}
+		if err := r.check(c.deadLast.Err()); err != nil {
+			return nil, err
+		}
+		if zs := c.deadLast.Val(); len(zs) > 0 {
+			s.DeadLetterLast = time.UnixMilli(int64(zs[0].Score))
+		}
+		if s.Ready == 0 {
+			s.OldestAgeKnown = true
+		}
+		snap.Queues[i] = s
+	}
+
+	// Round trip 2: bodies at the heads of non-empty lists, and the size of
+	// every ack set whose owner is no longer alive.
+	pipe = r.client.Pipeline()
+	heads := make([]*redis.SliceCmd, len(queues))
+	n := 0
+	for i, q := range queues {
+		if snap.Queues[i].Ready == 0 {
+			continue
+		}
+		ids := cmds[i].head.Val()
+		if len(ids) == 0 {
+			continue
+		}
+		heads[i] = pipe.HMGet(ctx, r.keys.queueMsgs(q), ids...)
+		n++
+	}
+	type orphan struct {
+		queue int
+		cmd   *redis.IntCmd
+	}
+	var orphans []orphan
+	for _, a := range acks {
+		qi, ok := index[a.queue]
+		if !ok || alive[a.wid] {
+			continue
+		}
+		orphans = append(orphans, orphan{queue: qi, cmd: pipe.SCard(ctx, a.key)})
+		n++
+	}
+	if n > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+			return nil, err
+		}
+	}
+	for _, o := range orphans {
+		v, err := r.count(o.cmd)
+		if err != nil {
+			return nil, err
+		}
+		snap.Queues[o.queue].Orphaned += v
+	}
+	for i, h := range heads {
+		if h == nil {
+			continue
+		}
+		if err := r.check(h.Err()); err != nil {
+			return nil, err
+		}
+		if ts, ok := r.oldestTimestamp(h.Val()); ok {
+			snap.Queues[i].OldestAge = max(now.Sub(ts), 0)
+			snap.Queues[i].OldestAgeKnown = true
+		}
+	}
+	return snap, nil
+}
+
+func (r *Reader) ensureDiscovered(ctx context.Context) error {
+	r.mu.Lock()
+	done := !r.discovered.IsZero()
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	r.discoverMu.Lock()
+	defer r.discoverMu.Unlock()
+	r.mu.Lock()
+	done = !r.discovered.IsZero()
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	return r.discover(ctx)
+}
+
+// count reads an integer reply. A key of an unexpected type reads as 0 and
+// is counted as an anomaly; other server errors (NOPERM, say) fail the read.
+func (r *Reader) count(c *redis.IntCmd) (int64, error) {
+	v, err := c.Result()
+	if err := r.check(err); err != nil {
+		return 0, err
+	}
+	return v, nil
+}
+
+func (r *Reader) check(err error) error {
+	switch {
+	case err == nil, err == redis.Nil:
+		return nil
+	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		r.anomaly(AnomalyWrongType, 1)
+		return nil
+	}
+	return err
+}
+
+// oldestTimestamp returns message_timestamp of the first head body that can
+// be read. Bodies are user data: only that one field is decoded.
+func (r *Reader) oldestTimestamp(vals []any) (time.Time, bool) {
+	// A missing or bad head counts only when no probed head could be read:
+	// a head acked between our two round trips is a race, not an anomaly.
+	var missing, bad int
+	defer func() {
+		if bad > 0 {
+			r.anomaly(AnomalyUndecodableBody, 1)
+		} else if missing > 0 {
+			r.anomaly(AnomalyMissingHead, 1)
+		}
+	}()
+	for _, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			missing++
+			continue
+		}
+		var body struct {
+			MessageTimestamp *json.Number `json:"message_timestamp"`
+		}
+		if err := json.Unmarshal([]byte(s), &body); err != nil || body.MessageTimestamp == nil {
+			bad++
+			continue
+		}
+		ms, err := body.MessageTimestamp.Float64()
+		if err != nil {
+			bad++
+			continue
+		}
+		missing, bad = 0, 0
+		return time.UnixMilli(int64(ms)), true
+	}
+	return time.Time{}, false
+}
+
+// infoField reads one numeric field of an INFO section, or NaN.
+func infoField(c *redis.StringCmd, field string) float64 {
+	s, err := c.Result()
+	if err != nil {
+		return math.NaN()
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return math.NaN()
+}
+
+// String is for logs: never includes message data.
+func (s QueueStats) String() string {
+	return fmt.Sprintf("%s ready=%d inflight=%d delayed=%d dead=%d orphaned=%d", s.Name, s.Ready, s.InFlight, s.Delayed, s.DeadLetter, s.Orphaned)
+}

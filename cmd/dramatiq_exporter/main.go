@@ -1,0 +1,148 @@
+// Command dramatiq_exporter exports the state of a Dramatiq Redis broker,
+// and optionally the application's PostgreSQL, to Prometheus.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
+)
+
+const name = "dramatiq_exporter"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New(name, "Prometheus exporter for Dramatiq's Redis broker: queues, workers, dead letters and orphaned messages, plus the application's PostgreSQL.").UsageWriter(stdout).ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	app.Version(version.Print(name))
+	exit := -1
+	app.Terminate(func(code int) { exit = code })
+
+	var available []config.Collector
+	for _, c := range collector.List() {
+		available = append(available, config.Collector{Name: c.Name, DefaultEnabled: c.DefaultEnabled, Help: c.Help})
+	}
+	flags := config.AddFlags(app, available)
+	logConfig := &promslog.Config{}
+	promslogflag.AddFlags(app, logConfig)
+	webFlags := kingpinflag.AddFlags(app, config.DefaultListenAddress)
+	serveCmd := app.Command("serve", "Serve metrics over HTTP (the default).").Default()
+
+	cmd, err := app.Parse(args)
+	if exit >= 0 { // --help or --version
+		return exit
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v; try --help\n", name, err)
+		return 2
+	}
+	cfg, err := flags.Load()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
+		return 2
+	}
+	logConfig.Writer = stderr
+	logger := promslog.New(logConfig)
+
+	switch cmd {
+	case serveCmd.FullCommand():
+		return serve(cfg, webFlags, logger)
+	}
+	return 2
+}
+
+func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) int {
+	logger.Info("starting "+name, "version", version.Info(), "build_context", version.BuildContext())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	sources, cleanup, err := buildSources(ctx, cfg, logger)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	defer cleanup()
+	exporter, err := collector.NewExporter(collector.ExporterOptions{
+		Enabled: cfg.Collectors, Environment: cfg.Environment, Namespace: cfg.Namespace,
+	}, sources)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	logger.Info("collectors enabled", "collectors", exporter.Names())
+	go sources.Broker.Run(ctx)
+
+	base := prometheus.NewRegistry()
+	base.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector(name),
+	)
+	mux := http.NewServeMux()
+	mux.Handle(cfg.TelemetryPath, server.MetricsHandler(exporter, base, server.MetricsOptions{
+		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
+	}))
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "Dramatiq Exporter",
+		Description: "Prometheus exporter for Dramatiq's Redis broker",
+		Version:     version.Info(),
+		Links:       []web.LandingLinks{{Address: cfg.TelemetryPath, Text: "Metrics"}},
+	})
+	if err != nil {
+		logger.Error("cannot build landing page", "err", err)
+		return 1
+	}
+	mux.Handle("/", landing)
+
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * 1e9}
+	errc := make(chan error, 1)
+	go func() { errc <- web.ListenAndServe(srv, webFlags, logger) }()
+	select {
+	case err := <-errc:
+		logger.Error("server stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+		logger.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*1e9)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		return 0
+	}
+}
+
+// buildSources makes the long-lived clients. Nothing here connects: the
+// exporter must come up while Redis or the database is down and say so.
+func buildSources(_ context.Context, cfg *config.Config, logger *slog.Logger) (collector.Sources, func(), error) {
+	client, err := broker.NewClient(broker.ClientOptions{URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout})
+	if err != nil {
+		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)
+	}
+	logger.Info("reading Dramatiq broker", "redis", broker.RedactURL(cfg.RedisURL), "namespace", cfg.Namespace, "heartbeat_timeout", cfg.HeartbeatTimeout)
+	reader := broker.NewReader(client, broker.Options{
+		Namespace: cfg.Namespace, HeartbeatTimeout: cfg.HeartbeatTimeout, Queues: cfg.Queues,
+		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
+		Logger: logger,
+	})
+	return collector.Sources{Broker: reader, Logger: logger}, func() { client.Close() }, nil
+}

@@ -1,0 +1,426 @@
+// Package config holds the exporter's settings: the command-line flags, the
+// optional YAML file (--config.file), their defaults and their validation.
+// Precedence is flag, then environment variable, then file, then default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults that flags, docs and tests share.
+const (
+	DefaultRedisURL          = "redis://localhost:6379/0"
+	DefaultNamespace         = "dramatiq"
+	DefaultHeartbeatTimeout  = 60 * time.Second
+	DefaultDiscoveryInterval = 30 * time.Second
+	DefaultMaxQueues         = 1000
+	DefaultEnvironment       = "development"
+	DefaultListenAddress     = ":10191"
+	DefaultScrapeTimeout     = 10 * time.Second
+	DefaultTimeoutOffset     = 500 * time.Millisecond
+)
+
+// Config is the validated configuration. Secrets are resolved into
+// RedisPassword and DatabasePassword and never printed.
+type Config struct {
+	RedisURL          string
+	RedisPassword     string
+	Namespace         string
+	HeartbeatTimeout  time.Duration
+	Queues            []string
+	DiscoveryInterval time.Duration
+	MaxQueues         int
+	QueueRetention    time.Duration
+
+	DatabaseURL      string
+	DatabasePassword string
+
+	Environment     string
+	TelemetryPath   string
+	ScrapeTimeout   time.Duration
+	TimeoutOffset   time.Duration
+	MaxRequests     int
+	ShowMessageArgs bool
+
+	// Collectors maps collector names to an explicit on/off choice.
+	Collectors map[string]bool
+}
+
+// Collector is what config needs to know of a registered collector.
+type Collector struct {
+	Name           string
+	DefaultEnabled bool
+	Help           string
+}
+
+// Flags are the parsed command line before the file and validation apply.
+type Flags struct {
+	configFile *string
+	bindings   []*binding
+
+	redisURL, redisPasswordFile, redisPassword    *string
+	namespace                                     *string
+	heartbeatTimeout, discoveryInterval           *time.Duration
+	queueRetention                                *time.Duration
+	queues                                        *[]string
+	maxQueues                                     *int
+	databaseURL, dbPasswordFile, databasePassword *string
+	environment, telemetryPath                    *string
+	scrapeTimeout, timeoutOffset                  *time.Duration
+	maxRequests                                   *int
+	showMessageArgs                               *bool
+	collectors                                    map[string]*bool
+}
+
+// binding ties a flag to its environment variable and its file field, so
+// the file only fills what neither the command line nor the environment set.
+type binding struct {
+	name, envar string
+	set         bool
+	fromFile    func(f *fileConfig) error
+}
+
+func (fl *Flags) bind(app *kingpin.Application, name, help, envar string) (*kingpin.FlagClause, *binding) {
+	b := &binding{name: name, envar: envar}
+	fl.bindings = append(fl.bindings, b)
+	c := app.Flag(name, help).IsSetByUser(&b.set)
+	if envar != "" {
+		c = c.Envar(envar)
+	}
+	return c, b
+}
+
+// AddFlags declares every setting on app. collectors become
+// --[no-]collector.<name> switches.
+func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
+	fl := &Flags{collectors: map[string]*bool{}}
+	fl.configFile = app.Flag("config.file", "YAML file with the same settings as the flags (see README). Flags and environment variables take precedence over it.").Envar("DRAMATIQ_EXPORTER_CONFIG").PlaceHolder("FILE").String()
+
+	c, b := fl.bind(app, "redis.url", "Redis URL of the Dramatiq broker: redis://[user[:password]@]host:port/db, rediss:// for TLS, or unix:///path.sock?db=N.", "REDIS_URL")
+	fl.redisURL = c.Default(DefaultRedisURL).String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.redisURL, f.Redis.URL) }
+
+	c, b = fl.bind(app, "redis.password-file", "File holding the Redis password; overrides the URL's. Or set REDIS_PASSWORD.", "REDIS_PASSWORD_FILE")
+	fl.redisPasswordFile = c.PlaceHolder("FILE").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.redisPasswordFile, f.Redis.PasswordFile) }
+	fl.redisPassword = app.Flag("redis.password", "Redis password. Prefer REDIS_PASSWORD or --redis.password-file: flags show in ps.").Hidden().Envar("REDIS_PASSWORD").String()
+
+	c, b = fl.bind(app, "dramatiq.namespace", "RedisBroker namespace: the prefix of every Dramatiq key.", "DRAMATIQ_NAMESPACE")
+	fl.namespace = c.Default(DefaultNamespace).String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.namespace, f.Dramatiq.Namespace) }
+
+	c, b = fl.bind(app, "dramatiq.heartbeat-timeout", "The workers' heartbeat_timeout: a process silent for longer is stale and its messages orphaned. Must match the RedisBroker setting.", "")
+	fl.heartbeatTimeout = c.Default(DefaultHeartbeatTimeout.String()).Duration()
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.heartbeatTimeout, f.Dramatiq.HeartbeatTimeout) }
+
+	c, b = fl.bind(app, "dramatiq.queues", "Queues to report even before they exist in Redis. Comma-separated; repeatable. Others are discovered.", "DRAMATIQ_QUEUES")
+	fl.queues = c.PlaceHolder("QUEUE,...").Strings()
+	b.fromFile = func(f *fileConfig) error {
+		if len(f.Dramatiq.Queues) > 0 {
+			*fl.queues = f.Dramatiq.Queues
+		}
+		return nil
+	}
+
+	c, b = fl.bind(app, "dramatiq.discovery-interval", "How often to SCAN the namespace for new queues and ack sets. SCAN walks the whole keyspace, so it never runs on the scrape path.", "")
+	fl.discoveryInterval = c.Default(DefaultDiscoveryInterval.String()).Duration()
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.discoveryInterval, f.Dramatiq.DiscoveryInterval) }
+
+	c, b = fl.bind(app, "dramatiq.max-queues", "Report at most this many queues (0: no limit); dramatiq_exporter_queues_dropped counts the rest.", "")
+	fl.maxQueues = c.Default(fmt.Sprint(DefaultMaxQueues)).Int()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Dramatiq.MaxQueues != nil {
+			*fl.maxQueues = *f.Dramatiq.MaxQueues
+		}
+		return nil
+	}
+
+	c, b = fl.bind(app, "dramatiq.queue-retention", "Stop reporting a discovered queue whose keys have been gone this long (0: keep reporting zeros until restart). Configured queues are kept.", "")
+	fl.queueRetention = c.Default("0s").Duration()
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.queueRetention, f.Dramatiq.QueueRetention) }
+
+	c, b = fl.bind(app, "database.url", "PostgreSQL URL or DSN of the application's database; enables the database collectors.", "DATABASE_URL")
+	fl.databaseURL = c.PlaceHolder("URL").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.databaseURL, f.Database.URL) }
+
+	c, b = fl.bind(app, "database.password-file", "File holding the database password; overrides the URL's. Or set DATABASE_PASSWORD.", "DATABASE_PASSWORD_FILE")
+	fl.dbPasswordFile = c.PlaceHolder("FILE").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.dbPasswordFile, f.Database.PasswordFile) }
+	fl.databasePassword = app.Flag("database.password", "Database password. Prefer DATABASE_PASSWORD or --database.password-file.").Hidden().Envar("DATABASE_PASSWORD").String()
+
+	c, b = fl.bind(app, "environment", "Deployment environment name, exported as dramatiq_exporter_info{environment}.", "ENVIRONMENT")
+	fl.environment = c.Default(DefaultEnvironment).String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.environment, f.Environment) }
+
+	c, b = fl.bind(app, "web.telemetry-path", "Path under which to expose metrics.", "")
+	fl.telemetryPath = c.Default("/metrics").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.telemetryPath, f.Web.TelemetryPath) }
+
+	c, b = fl.bind(app, "web.max-requests", "Maximum number of scrapes served at once (0: no limit).", "")
+	fl.maxRequests = c.Default("40").Int()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Web.MaxRequests != nil {
+			*fl.maxRequests = *f.Web.MaxRequests
+		}
+		return nil
+	}
+
+	c, b = fl.bind(app, "web.show-message-args", "Show message args and kwargs (user data) in the status page and API.", "")
+	fl.showMessageArgs = c.Bool()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Web.ShowMessageArgs != nil {
+			*fl.showMessageArgs = *f.Web.ShowMessageArgs
+		}
+		return nil
+	}
+
+	c, b = fl.bind(app, "scrape.timeout", "Upper bound of one scrape's reads, whatever Prometheus's scrape timeout.", "")
+	fl.scrapeTimeout = c.Default(DefaultScrapeTimeout.String()).Duration()
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.scrapeTimeout, f.Scrape.Timeout) }
+
+	c, b = fl.bind(app, "scrape.timeout-offset", "Subtracted from X-Prometheus-Scrape-Timeout-Seconds so the reply reaches Prometheus before it gives up.", "")
+	fl.timeoutOffset = c.Default(DefaultTimeoutOffset.String()).Duration()
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.timeoutOffset, f.Scrape.TimeoutOffset) }
+
+	for _, col := range collectors {
+		state := "disabled"
+		if col.DefaultEnabled {
+			state = "enabled"
+		}
+		name := col.Name
+		c, b := fl.bind(app, "collector."+name, fmt.Sprintf("%s (default: %s)", col.Help, state), "")
+		fl.collectors[name] = c.Default(fmt.Sprint(col.DefaultEnabled)).Bool()
+		b.fromFile = func(f *fileConfig) error {
+			if v, ok := f.Collectors[name]; ok {
+				*fl.collectors[name] = v
+			}
+			return nil
+		}
+	}
+	return fl
+}
+
+// fileConfig is the YAML file. Unknown keys are an error, so a typo does
+// not silently fall back to a default.
+type fileConfig struct {
+	Redis struct {
+		URL          string `yaml:"url"`
+		PasswordFile string `yaml:"password_file"`
+	} `yaml:"redis"`
+	Dramatiq struct {
+		Namespace         string   `yaml:"namespace"`
+		HeartbeatTimeout  string   `yaml:"heartbeat_timeout"`
+		Queues            []string `yaml:"queues"`
+		DiscoveryInterval string   `yaml:"discovery_interval"`
+		MaxQueues         *int     `yaml:"max_queues"`
+		QueueRetention    string   `yaml:"queue_retention"`
+	} `yaml:"dramatiq"`
+	Database struct {
+		URL          string `yaml:"url"`
+		PasswordFile string `yaml:"password_file"`
+	} `yaml:"database"`
+	Environment string `yaml:"environment"`
+	Web         struct {
+		TelemetryPath   string `yaml:"telemetry_path"`
+		MaxRequests     *int   `yaml:"max_requests"`
+		ShowMessageArgs *bool  `yaml:"show_message_args"`
+	} `yaml:"web"`
+	Scrape struct {
+		Timeout       string `yaml:"timeout"`
+		TimeoutOffset string `yaml:"timeout_offset"`
+	} `yaml:"scrape"`
+	Collectors map[string]bool `yaml:"collectors"`
+}
+
+func setString(dst *string, v string) error {
+	if v != "" {
+		*dst = v
+	}
+	return nil
+}
+
+// fieldError names the file key whose value is bad.
+type fieldError struct{ key, msg string }
+
+func (e fieldError) Error() string { return e.key + ": " + e.msg }
+
+func setDuration(dst *time.Duration, v string) error {
+	if v == "" {
+		return nil
+	}
+	d, err := model.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", v)
+	}
+	*dst = time.Duration(d)
+	return nil
+}
+
+// Load applies the config file (if any) under the flags, reads password
+// files and validates everything. Its errors name the flag or key at fault.
+func (fl *Flags) Load() (*Config, error) {
+	if *fl.configFile != "" {
+		if err := fl.applyFile(*fl.configFile); err != nil {
+			return nil, err
+		}
+	}
+	cfg := &Config{
+		RedisURL:          *fl.redisURL,
+		Namespace:         *fl.namespace,
+		HeartbeatTimeout:  *fl.heartbeatTimeout,
+		DiscoveryInterval: *fl.discoveryInterval,
+		MaxQueues:         *fl.maxQueues,
+		QueueRetention:    *fl.queueRetention,
+		DatabaseURL:       *fl.databaseURL,
+		Environment:       *fl.environment,
+		TelemetryPath:     *fl.telemetryPath,
+		ScrapeTimeout:     *fl.scrapeTimeout,
+		TimeoutOffset:     *fl.timeoutOffset,
+		MaxRequests:       *fl.maxRequests,
+		ShowMessageArgs:   *fl.showMessageArgs,
+		Collectors:        map[string]bool{},
+	}
+	for name, v := range fl.collectors {
+		cfg.Collectors[name] = *v
+	}
+	seen := map[string]bool{}
+	for _, raw := range *fl.queues {
+		for _, q := range strings.Split(raw, ",") {
+			if q = strings.TrimSpace(q); q != "" && !seen[q] {
+				seen[q] = true
+				cfg.Queues = append(cfg.Queues, q)
+			}
+		}
+	}
+	sort.Strings(cfg.Queues)
+
+	var err error
+	if cfg.RedisPassword, err = secret(*fl.redisPassword, *fl.redisPasswordFile, "--redis.password-file"); err != nil {
+		return nil, err
+	}
+	if cfg.DatabasePassword, err = secret(*fl.databasePassword, *fl.dbPasswordFile, "--database.password-file"); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (fl *Flags) applyFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config.file: %v", err)
+	}
+	var f fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("--config.file %s: %v", path, err)
+	}
+	for name := range f.Collectors {
+		if _, ok := fl.collectors[name]; !ok {
+			return fmt.Errorf("--config.file %s: collectors: unknown collector %q", path, name)
+		}
+	}
+	for _, b := range fl.bindings {
+		if b.set || (b.envar != "" && os.Getenv(b.envar) != "") || b.fromFile == nil {
+			continue
+		}
+		if err := b.fromFile(&f); err != nil {
+			return fmt.Errorf("--config.file %s: %s: %v", path, fileKey(b.name), err)
+		}
+	}
+	return nil
+}
+
+// fileKey maps a flag name to its key in the file, for error messages.
+func fileKey(flag string) string {
+	if name, ok := strings.CutPrefix(flag, "collector."); ok {
+		return "collectors." + name
+	}
+	return strings.ReplaceAll(flag, "-", "_")
+}
+
+func secret(direct, file, flag string) (string, error) {
+	if file == "" {
+		return direct, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		// The error names the file, never its contents.
+		return "", fmt.Errorf("%s: %v", flag, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+var queueName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9._-]*$`)
+
+// Validate checks every value and names the flag of the first bad one.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.RedisURL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("--redis.url: not a URL: %v", err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return fmt.Errorf("--redis.url: scheme must be redis, rediss or unix, not %q", u.Scheme)
+	}
+	if c.Namespace == "" {
+		return errors.New("--dramatiq.namespace: must not be empty")
+	}
+	if c.HeartbeatTimeout <= 0 {
+		return fmt.Errorf("--dramatiq.heartbeat-timeout: must be positive, not %s", c.HeartbeatTimeout)
+	}
+	if c.DiscoveryInterval < 100*time.Millisecond {
+		return fmt.Errorf("--dramatiq.discovery-interval: must be at least 100ms, not %s", c.DiscoveryInterval)
+	}
+	if c.MaxQueues < 0 {
+		return fmt.Errorf("--dramatiq.max-queues: must be 0 or more, not %d", c.MaxQueues)
+	}
+	if c.QueueRetention < 0 {
+		return fmt.Errorf("--dramatiq.queue-retention: must be 0 or more, not %s", c.QueueRetention)
+	}
+	for _, q := range c.Queues {
+		if !queueName.MatchString(q) {
+			return fmt.Errorf("--dramatiq.queues: %q is not a Dramatiq queue name ([a-zA-Z_][a-zA-Z0-9._-]*)", q)
+		}
+	}
+	if c.DatabaseURL != "" && strings.ContainsAny(c.DatabaseURL, "\n\r") {
+		return errors.New("--database.url: must be one line")
+	}
+	if c.Environment == "" {
+		return errors.New("--environment: must not be empty")
+	}
+	if !strings.HasPrefix(c.TelemetryPath, "/") || c.TelemetryPath == "/" {
+		return fmt.Errorf("--web.telemetry-path: must start with / and not be /, not %q", c.TelemetryPath)
+	}
+	if c.ScrapeTimeout <= 0 {
+		return fmt.Errorf("--scrape.timeout: must be positive, not %s", c.ScrapeTimeout)
+	}
+	if c.TimeoutOffset < 0 {
+		return fmt.Errorf("--scrape.timeout-offset: must be 0 or more, not %s", c.TimeoutOffset)
+	}
+	if c.MaxRequests < 0 {
+		return fmt.Errorf("--web.max-requests: must be 0 or more, not %d", c.MaxRequests)
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+func load(t *testing.T, env map[string]string, args ...string) (*Config, error) {
+	t.Helper()
+	for _, k := range []string{"REDIS_URL", "REDIS_PASSWORD", "REDIS_PASSWORD_FILE", "DATABASE_URL", "DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE", "ENVIRONMENT", "DRAMATIQ_NAMESPACE", "DRAMATIQ_QUEUES", "DRAMATIQ_EXPORTER_CONFIG"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	app := kingpin.New("test", "")
+	fl := AddFlags(app, []Collector{{Name: "broker", DefaultEnabled: true}, {Name: "database", DefaultEnabled: true}})
+	if _, err := app.Parse(args); err != nil {
+		return nil, err
+	}
+	return fl.Load()
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL != DefaultRedisURL || c.Namespace != "dramatiq" || c.HeartbeatTimeout != time.Minute ||
+		c.Environment != "development" || c.TelemetryPath != "/metrics" || c.DiscoveryInterval != 30*time.Second ||
+		!c.Collectors["broker"] || c.DatabaseURL != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	file := filepath.Join("testdata", "good.yml")
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want func(*Config) bool
+	}{
+		{"file over defaults", nil, []string{"--config.file", file}, func(c *Config) bool {
+			return c.RedisURL == "redis://cache.internal:6380/2" && c.Namespace == "myapp" && c.HeartbeatTimeout == 2*time.Minute &&
+				strings.Join(c.Queues, ",") == "default,emails.high" && c.MaxQueues == 50 && c.Environment == "staging" &&
+				c.TelemetryPath == "/dramatiq/metrics"
+		}},
+		{"env over file", map[string]string{"REDIS_URL": "redis://env:1/0", "ENVIRONMENT": "prod"}, []string{"--config.file", file}, func(c *Config) bool {
+			return c.RedisURL == "redis://env:1/0" && c.Environment == "prod" && c.Namespace == "myapp"
+		}},
+		{"flag over env and file", map[string]string{"REDIS_URL": "redis://env:1/0"}, []string{"--config.file", file, "--redis.url", "redis://flag:2/0", "--dramatiq.heartbeat-timeout", "5s"}, func(c *Config) bool {
+			return c.RedisURL == "redis://flag:2/0" && c.HeartbeatTimeout == 5*time.Second
+		}},
+		{"empty file is fine", nil, []string{"--config.file", filepath.Join("testdata", "empty.yml")}, func(c *Config) bool {
+			return c.Namespace == "dramatiq"
+		}},
+		{"queues split on commas and repeat", nil, []string{"--dramatiq.queues", "b,a", "--dramatiq.queues", "c", "--dramatiq.queues", "a"}, func(c *Config) bool {
+			return strings.Join(c.Queues, ",") == "a,b,c"
+		}},
+		{"queues from env", map[string]string{"DRAMATIQ_QUEUES": "x,y.z"}, nil, func(c *Config) bool {
+			return strings.Join(c.Queues, ",") == "x,y.z"
+		}},
+		{"collector switch", nil, []string{"--no-collector.broker"}, func(c *Config) bool { return !c.Collectors["broker"] }},
+		{"database from env", map[string]string{"DATABASE_URL": "postgres://u@h/db"}, nil, func(c *Config) bool { return c.DatabaseURL == "postgres://u@h/db" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.env, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.want(c) {
+				t.Fatalf("got %+v", c)
+			}
+		})
+	}
+}
+
+func TestPasswords(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, map[string]string{"REDIS_PASSWORD": "from-env", "DATABASE_PASSWORD_FILE": pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisPassword != "from-env" || c.DatabasePassword != "from-file" {
+		t.Fatalf("passwords: %q %q", c.RedisPassword, c.DatabasePassword)
+	}
+	c, err = load(t, map[string]string{"REDIS_PASSWORD": "from-env"}, "--redis.password-file", pw)
+	if err != nil || c.RedisPassword != "from-file" {
+		t.Fatalf("file should win: %v %q", err, c.RedisPassword)
+	}
+}
+
+// Every bad value names the flag or file key at fault, and never echoes a
+// password.
+func TestErrorsNameTheCulprit(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--redis.url", "http://x"}, "--redis.url: scheme must be redis, rediss or unix"},
+		{[]string{"--redis.url", "redis://user:hunter2@host:port/0"}, "--redis.url: not a URL"},
+		{[]string{"--dramatiq.namespace", ""}, "--dramatiq.namespace"},
+		{[]string{"--dramatiq.heartbeat-timeout", "0s"}, "--dramatiq.heartbeat-timeout: must be positive"},
+		{[]string{"--dramatiq.discovery-interval", "1ms"}, "--dramatiq.discovery-interval"},
+		{[]string{"--dramatiq.max-queues", "-1"}, "--dramatiq.max-queues"},
+		{[]string{"--dramatiq.queues", "ok,not ok"}, `--dramatiq.queues: "not ok"`},
+		{[]string{"--environment", ""}, "--environment"},
+		{[]string{"--web.telemetry-path", "metrics"}, "--web.telemetry-path"},
+		{[]string{"--scrape.timeout", "0s"}, "--scrape.timeout"},
+		{[]string{"--redis.password-file", "/nonexistent/pw"}, "--redis.password-file"},
+		{[]string{"--config.file", "testdata/bad-key.yml"}, "field namespcae not found"},
+		{[]string{"--config.file", "testdata/bad-duration.yml"}, "dramatiq.heartbeat_timeout: invalid duration \"soon\""},
+		{[]string{"--config.file", "testdata/bad-collector.yml"}, `unknown collector "nonsense"`},
+		{[]string{"--config.file", "testdata/bad-queue.yml"}, `--dramatiq.queues: "has space"`},
+		{[]string{"--config.file", "testdata/missing.yml"}, "--config.file"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := load(t, nil, tc.args...)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error leaks the password: %q", err)
+			}
+		})
+	}
+}
