@@ -4,7 +4,7 @@
 #   - .venv/ with the pinned current Dramatiq (test/dramatiq/requirements.txt),
 #   - .build/venv-dramatiq-oldest/ with the oldest Dramatiq release that has
 #     the current Redis layout (test/dramatiq/requirements-oldest.txt),
-#   - bin/staticcheck at a pinned version.
+#   - .build/bin/staticcheck at a pinned version (what `make lint` runs).
 # Re-runs are fast: each step checks first and says what it skipped.
 set -euo pipefail
 
@@ -91,13 +91,13 @@ make_venv "$VENV" "$ROOT/test/dramatiq/requirements.txt"
 make_venv "$OLD_VENV" "$ROOT/test/dramatiq/requirements-oldest.txt"
 
 # ---------------------------------------------------------------- staticcheck
-SC="$ROOT/bin/staticcheck"
+SC="$ROOT/.build/bin/staticcheck"
 if [[ -x "$SC" ]] && "$SC" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
-	say "bin/staticcheck $STATICCHECK_VERSION present"
+	say ".build/bin/staticcheck $STATICCHECK_VERSION present"
 else
-	say "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION -> bin/"
-	mkdir -p "$ROOT/bin"
-	GOBIN="$ROOT/bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+	say "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION -> .build/bin/"
+	mkdir -p "$ROOT/.build/bin"
+	GOBIN="$ROOT/.build/bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 
 say "done"
