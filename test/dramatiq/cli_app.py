@@ -25,6 +25,10 @@ dramatiq.set_broker(broker)
 @dramatiq.actor(queue_name="crash")
 def hold(i):
     """Blocks forever, after reporting how many messages the worker holds."""
+    # after_worker_boot fires once the worker's threads already run, so the
+    # first message can get here before the recorder knows the worker.
+    while recorder.worker is None:
+        time.sleep(0.01)
     held = held_by(recorder.worker, running=1)
     marker = os.environ["CONFORMANCE_MARKER"]
     with open(marker + ".tmp", "w") as f:

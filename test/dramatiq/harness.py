@@ -27,6 +27,7 @@ after_nack, ...), and the worker's in-memory work queue.
 """
 
 import argparse
+import atexit
 import collections
 import json
 import os
@@ -170,6 +171,9 @@ class Scenario:
         self.namespace = self.args.namespace
         self.heartbeat_timeout = heartbeat_timeout
         self.children = []
+        # Children run in their own sessions; make sure they die with us
+        # even when the scenario fails half-way.
+        atexit.register(self.cleanup)
         header = dict(
             scenario=name,
             dramatiq=dramatiq.__version__,

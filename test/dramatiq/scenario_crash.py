@@ -70,8 +70,11 @@ s.expect(
     processes={"alive": 0, "stale": 2},
     timeout=HB + 15,
 )
-if time.time() - killed_at <= HB:
-    raise SystemExit("driver accepted the orphaned phase before the heartbeat timeout passed")
+# The worker's last heartbeat was at most about a second before the kill (an
+# idle consumer polls at least once a second), so the exporter must not have
+# called it stale much before killed_at + HB.
+if time.time() - killed_at < HB - 1.5:
+    raise SystemExit(f"exporter reported orphans {time.time() - killed_at:.1f}s after the kill, before the {HB}s heartbeat timeout could pass")
 
 maint = s.broker(maintenance_chance=1_000_000)
 
