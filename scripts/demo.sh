@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The whole product on one machine, on loopback: redis-server, PostgreSQL, a
+# Dramatiq app (two worker processes, a producer, a worker that crashes now
+# and then, a legacy pickle producer), the exporter on :10191 and Debian's
+# Prometheus scraping it with the shipped alert rules.
+#
+#   scripts/demo.sh               start, print the URLs, stop on Ctrl-C
+#   scripts/demo.sh --background  start, print the URLs, return (for scripts)
+#   scripts/demo-stop.sh          stop everything started here
+#
+# State, logs and pid files live in .demo/ (removed on the next start).
+# Ports can be moved with DEMO_REDIS_PORT, DEMO_PG_PORT, DEMO_EXPORTER_PORT
+# and DEMO_PROMETHEUS_PORT.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEMO="$ROOT/.demo"
+PIDS="$DEMO/pids"
+LOGS="$DEMO/logs"
+REDIS_PORT="${DEMO_REDIS_PORT:-16379}"
+PG_PORT="${DEMO_PG_PORT:-15432}"
+EXPORTER_PORT="${DEMO_EXPORTER_PORT:-10191}"
+PROM_PORT="${DEMO_PROMETHEUS_PORT:-9090}"
+# Shorter than Dramatiq's 60 s default so a crashed worker shows up as stale
+# with orphaned messages within a minute. App and exporter must agree.
+HEARTBEAT_TIMEOUT="${DEMO_HEARTBEAT_TIMEOUT:-20}"
+NAMESPACE=dramatiq
+PY="$ROOT/.venv/bin/python"
+
+background=false
+for arg in "$@"; do
+	case "$arg" in
+	--background) background=true ;;
+	-h | --help)
+		sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "demo: unknown argument $arg (try --help)" >&2
+		exit 2
+		;;
+	esac
+done
+
+say() { printf 'demo: %s\n' "$*"; }
+die() {
+	printf 'demo: %s\n' "$*" >&2
+	exit 1
+}
+
+# ------------------------------------------------------------ prerequisites
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+for bin in redis-server prometheus curl; do
+	command -v "$bin" >/dev/null || die "$bin not found: run scripts/deps.sh (make deps)"
+done
+[[ -x "$PGBIN/initdb" ]] || die "PostgreSQL not found under /usr/lib/postgresql: run scripts/deps.sh"
+[[ -x "$PY" ]] || die ".venv/bin/python not found: run scripts/deps.sh (make deps)"
+for f in "$PIDS"/*.pid; do
+	[[ -e "$f" ]] || continue
+	if kill -0 "$(cat "$f")" 2>/dev/null; then
+		die "already running ($(basename "$f" .pid) is up): scripts/demo-stop.sh first"
+	fi
+done
+for port in "$REDIS_PORT" "$PG_PORT" "$EXPORTER_PORT" "$PROM_PORT"; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		die "port $port on 127.0.0.1 is taken; set DEMO_*_PORT to move the demo"
+	fi
+done
+
+rm -rf "$DEMO"
+mkdir -p "$PIDS" "$LOGS"
+chmod 755 "$DEMO"
+
+# Everything started from here on is stopped if the start fails half-way.
+started_ok=false
+cleanup_on_failure() {
+	if ! $started_ok; then
+		say "start failed; stopping what was started (logs in .demo/logs/)"
+		"$ROOT/scripts/demo-stop.sh" || true
+	fi
+}
+trap cleanup_on_failure EXIT
+
+# start NAME CMD...: runs CMD in its own session (so its whole process group
+# can be stopped), logging to .demo/logs/NAME.log.
+start() {
+	local name="$1"
+	shift
+	setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+	echo $! >"$PIDS/$name.pid"
+}
+
+# wait_for WHAT SECONDS CMD...: retries CMD until it succeeds.
+wait_for() {
+	local what="$1" secs="$2"
+	shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || die "$what did not come up in ${secs}s (see .demo/logs/)"
+		sleep 0.2
+	done
+}
+
+# ------------------------------------------------------------ exporter build
+say "building the exporter"
+VPKG=github.com/prometheus/common/version
+(cd "$ROOT" && go build -o "$DEMO/dramatiq_exporter" -ldflags "\
+	-X $VPKG.Version=$(cat VERSION 2>/dev/null || echo 0.0.0) \
+	-X $VPKG.Revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+	-X $VPKG.Branch=$(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)" \
+	./cmd/dramatiq_exporter)
+
+# ------------------------------------------------------------ redis
+say "starting redis-server on 127.0.0.1:$REDIS_PORT"
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DEMO"
+wait_for redis-server 10 redis-cli -p "$REDIS_PORT" ping
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+
+# ------------------------------------------------------------ postgresql
+# postgres refuses to run as root: as root, the cluster belongs to the
+# postgres user that Debian's package creates.
+say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+PGDATA="$DEMO/pg"
+PGSOCK="$DEMO/pg-socket"
+mkdir -p "$PGDATA" "$PGSOCK"
+as_pg=()
+if [[ "$(id -u)" == 0 ]]; then
+	touch "$LOGS/postgres.log"
+	chown postgres: "$PGDATA" "$PGSOCK" "$LOGS/postgres.log"
+	as_pg=(runuser -u postgres --)
+	"${as_pg[@]}" test -x "$DEMO" || die "the postgres user cannot reach $DEMO (a parent directory is not o+x)"
+fi
+"${as_pg[@]}" "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres --no-sync >"$LOGS/initdb.log" 2>&1 ||
+	die "initdb failed: see .demo/logs/initdb.log"
+"${as_pg[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 30 \
+	-o "-p $PG_PORT -k $PGSOCK -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null
+head -1 "$PGDATA/postmaster.pid" >"$PIDS/postgres.pid"
+psql_demo() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+psql_demo -d postgres -c "CREATE DATABASE shop"
+psql_demo -d shop -c "CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/shop?sslmode=disable"
+# The application's database sees some traffic, including a slow migration
+# that holds a lock while a query waits for it.
+start dbload bash "$ROOT/demo/dbload.sh" "$PG_PORT"
+
+# ------------------------------------------------------------ the dramatiq app
+export REDIS_URL DRAMATIQ_NAMESPACE="$NAMESPACE" DEMO_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT"
+export PYTHONUNBUFFERED=1
+say "starting Dramatiq $("$PY" -c 'import dramatiq; print(dramatiq.__version__)'): 2 worker processes, producer, chaos, legacy producer"
+# One worker for the quick queues, and one single-threaded worker for the
+# slow reports, which is a little under-provisioned: bursts of reports
+# leave a backlog that takes minutes to work off.
+(cd "$ROOT/demo" && start workers "$ROOT/.venv/bin/dramatiq" app --processes 1 --threads 4 \
+	--queues default payments webhooks.outbound emails)
+(cd "$ROOT/demo" && start workers-reports "$ROOT/.venv/bin/dramatiq" app --processes 1 --threads 1 --queues reports)
+(cd "$ROOT/demo" && start producer "$PY" producer.py)
+(cd "$ROOT/demo" && DEMO_CHAOS_VICTIM_PID_FILE="$PIDS/chaos-victim.pid" start chaos "$PY" chaos.py)
+(cd "$ROOT/demo" && start legacy-producer "$PY" legacy_producer.py)
+
+# ------------------------------------------------------------ exporter
+say "starting the exporter on 127.0.0.1:$EXPORTER_PORT"
+start exporter "$DEMO/dramatiq_exporter" \
+	--redis.url="$REDIS_URL" \
+	--dramatiq.namespace="$NAMESPACE" \
+	--dramatiq.heartbeat-timeout="${HEARTBEAT_TIMEOUT}s" \
+	--database.url="$DATABASE_URL" \
+	--environment=demo \
+	--web.listen-address="127.0.0.1:$EXPORTER_PORT"
+wait_for "the exporter" 20 curl -fsS "http://127.0.0.1:$EXPORTER_PORT/metrics"
+
+# ------------------------------------------------------------ prometheus
+say "starting Prometheus on 127.0.0.1:$PROM_PORT"
+cat >"$DEMO/prometheus.yml" <<EOF
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+  external_labels:
+    environment: demo
+rule_files:
+  # The shipped rules; a glob, so the demo runs with whichever exist.
+  - $ROOT/alerts/*.rules.yml
+scrape_configs:
+  - job_name: dramatiq
+    static_configs:
+      - targets: ['127.0.0.1:$EXPORTER_PORT']
+EOF
+if command -v promtool >/dev/null; then
+	promtool check config "$DEMO/prometheus.yml" >"$LOGS/promtool.log" 2>&1 ||
+		die "promtool rejected the demo config or the rules: see .demo/logs/promtool.log"
+fi
+start prometheus prometheus \
+	--config.file="$DEMO/prometheus.yml" \
+	--storage.tsdb.path="$DEMO/prometheus-data" \
+	--web.listen-address="127.0.0.1:$PROM_PORT"
+wait_for Prometheus 30 curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready"
+
+started_ok=true
+trap - EXIT
+rules="$(compgen -G "$ROOT/alerts/*.rules.yml" | sed "s#$ROOT/##" | tr '\n' ' ' || true)"
+cat <<EOF
+
+Dramatiq demo is up (everything on 127.0.0.1):
+  exporter metrics   http://127.0.0.1:$EXPORTER_PORT/metrics
+  Prometheus         http://127.0.0.1:$PROM_PORT/graph
+  alerts             http://127.0.0.1:$PROM_PORT/alerts   (rules: ${rules:-none yet})
+  redis              $REDIS_URL   (namespace $NAMESPACE)
+  PostgreSQL         $DATABASE_URL
+  logs               .demo/logs/
+An extra reports worker is SIGKILLed about 15 s after start (and every
+10 minutes): its messages show as orphaned once its heartbeat is
+${HEARTBEAT_TIMEOUT}s old, until Dramatiq's maintenance requeues them.
+EOF
+
+if $background; then
+	echo "Stop it with: scripts/demo-stop.sh (or make demo-stop)"
+	exit 0
+fi
+echo "Press Ctrl-C to stop."
+trap '"$ROOT/scripts/demo-stop.sh"; exit 0' INT TERM
+# Keep running while the stack is; report if a component dies.
+while true; do
+	for name in redis exporter prometheus workers workers-reports producer; do
+		if ! kill -0 "$(cat "$PIDS/$name.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+			say "$name exited (see .demo/logs/$name.log); stopping the demo"
+			"$ROOT/scripts/demo-stop.sh"
+			exit 1
+		fi
+	done
+	sleep 2 &
+	wait $! || true
+done
