@@ -471,3 +471,30 @@ func TestConcurrentScrapes(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// CLIENT PAUSE makes Redis hold every client's commands: the scrape must
+// give up at its deadline and the next one after the pause must succeed.
+func TestPausedRedisRespectsDeadline(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now, clock := fixedClock()
+	r.NewBroker(t, "dramatiq").Enqueue("q", 1, now)
+	f := newFixture(t, r, r.URL(), broker.Options{Now: clock})
+	f.compare(header+"dramatiq_redis_up 1\n", "dramatiq_redis_up")
+
+	if err := r.Admin.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg, cancel := f.registry(300 * time.Millisecond)
+	begin := time.Now()
+	err := testutil.GatherAndCompare(reg, strings.NewReader(header+"dramatiq_redis_up 0\n"), "dramatiq_redis_up")
+	took := time.Since(begin)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > time.Second {
+		t.Fatalf("scrape took %s with a 300ms deadline", took)
+	}
+	time.Sleep(1300 * time.Millisecond)
+	f.compare(header+"dramatiq_redis_up 1\n", "dramatiq_redis_up")
+}
