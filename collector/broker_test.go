@@ -45,12 +45,17 @@ func newFixture(t *testing.T, r *testserver.Redis, url string, opts broker.Optio
 	}
 	t.Cleanup(func() { client.Close() })
 	reader := broker.NewReader(client, opts)
-	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "test", Namespace: opts.Namespace},
+	return &fixture{t: t, redis: r, reader: reader, exp: newExporter(t, reader)}
+}
+
+func newExporter(t testing.TB, reader *broker.Reader) *collector.Exporter {
+	t.Helper()
+	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "test", Namespace: "dramatiq"},
 		collector.Sources{Broker: reader})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, redis: r, reader: reader, exp: exp}
+	return exp
 }
 
 // registry binds the exporter to a fresh context in a pedantic registry,
