@@ -48,9 +48,11 @@ func (c Config) Inhibitions() []Inhibition {
 }
 
 // Receivers in the example, by severity.
+// The webhook URLs are loopback placeholders, like Alertmanager's own example,
+// so that an Alertmanager started on this file never reaches the network.
 var severityReceivers = []struct{ Severity, Receiver, URL, Comment string }{
-	{"critical", "dramatiq-pager", "https://alerts.example.com/dramatiq/page", "Pages someone: replace with pagerduty_configs, opsgenie_configs, ..."},
-	{"warning", "dramatiq-chat", "https://alerts.example.com/dramatiq/chat", "Posts to the team's channel: replace with slack_configs, msteams_configs, email_configs, ..."},
+	{"critical", "dramatiq-pager", "http://127.0.0.1:5001/dramatiq/page", "Pages someone: replace with pagerduty_configs, opsgenie_configs, ..."},
+	{"warning", "dramatiq-chat", "http://127.0.0.1:5001/dramatiq/chat", "Posts to the team's channel: replace with slack_configs, msteams_configs, email_configs, ..."},
 	{"info", "dramatiq-info", "", "No integration: info alerts are context, visible in the Alertmanager UI only."},
 }
 
@@ -87,7 +89,7 @@ func (c Config) AlertmanagerYAML() []byte {
 		))
 	}
 
-	receivers := []*yaml.Node{ymap("name", "default", "webhook_configs", yseq(ymap("url", "https://alerts.example.com/default")))}
+	receivers := []*yaml.Node{ymap("name", "default", "webhook_configs", yseq(ymap("url", "http://127.0.0.1:5001/default")))}
 	for _, s := range severityReceivers {
 		var r *yaml.Node
 		if s.URL == "" {
