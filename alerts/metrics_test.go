@@ -335,3 +335,23 @@ func TestGrafanaQueryExpr(t *testing.T) {
 		t.Errorf("label_values(job) has no selector")
 	}
 }
+
+func TestExpandGrafanaVars(t *testing.T) {
+	vars := map[string]string{"job": "dramatiq", "instance": "127.0.0.1:1", "queue": ".+", "__rate_interval": "1m"}
+	got, err := ExpandGrafanaVars(`sum(rate(m{job=~"$job",instance=~"${instance}",queue=~"$queue"}[$__rate_interval]))`, vars)
+	if want := `sum(rate(m{job=~"dramatiq",instance=~"127.0.0.1:1",queue=~".+"}[1m]))`; err != nil || got != want {
+		t.Errorf("got %q %v, want %q", got, err, want)
+	}
+	if _, err := ExpandGrafanaVars(`m{x=~"$unknown"}`, vars); err == nil {
+		t.Error("unknown variable accepted")
+	}
+	// Every shipped dashboard query expands with the dashboards' variables.
+	for _, q := range ShippedQueries(t) {
+		if !q.Grafana {
+			continue
+		}
+		if _, err := ExpandGrafanaVars(q.Expr, vars); err != nil {
+			t.Errorf("%s: %v", q.Where, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package alerts
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode"
 )
@@ -304,4 +305,28 @@ func grafanaQueryExpr(q string) (string, bool) {
 		}
 	}
 	return "", false // label_values(label): no selector
+}
+
+var grafanaVarRE = regexp.MustCompile(`\$\{(\w+)(?::\w+)?\}|\$(\w+)`)
+
+// ExpandGrafanaVars replaces Grafana variables in a dashboard query the way
+// Grafana would before sending it to Prometheus, for tests that run the
+// shipped queries against a real Prometheus: vars maps names (job, instance,
+// queue, __rate_interval) to values. A variable missing from vars is an error.
+func ExpandGrafanaVars(expr string, vars map[string]string) (string, error) {
+	var missing []string
+	out := grafanaVarRE.ReplaceAllStringFunc(expr, func(m string) string {
+		sm := grafanaVarRE.FindStringSubmatch(m)
+		name := sm[1] + sm[2]
+		v, ok := vars[name]
+		if !ok {
+			missing = append(missing, name)
+			return m
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("no value for %s in %q", strings.Join(missing, ", "), expr)
+	}
+	return out, nil
 }
