@@ -252,11 +252,6 @@ func setString(dst *string, v string) error {
 	return nil
 }
 
-// fieldError names the file key whose value is bad.
-type fieldError struct{ key, msg string }
-
-func (e fieldError) Error() string { return e.key + ": " + e.msg }
-
 func setDuration(dst *time.Duration, v string) error {
 	if v == "" {
 		return nil
