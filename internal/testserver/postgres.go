@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -39,6 +40,7 @@ type Postgres struct {
 	gid    int
 	cmd    *exec.Cmd
 	exited chan error // receives the postmaster's exit; Stop waits on it
+	frozen []int
 	log    string
 	t      testing.TB
 }
@@ -223,7 +225,10 @@ func (p *Postgres) Stop() {
 		return
 	}
 	// A frozen server cannot shut down.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT)
+	for _, pid := range p.frozen {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}
+	p.frozen = nil
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-p.exited:
@@ -241,21 +246,53 @@ func (p *Postgres) Restart() {
 	p.Start()
 }
 
-// Freeze stops every process of the server with SIGSTOP: the kernel still
-// accepts connections, but nothing answers, the way a hung host behaves.
+// Freeze stops the postmaster and every backend with SIGSTOP: the kernel
+// still accepts connections and queues what is sent, but nothing answers, the
+// way a hung host behaves. Backends call setsid(), so signalling the
+// postmaster's process group would miss them; they are found by parent pid.
 func (p *Postgres) Freeze() {
 	p.t.Helper()
-	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
-		p.t.Fatalf("SIGSTOP postgres: %v", err)
+	p.frozen = append([]int{p.cmd.Process.Pid}, childPids(p.cmd.Process.Pid)...)
+	for _, pid := range p.frozen {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil && !errors.Is(err, syscall.ESRCH) {
+			p.t.Fatalf("SIGSTOP %d: %v", pid, err)
+		}
 	}
 }
 
 // Thaw resumes a frozen server.
 func (p *Postgres) Thaw() {
 	p.t.Helper()
-	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT); err != nil {
-		p.t.Fatalf("SIGCONT postgres: %v", err)
+	for _, pid := range p.frozen {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
+			p.t.Fatalf("SIGCONT %d: %v", pid, err)
+		}
 	}
+	p.frozen = nil
+}
+
+// childPids lists the processes whose parent is ppid, from /proc.
+func childPids(ppid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name in parentheses may hold spaces; fields resume
+		// after the last ')': state, then ppid.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // LogTail returns the end of the server log, for failure messages.
