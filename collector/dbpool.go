@@ -62,7 +62,7 @@ func NewDatabasePool(ctx context.Context, dsn, password string, logger *slog.Log
 	cfg.MinIdleConns = 0
 	cfg.MaxConnIdleTime = 5 * time.Minute
 
-	scrub := newSecretScrubber(cfg)
+	scrub := newDBScrubber(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, scrub.wrap("database pool", err)
@@ -97,16 +97,16 @@ func ReadPasswordFile(path string) (string, error) {
 	return s, nil
 }
 
-// secretScrubber removes the DSN and the password from error text. pgx's
+// dbScrubber removes the DSN and the password from error text. pgx's
 // connection errors name the user, database and host, not the password; this
 // is the second line of defence, for text we do not control (a server or
 // proxy echoing what it was sent, a future pgx message).
-type secretScrubber struct {
+type dbScrubber struct {
 	secrets []string
 }
 
-func newSecretScrubber(cfg *pgxpool.Config) *secretScrubber {
-	s := &secretScrubber{}
+func newDBScrubber(cfg *pgxpool.Config) *dbScrubber {
+	s := &dbScrubber{}
 	add := func(v string) {
 		if v == "" {
 			return
@@ -124,7 +124,7 @@ func newSecretScrubber(cfg *pgxpool.Config) *secretScrubber {
 	return s
 }
 
-func (s *secretScrubber) scrub(text string) string {
+func (s *dbScrubber) scrub(text string) string {
 	for _, v := range s.secrets {
 		text = strings.ReplaceAll(text, v, "[REDACTED]")
 	}
@@ -134,18 +134,18 @@ func (s *secretScrubber) scrub(text string) string {
 // wrap returns err with op in front and secrets removed. The result keeps
 // errors.Is (for context.DeadlineExceeded and the like) but deliberately not
 // Unwrap, so no caller can print the original text by unwrapping.
-func (s *secretScrubber) wrap(op string, err error) error {
+func (s *dbScrubber) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &scrubbedError{msg: s.scrub(op + ": " + err.Error()), err: err}
+	return &dbScrubbedError{msg: s.scrub(op + ": " + err.Error()), err: err}
 }
 
-type scrubbedError struct {
+type dbScrubbedError struct {
 	msg string
 	err error
 }
 
-func (e *scrubbedError) Error() string { return e.msg }
+func (e *dbScrubbedError) Error() string { return e.msg }
 
-func (e *scrubbedError) Is(target error) bool { return errors.Is(e.err, target) }
+func (e *dbScrubbedError) Is(target error) bool { return errors.Is(e.err, target) }

@@ -24,7 +24,7 @@ func TestNewDatabasePool(t *testing.T) {
 				t.Errorf("%q: no error", dsn)
 				continue
 			}
-			assertNoSecret(t, err.Error(), dsn, "Hunter2-secret", "Hunter2")
+			dbAssertNoSecret(t, err.Error(), dsn, "Hunter2-secret", "Hunter2")
 		}
 	})
 
@@ -67,9 +67,9 @@ func TestNewDatabasePool(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		s := newSecretScrubber(pool.Config())
+		s := newDBScrubber(pool.Config())
 		err = s.wrap("op", fmt.Errorf("server said p@ss/w0rd and p%%40ss%%2Fw0rd: %w", context.DeadlineExceeded))
-		assertNoSecret(t, err.Error(), "p@ss/w0rd", "p%40ss%2Fw0rd")
+		dbAssertNoSecret(t, err.Error(), "p@ss/w0rd", "p%40ss%2Fw0rd")
 		if !strings.HasPrefix(err.Error(), "op: server said [REDACTED]") {
 			t.Errorf("scrubbed text = %q", err.Error())
 		}
@@ -99,7 +99,7 @@ func TestNewDatabasePool(t *testing.T) {
 	})
 }
 
-func assertNoSecret(t *testing.T, text string, secrets ...string) {
+func dbAssertNoSecret(t *testing.T, text string, secrets ...string) {
 	t.Helper()
 	for _, s := range secrets {
 		if s != "" && strings.Contains(text, s) {
