@@ -162,7 +162,14 @@ func TestDatabase(t *testing.T) {
 		pg.Exec(t, "shop", "CREATE TABLE orders (id int)", "GRANT ALL ON orders TO PUBLIC")
 		appURL := pg.CreateRole(t, "shop_app", "app-pw", "shop")
 		plainURL := pg.CreateRole(t, "shop_plain", "plain-pw", "shop")
-		monURL := pg.CreateRole(t, "shop_mon", "mon-pw", "shop", "pg_monitor")
+		statsURL := pg.CreateRole(t, "shop_stats", "stats-pw", "shop", "pg_read_all_stats")
+		// The README's CREATE ROLE example, verbatim but for the names.
+		pg.Exec(t, "postgres",
+			"CREATE ROLE shop_mon LOGIN PASSWORD 'mon-pw' CONNECTION LIMIT 5",
+			"GRANT pg_monitor TO shop_mon",
+			"ALTER ROLE shop_mon SET default_transaction_read_only = on",
+			"GRANT CONNECT ON DATABASE shop TO shop_mon")
+		monURL := pg.URL("shop_mon", "mon-pw", "shop")
 
 		// The application's role: two idle sessions, one holding a lock in
 		// an open transaction, one waiting for it.
@@ -211,17 +218,19 @@ func TestDatabase(t *testing.T) {
 			t.Errorf("plain role logged errors:\n%s", plain.log.String())
 		}
 
-		// With pg_monitor every session is classified and the transaction
-		// age is seen.
-		mon := newDBExporter(t, monURL, "")
-		r = mon.scrape(t, 5*time.Second)
-		r.compare(t,
-			dbConnectionsExpo(map[string]int{"idle": 2, "idle in transaction": 1, "active": 1})+
-				dbExpo("dramatiq_database_blocked_connections", "dramatiq_database_blocked_connections 1")+
-				dbSuccessExpo(1, 1),
-			"dramatiq_database_connections", "dramatiq_database_blocked_connections", "dramatiq_exporter_collector_success")
-		if age := r.mustValue(t, "dramatiq_database_oldest_transaction_age_seconds"); age < 1 {
-			t.Errorf("pg_monitor oldest_transaction_age_seconds = %v, want >= 1", age)
+		// With pg_monitor, or just the pg_read_all_stats part of it, every
+		// session is classified and the transaction age is seen.
+		for role, url := range map[string]string{"pg_monitor": monURL, "pg_read_all_stats": statsURL} {
+			e := newDBExporter(t, url, "")
+			r = e.scrape(t, 5*time.Second)
+			r.compare(t,
+				dbConnectionsExpo(map[string]int{"idle": 2, "idle in transaction": 1, "active": 1})+
+					dbExpo("dramatiq_database_blocked_connections", "dramatiq_database_blocked_connections 1")+
+					dbSuccessExpo(1, 1),
+				"dramatiq_database_connections", "dramatiq_database_blocked_connections", "dramatiq_exporter_collector_success")
+			if age := r.mustValue(t, "dramatiq_database_oldest_transaction_age_seconds"); age < 1 {
+				t.Errorf("%s: oldest_transaction_age_seconds = %v, want >= 1", role, age)
+			}
 		}
 		if _, err := blocker.Exec(ctx, "ROLLBACK"); err != nil {
 			t.Fatal(err)
