@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -80,21 +79,6 @@ func databaseTarget(cfg *pgxpool.Config) string {
 		host = "unix:" + host
 	}
 	return fmt.Sprintf("%s@%s:%d/%s", c.User, host, c.Port, c.Database)
-}
-
-// ReadPasswordFile returns the contents of a password file without its final
-// line break, which editors and `echo` add. The error names the path only.
-func ReadPasswordFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read password file: %w", err)
-	}
-	s := strings.TrimSuffix(string(b), "\n")
-	s = strings.TrimSuffix(s, "\r")
-	if s == "" {
-		return "", fmt.Errorf("password file %s is empty", path)
-	}
-	return s, nil
 }
 
 // dbScrubber removes the DSN and the password from error text. pgx's

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -78,25 +77,6 @@ func TestNewDatabasePool(t *testing.T) {
 		}
 	})
 
-	t.Run("password file", func(t *testing.T) {
-		dir := t.TempDir()
-		for content, want := range map[string]string{"pw\n": "pw", "pw\r\n": "pw", "pw": "pw", " pw \n": " pw "} {
-			path := dir + "/pw"
-			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			got, err := ReadPasswordFile(path)
-			if err != nil || got != want {
-				t.Errorf("ReadPasswordFile(%q) = %q, %v; want %q", content, got, err, want)
-			}
-		}
-		if err := os.WriteFile(dir+"/empty", []byte("\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ReadPasswordFile(dir + "/empty"); err == nil {
-			t.Error("an empty password file was accepted")
-		}
-	})
 }
 
 func dbAssertNoSecret(t *testing.T, text string, secrets ...string) {

@@ -359,7 +359,12 @@ func secret(direct, file, flag string) (string, error) {
 		// The error names the file, never its contents.
 		return "", fmt.Errorf("%s: %v", flag, err)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	// Editors and echo add a final line break; it is not part of the secret.
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s: %s is empty", flag, file)
+	}
+	return pw, nil
 }
 
 var queueName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9._-]*$`)

@@ -134,10 +134,16 @@ func TestServeEndToEnd(t *testing.T) {
 	b := r.NewBroker(t, "myapp")
 	b.Enqueue("emails", 3, time.Now())
 
+	const dbPassword = "db-pass-never-shown"
+	pg := testserver.StartPostgres(t)
+	pg.CreateDatabase(t, "app")
+	pg.CreateRole(t, "exporter", dbPassword, "app", "pg_monitor")
+
 	port := testserver.FreePort(t)
 	cmd := exec.Command(binary, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--dramatiq.namespace", "myapp", "--environment", "ci", "--log.level", "debug")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("REDIS_URL=redis://:%s@%s/0", password, r.Addr))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("REDIS_URL=redis://:%s@%s/0", password, r.Addr),
+		"DATABASE_URL="+pg.URL("exporter", dbPassword, "app"))
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -165,6 +171,8 @@ func TestServeEndToEnd(t *testing.T) {
 		"dramatiq_exporter_build_info{",
 		`dramatiq_exporter_collector_success{collector="broker"} 1`,
 		"process_resident_memory_bytes",
+		"dramatiq_database_up 1",
+		`dramatiq_database_info{database="app",server_version=`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
@@ -188,8 +196,8 @@ func TestServeEndToEnd(t *testing.T) {
 
 	landing, _ := scrape(t, base+"/", "")
 	for name, text := range map[string]string{"logs": logs.String(), "metrics": body, "landing page": landing} {
-		if strings.Contains(text, password) {
-			t.Errorf("the Redis password appears in the %s", name)
+		if strings.Contains(text, password) || strings.Contains(text, dbPassword) {
+			t.Errorf("a password appears in the %s", name)
 		}
 	}
 	if !strings.Contains(logs.String(), "redis://:xxxxx@") {
