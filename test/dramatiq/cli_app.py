@@ -1,0 +1,37 @@
+"""Actors for scenarios that run the `dramatiq` CLI in a subprocess.
+
+Configured by environment, because the CLI imports this module by name:
+CONFORMANCE_REDIS_URL, CONFORMANCE_NAMESPACE, CONFORMANCE_HEARTBEAT_TIMEOUT
+(seconds) and CONFORMANCE_MARKER (a file the blocked actor writes once the
+worker's holdings have settled: {"held": N, "pid": PID}).
+"""
+import json
+import os
+import time
+
+import dramatiq
+from harness import Recorder, held_by, make_broker
+
+recorder = Recorder()
+broker = make_broker(
+    os.environ["CONFORMANCE_REDIS_URL"],
+    os.environ["CONFORMANCE_NAMESPACE"],
+    heartbeat_timeout=float(os.environ["CONFORMANCE_HEARTBEAT_TIMEOUT"]),
+    extra=[recorder],
+)
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(queue_name="crash")
+def hold(i):
+    """Blocks forever, after reporting how many messages the worker holds."""
+    # after_worker_boot fires once the worker's threads already run, so the
+    # first message can get here before the recorder knows the worker.
+    while recorder.worker is None:
+        time.sleep(0.01)
+    held = held_by(recorder.worker, running=1)
+    marker = os.environ["CONFORMANCE_MARKER"]
+    with open(marker + ".tmp", "w") as f:
+        json.dump({"held": held, "pid": os.getpid()}, f)
+    os.rename(marker + ".tmp", marker)
+    time.sleep(3600)
