@@ -12,7 +12,7 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
 TEST_TIMEOUT ?= 9m
 STATICCHECK  := $(CURDIR)/.build/bin/staticcheck
 
-.PHONY: all build run deps test lint vet unit bench demo demo-stop clean
+.PHONY: all build run deps test lint vet unit bench demo demo-stop generate clean
 
 all: build
 
@@ -54,6 +54,10 @@ demo: deps build
 
 demo-stop:
 	@scripts/demo-stop.sh
+
+# Rules, Alertmanager example and dashboards come from alerts/mixin/config.go.
+generate:
+	$(GO) run ./alerts/gen
 
 clean:
 	rm -rf $(BIN) .build

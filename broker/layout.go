@@ -30,9 +30,6 @@ func (k keys) dead(q string) string      { return k.ns + ":" + q + deadSuffix }
 func (k keys) deadMsgs(q string) string  { return k.ns + ":" + q + deadSuffix + msgsSuffix }
 func (k keys) heartbeats() string        { return k.ns + ":" + heartbeatKey }
 func (k keys) scanPattern() string       { return escapeGlob(k.ns) + ":*" }
-func (k keys) ack(wid, queueName string) string {
-	return k.ns + ":" + acksPrefix + wid + "." + queueName
-}
 
 // escapeGlob escapes the characters SCAN MATCH treats specially, because a
 // namespace is any string and Dramatiq does not escape it either.

@@ -14,8 +14,10 @@ import (
 )
 
 // headProbe is how many ids from the head of a ready list are read to find
-// the oldest message. A worker may ack the very first one between our two
-// round trips; a few more make the age survive that race without a third.
+// the oldest message. Only the first body is fetched; the others are there
+// for the rare scrape in which a worker fetches and acks the head between
+// our round trips, so the age does not blink out (and reset an alert's
+// `for:`). Bodies can be large, so we never fetch more than we need.
 const headProbe = 3
 
 // Snapshot is one read of the broker. Numbers taken in one pipelined round
@@ -155,18 +157,16 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	// Round trip 2: bodies at the heads of non-empty lists, and the size of
 	// every ack set whose owner is no longer alive.
 	pipe = r.client.Pipeline()
-	heads := make([]*redis.SliceCmd, len(queues))
+	heads := make([]*redis.StringCmd, len(queues))
 	n := 0
 	for i, q := range queues {
 		if snap.Queues[i].Ready == 0 {
 			continue
 		}
-		ids := cmds[i].head.Val()
-		if len(ids) == 0 {
-			continue
+		if ids := cmds[i].head.Val(); len(ids) > 0 {
+			heads[i] = pipe.HGet(ctx, r.keys.queueMsgs(q), ids[0])
+			n++
 		}
-		heads[i] = pipe.HMGet(ctx, r.keys.queueMsgs(q), ids...)
-		n++
 	}
 	type orphan struct {
 		queue int
@@ -193,6 +193,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		snap.Queues[o.queue].Orphaned += v
 	}
+	// Round trip 3, only when a head vanished between round trips 1 and 2:
+	// the next ids of those queues.
+	var retry []int
+	retryCmds := map[int]*redis.SliceCmd{}
 	for i, h := range heads {
 		if h == nil {
 			continue
@@ -200,9 +204,40 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if err := r.check(h.Err()); err != nil {
 			return nil, err
 		}
-		if ts, ok := r.oldestTimestamp(h.Val()); ok {
-			snap.Queues[i].OldestAge = max(now.Sub(ts), 0)
-			snap.Queues[i].OldestAgeKnown = true
+		if h.Err() == redis.Nil {
+			if ids := cmds[i].head.Val(); len(ids) > 1 {
+				retry = append(retry, i)
+				continue
+			}
+			r.anomaly(AnomalyMissingHead, 1)
+			continue
+		}
+		r.setAge(&snap.Queues[i], now, h.Val())
+	}
+	if len(retry) > 0 {
+		pipe = r.client.Pipeline()
+		for _, i := range retry {
+			retryCmds[i] = pipe.HMGet(ctx, r.keys.queueMsgs(queues[i]), cmds[i].head.Val()[1:]...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+			return nil, err
+		}
+		for _, i := range retry {
+			c := retryCmds[i]
+			if err := r.check(c.Err()); err != nil {
+				return nil, err
+			}
+			found := false
+			for _, v := range c.Val() {
+				if body, ok := v.(string); ok {
+					r.setAge(&snap.Queues[i], now, body)
+					found = true
+					break
+				}
+			}
+			if !found {
+				r.anomaly(AnomalyMissingHead, 1)
+			}
 		}
 	}
 	return snap, nil
@@ -247,41 +282,43 @@ func (r *Reader) check(err error) error {
 	return err
 }
 
-// oldestTimestamp returns message_timestamp of the first head body that can
-// be read. Bodies are user data: only that one field is decoded.
-func (r *Reader) oldestTimestamp(vals []any) (time.Time, bool) {
-	// A missing or bad head counts only when no probed head could be read:
-	// a head acked between our two round trips is a race, not an anomaly.
-	var missing, bad int
-	defer func() {
-		if bad > 0 {
-			r.anomaly(AnomalyUndecodableBody, 1)
-		} else if missing > 0 {
-			r.anomaly(AnomalyMissingHead, 1)
-		}
-	}()
-	for _, v := range vals {
-		s, ok := v.(string)
-		if !ok {
-			missing++
-			continue
-		}
-		var body struct {
-			MessageTimestamp *json.Number `json:"message_timestamp"`
-		}
-		if err := json.Unmarshal([]byte(s), &body); err != nil || body.MessageTimestamp == nil {
-			bad++
-			continue
-		}
-		ms, err := body.MessageTimestamp.Float64()
-		if err != nil {
-			bad++
-			continue
-		}
-		missing, bad = 0, 0
-		return time.UnixMilli(int64(ms)), true
+// setAge sets the queue's oldest age from the head body, or counts the
+// body as undecodable.
+func (r *Reader) setAge(q *QueueStats, now time.Time, body string) {
+	ts, ok := messageTimestamp(body)
+	if !ok {
+		r.anomaly(AnomalyUndecodableBody, 1)
+		return
 	}
-	return time.Time{}, false
+	q.OldestAge = max(now.Sub(ts), 0)
+	q.OldestAgeKnown = true
+}
+
+// messageTimestamp reads message_timestamp (ms) from a body. Bodies are
+// user data and can be large, so Dramatiq's own encoding, which writes
+// message_timestamp as the last top-level key, is read from its tail
+// without parsing the rest; any other JSON takes the full parser.
+func messageTimestamp(body string) (time.Time, bool) {
+	const key = `,"message_timestamp":`
+	if strings.HasSuffix(body, "}") {
+		if i := strings.LastIndex(body, key); i >= 0 {
+			digits := body[i+len(key) : len(body)-1]
+			if ms, err := strconv.ParseInt(digits, 10, 64); err == nil && strings.HasPrefix(body, "{") {
+				return time.UnixMilli(ms), true
+			}
+		}
+	}
+	var decoded struct {
+		MessageTimestamp *json.Number `json:"message_timestamp"`
+	}
+	if err := json.Unmarshal([]byte(body), &decoded); err != nil || decoded.MessageTimestamp == nil {
+		return time.Time{}, false
+	}
+	ms, err := decoded.MessageTimestamp.Float64()
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(int64(ms)), true
 }
 
 // infoField reads one numeric field of an INFO section, or NaN.

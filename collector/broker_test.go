@@ -45,12 +45,17 @@ func newFixture(t *testing.T, r *testserver.Redis, url string, opts broker.Optio
 	}
 	t.Cleanup(func() { client.Close() })
 	reader := broker.NewReader(client, opts)
-	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "test", Namespace: opts.Namespace},
+	return &fixture{t: t, redis: r, reader: reader, exp: newExporter(t, reader)}
+}
+
+func newExporter(t testing.TB, reader *broker.Reader) *collector.Exporter {
+	t.Helper()
+	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "test", Namespace: "dramatiq"},
 		collector.Sources{Broker: reader})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, redis: r, reader: reader, exp: exp}
+	return exp
 }
 
 // registry binds the exporter to a fresh context in a pedantic registry,
@@ -470,4 +475,31 @@ func TestConcurrentScrapes(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// CLIENT PAUSE makes Redis hold every client's commands: the scrape must
+// give up at its deadline and the next one after the pause must succeed.
+func TestPausedRedisRespectsDeadline(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now, clock := fixedClock()
+	r.NewBroker(t, "dramatiq").Enqueue("q", 1, now)
+	f := newFixture(t, r, r.URL(), broker.Options{Now: clock})
+	f.compare(header+"dramatiq_redis_up 1\n", "dramatiq_redis_up")
+
+	if err := r.Admin.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg, cancel := f.registry(300 * time.Millisecond)
+	begin := time.Now()
+	err := testutil.GatherAndCompare(reg, strings.NewReader(header+"dramatiq_redis_up 0\n"), "dramatiq_redis_up")
+	took := time.Since(begin)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > time.Second {
+		t.Fatalf("scrape took %s with a 300ms deadline", took)
+	}
+	time.Sleep(1300 * time.Millisecond)
+	f.compare(header+"dramatiq_redis_up 1\n", "dramatiq_redis_up")
 }

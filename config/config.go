@@ -123,7 +123,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	b.fromFile = func(f *fileConfig) error { return setString(fl.namespace, f.Dramatiq.Namespace) }
 
 	c, b = fl.bind(app, "dramatiq.heartbeat-timeout", "The workers' heartbeat_timeout: a process silent for longer is stale and its messages orphaned. Must match the RedisBroker setting.", "")
-	fl.heartbeatTimeout = c.Default(DefaultHeartbeatTimeout.String()).Duration()
+	fl.heartbeatTimeout = durationFlag(c, "dramatiq.heartbeat-timeout", DefaultHeartbeatTimeout)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.heartbeatTimeout, f.Dramatiq.HeartbeatTimeout) }
 
 	c, b = fl.bind(app, "dramatiq.queues", "Queues to report even before they exist in Redis. Comma-separated; repeatable. Others are discovered.", "DRAMATIQ_QUEUES")
@@ -136,11 +136,11 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	}
 
 	c, b = fl.bind(app, "dramatiq.discovery-interval", "How often to SCAN the namespace for new queues and ack sets. SCAN walks the whole keyspace, so it never runs on the scrape path.", "")
-	fl.discoveryInterval = c.Default(DefaultDiscoveryInterval.String()).Duration()
+	fl.discoveryInterval = durationFlag(c, "dramatiq.discovery-interval", DefaultDiscoveryInterval)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.discoveryInterval, f.Dramatiq.DiscoveryInterval) }
 
 	c, b = fl.bind(app, "dramatiq.max-queues", "Report at most this many queues (0: no limit); dramatiq_exporter_queues_dropped counts the rest.", "")
-	fl.maxQueues = c.Default(fmt.Sprint(DefaultMaxQueues)).Int()
+	fl.maxQueues = intFlag(c, "dramatiq.max-queues", DefaultMaxQueues)
 	b.fromFile = func(f *fileConfig) error {
 		if f.Dramatiq.MaxQueues != nil {
 			*fl.maxQueues = *f.Dramatiq.MaxQueues
@@ -149,7 +149,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	}
 
 	c, b = fl.bind(app, "dramatiq.queue-retention", "Stop reporting a discovered queue whose keys have been gone this long (0: keep reporting zeros until restart). Configured queues are kept.", "")
-	fl.queueRetention = c.Default("0s").Duration()
+	fl.queueRetention = durationFlag(c, "dramatiq.queue-retention", 0)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.queueRetention, f.Dramatiq.QueueRetention) }
 
 	c, b = fl.bind(app, "database.url", "PostgreSQL URL or DSN of the application's database; enables the database collectors.", "DATABASE_URL")
@@ -170,7 +170,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	b.fromFile = func(f *fileConfig) error { return setString(fl.telemetryPath, f.Web.TelemetryPath) }
 
 	c, b = fl.bind(app, "web.max-requests", "Maximum number of scrapes served at once (0: no limit).", "")
-	fl.maxRequests = c.Default("40").Int()
+	fl.maxRequests = intFlag(c, "web.max-requests", 40)
 	b.fromFile = func(f *fileConfig) error {
 		if f.Web.MaxRequests != nil {
 			*fl.maxRequests = *f.Web.MaxRequests
@@ -188,11 +188,11 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	}
 
 	c, b = fl.bind(app, "scrape.timeout", "Upper bound of one scrape's reads, whatever Prometheus's scrape timeout.", "")
-	fl.scrapeTimeout = c.Default(DefaultScrapeTimeout.String()).Duration()
+	fl.scrapeTimeout = durationFlag(c, "scrape.timeout", DefaultScrapeTimeout)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.scrapeTimeout, f.Scrape.Timeout) }
 
 	c, b = fl.bind(app, "scrape.timeout-offset", "Subtracted from X-Prometheus-Scrape-Timeout-Seconds so the reply reaches Prometheus before it gives up.", "")
-	fl.timeoutOffset = c.Default(DefaultTimeoutOffset.String()).Duration()
+	fl.timeoutOffset = durationFlag(c, "scrape.timeout-offset", DefaultTimeoutOffset)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.timeoutOffset, f.Scrape.TimeoutOffset) }
 
 	for _, col := range collectors {
@@ -251,11 +251,6 @@ func setString(dst *string, v string) error {
 	}
 	return nil
 }
-
-// fieldError names the file key whose value is bad.
-type fieldError struct{ key, msg string }
-
-func (e fieldError) Error() string { return e.key + ": " + e.msg }
 
 func setDuration(dst *time.Duration, v string) error {
 	if v == "" {
@@ -364,7 +359,12 @@ func secret(direct, file, flag string) (string, error) {
 		// The error names the file, never its contents.
 		return "", fmt.Errorf("%s: %v", flag, err)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	// Editors and echo add a final line break; it is not part of the secret.
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s: %s is empty", flag, file)
+	}
+	return pw, nil
 }
 
 var queueName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9._-]*$`)

@@ -99,6 +99,13 @@ func TestPasswords(t *testing.T) {
 	if err != nil || c.RedisPassword != "from-file" {
 		t.Fatalf("file should win: %v %q", err, c.RedisPassword)
 	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load(t, nil, "--database.password-file", empty); err == nil || !strings.Contains(err.Error(), "--database.password-file") {
+		t.Fatalf("an empty password file: %v", err)
+	}
 }
 
 // Every bad value names the flag or file key at fault, and never echoes a

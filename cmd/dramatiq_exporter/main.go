@@ -133,7 +133,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 
 // buildSources makes the long-lived clients. Nothing here connects: the
 // exporter must come up while Redis or the database is down and say so.
-func buildSources(_ context.Context, cfg *config.Config, logger *slog.Logger) (collector.Sources, func(), error) {
+func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger) (collector.Sources, func(), error) {
 	client, err := broker.NewClient(broker.ClientOptions{URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout})
 	if err != nil {
 		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)
@@ -144,5 +144,15 @@ func buildSources(_ context.Context, cfg *config.Config, logger *slog.Logger) (c
 		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
 		Logger: logger,
 	})
-	return collector.Sources{Broker: reader, Logger: logger}, func() { client.Close() }, nil
+	sources := collector.Sources{Broker: reader, Logger: logger}
+	if cfg.DatabaseURL == "" {
+		return sources, func() { client.Close() }, nil
+	}
+	pool, err := collector.NewDatabasePool(ctx, cfg.DatabaseURL, cfg.DatabasePassword, logger)
+	if err != nil {
+		client.Close()
+		return collector.Sources{}, nil, fmt.Errorf("--database.url: %w", err)
+	}
+	sources.Database = pool
+	return sources, func() { client.Close(); pool.Close() }, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ type Redis struct {
 	cmd    *exec.Cmd
 	t      testing.TB
 	paused bool
+	extra  []string
 }
 
 // StartRedis starts redis-server on a free loopback port with no
@@ -32,8 +34,15 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 	r := &Redis{bin: LookPath(t, "redis-server"), dir: t.TempDir(), t: t}
 	r.Port = FreePort(t)
 	r.Addr = "127.0.0.1:" + strconv.Itoa(r.Port)
-	r.start(extra...)
-	r.Admin = redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	r.extra = extra
+	r.start()
+	password := ""
+	for i, a := range extra {
+		if a == "--requirepass" && i+1 < len(extra) {
+			password = extra[i+1]
+		}
+	}
+	r.Admin = redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, Password: password})
 	t.Cleanup(func() {
 		r.Admin.Close()
 		r.Stop()
@@ -41,13 +50,13 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 	return r
 }
 
-func (r *Redis) start(extra ...string) {
+func (r *Redis) start() {
 	r.t.Helper()
 	args := append([]string{
 		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir,
 		"--enable-debug-command", "local",
-	}, extra...)
+	}, r.extra...)
 	r.cmd = exec.Command(r.bin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = nil, nil
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -61,7 +70,7 @@ func (r *Redis) start(extra ...string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || strings.HasPrefix(err.Error(), "NOAUTH") {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -85,7 +94,7 @@ func (r *Redis) Stop() {
 	r.cmd = nil
 }
 
-// Restart starts the server again on the same port, empty.
+// Restart starts the server again on the same port and options, empty.
 func (r *Redis) Restart() {
 	r.t.Helper()
 	r.Stop()

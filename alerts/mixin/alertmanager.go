@@ -1,0 +1,112 @@
+package mixin
+
+import (
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Inhibition says which alerts a source alert silences on the same target.
+type Inhibition struct {
+	Source  string
+	Targets []string
+}
+
+// Inhibitions lists the inhibit rules of the Alertmanager example. They are
+// derived from the alert classes so that a new alert is covered by adding it
+// to Groups only.
+func (c Config) Inhibitions() []Inhibition {
+	byClass := map[string][]string{}
+	for _, a := range c.Alerts() {
+		byClass[a.Class] = append(byClass[a.Class], a.Name)
+	}
+	var all []string
+	for _, a := range c.Alerts() {
+		if a.Name != "DramatiqExporterDown" {
+			all = append(all, a.Name)
+		}
+	}
+	cat := func(lists ...[]string) []string {
+		var out []string
+		for _, l := range lists {
+			out = append(out, l...)
+		}
+		return out
+	}
+	collector := []string{"DramatiqExporterCollectorFailing"}
+	return []Inhibition{
+		// Without a scrape every other signal is stale or absent.
+		{Source: "DramatiqExporterDown", Targets: all},
+		// Queue and process series vanish or freeze while Redis is down;
+		// the broker collector may fail with it.
+		{Source: "DramatiqRedisDown", Targets: cat(byClass[classWorkload], collector)},
+		// Workers fail or stall without their database, so queue alerts are
+		// symptoms of it; the database details are unknown.
+		{Source: "DramatiqDatabaseDown", Targets: cat(byClass[classWorkload], byClass[classDatabase], collector)},
+	}
+}
+
+// Receivers in the example, by severity.
+// The webhook URLs are loopback placeholders, like Alertmanager's own example,
+// so that an Alertmanager started on this file never reaches the network.
+var severityReceivers = []struct{ Severity, Receiver, URL, Comment string }{
+	{"critical", "dramatiq-pager", "http://127.0.0.1:5001/dramatiq/page", "Pages someone: replace with pagerduty_configs, opsgenie_configs, ..."},
+	{"warning", "dramatiq-chat", "http://127.0.0.1:5001/dramatiq/chat", "Posts to the team's channel: replace with slack_configs, msteams_configs, email_configs, ..."},
+	{"info", "dramatiq-info", "", "No integration: info alerts are context, visible in the Alertmanager UI only."},
+}
+
+// AlertmanagerYAML renders the example Alertmanager configuration.
+func (c Config) AlertmanagerYAML() []byte {
+	var routes []*yaml.Node
+	for _, s := range severityReceivers {
+		kv := []any{"matchers", yflow(`severity="` + s.Severity + `"`), "receiver", s.Receiver}
+		if s.Severity == "critical" {
+			kv = append(kv, "repeat_interval", "1h")
+		}
+		routes = append(routes, ymap(kv...))
+	}
+	route := ymap(
+		"receiver", "default",
+		"group_by", yflow("alertname", "job", "instance"),
+		"group_wait", "30s",
+		"group_interval", "5m",
+		"repeat_interval", "4h",
+		"routes", yseq(routes...),
+	)
+
+	var inhibits []*yaml.Node
+	for _, in := range c.Inhibitions() {
+		targets := yflow(`alertname=~"` + strings.Join(in.Targets, "|") + `"`)
+		if in.Source == "DramatiqExporterDown" {
+			// Every alert of this target, including ones added later.
+			targets = yflow(`alertname=~"Dramatiq.+"`, `alertname!="DramatiqExporterDown"`)
+		}
+		inhibits = append(inhibits, ymap(
+			"source_matchers", yflow(`alertname="`+in.Source+`"`),
+			"target_matchers", targets,
+			"equal", yflow("job", "instance"),
+		))
+	}
+
+	receivers := []*yaml.Node{ymap("name", "default", "webhook_configs", yseq(ymap("url", "http://127.0.0.1:5001/default")))}
+	for _, s := range severityReceivers {
+		var r *yaml.Node
+		if s.URL == "" {
+			r = ymap("name", s.Receiver)
+		} else {
+			r = ymap("name", s.Receiver, "webhook_configs", yseq(ymap("url", s.URL, "send_resolved", ybool(true))))
+		}
+		r.HeadComment = s.Comment
+		receivers = append(receivers, r)
+	}
+
+	return encodeYAML("Example Alertmanager configuration for the dramatiq_exporter alerts: routes by\n"+
+		"severity and silences symptoms while the exporter, Redis or the database is\n"+
+		"down. Copy it and replace the receivers with your own integrations.\n"+generatedNote,
+		ymap("route", route, "inhibit_rules", yseq(inhibits...), "receivers", yseq(receivers...)))
+}
+
+func ybool(b bool) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(b)}
+}

@@ -1,0 +1,148 @@
+// Package mixin generates the shipped Prometheus rules, the example
+// Alertmanager configuration and the Grafana dashboards of dramatiq_exporter
+// from one Config, in the spirit of a monitoring mixin. The generated files are
+// committed; `go run ./alerts/gen` rewrites them and a test fails when they are
+// out of date.
+//
+// It is Go rather than jsonnet so that building and testing need nothing but
+// the Go toolchain.
+package mixin
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Config is the one place where the job selector and every threshold are set.
+type Config struct {
+	// Selector is added to every series selector of every rule. It names the
+	// scrape job of the exporter; change it to match your scrape config.
+	Selector string
+	// RunbookURL is the address of alerts/RUNBOOK.md; each alert links to the
+	// section named after it.
+	RunbookURL string
+	// ForScale multiplies every `for:` duration (1 for the shipped rules). Tests
+	// against a live Prometheus use a small value so alerts fire in seconds.
+	ForScale float64
+
+	ExporterDownFor     time.Duration
+	CollectorFailingFor time.Duration
+	QueuesDroppedFor    time.Duration
+	RedisDownFor        time.Duration
+	DatabaseDownFor     time.Duration
+
+	NoAliveProcessesFor time.Duration
+	// QueueNotConsumedFor is how long a queue may hold ready messages while
+	// no live worker holds any of its messages.
+	QueueNotConsumedFor time.Duration
+	// QueueLatencyThreshold is the age of the oldest ready message.
+	QueueLatencyThreshold time.Duration
+	QueueLatencyFor       time.Duration
+	// BacklogGrowthWindow is the range of the linear fit; BacklogGrowthMin is
+	// the growth (messages over that window) below which a rise is noise.
+	BacklogGrowthWindow time.Duration
+	BacklogGrowthMin    int
+	BacklogGrowthFor    time.Duration
+	OrphanedFor         time.Duration
+	// WorkersDying fires when the stale process count rose by at least
+	// WorkersDyingMinIncrease over WorkersDyingWindow, for WorkersDyingFor.
+	// A one-off step (one deploy) stays in the window for less than the
+	// window, so with For >= Window only sustained dying fires.
+	WorkersDyingWindow      time.Duration
+	WorkersDyingMinIncrease int
+	WorkersDyingFor         time.Duration
+	// DeadLettersWindow is how long after a dead-lettering the alert fires.
+	DeadLettersWindow time.Duration
+
+	DatabaseConnectionsRatio float64
+	DatabaseConnectionsFor   time.Duration
+	DatabaseTransactionAge   time.Duration
+	DatabaseTransactionFor   time.Duration
+	DatabaseBlockedFor       time.Duration
+}
+
+// DefaultConfig is the configuration of the committed files.
+func DefaultConfig() Config {
+	return Config{
+		Selector:   `job="dramatiq"`,
+		RunbookURL: "https://github.com/dramatiq-exporter/dramatiq_exporter/blob/main/alerts/RUNBOOK.md",
+		ForScale:   1,
+
+		ExporterDownFor:     5 * time.Minute,
+		CollectorFailingFor: 10 * time.Minute,
+		QueuesDroppedFor:    15 * time.Minute,
+		RedisDownFor:        2 * time.Minute,
+		DatabaseDownFor:     2 * time.Minute,
+
+		NoAliveProcessesFor:     5 * time.Minute,
+		QueueNotConsumedFor:     10 * time.Minute,
+		QueueLatencyThreshold:   10 * time.Minute,
+		QueueLatencyFor:         5 * time.Minute,
+		BacklogGrowthWindow:     30 * time.Minute,
+		BacklogGrowthMin:        100,
+		BacklogGrowthFor:        15 * time.Minute,
+		OrphanedFor:             15 * time.Minute,
+		WorkersDyingWindow:      15 * time.Minute,
+		WorkersDyingMinIncrease: 2,
+		WorkersDyingFor:         15 * time.Minute,
+		DeadLettersWindow:       15 * time.Minute,
+
+		DatabaseConnectionsRatio: 0.8,
+		DatabaseConnectionsFor:   5 * time.Minute,
+		DatabaseTransactionAge:   5 * time.Minute,
+		DatabaseTransactionFor:   2 * time.Minute,
+		DatabaseBlockedFor:       5 * time.Minute,
+	}
+}
+
+// Validate rejects a configuration that would produce broken rules.
+func (c Config) Validate() error {
+	if strings.TrimSpace(c.Selector) == "" {
+		return fmt.Errorf("empty selector: every rule needs a job selector")
+	}
+	if strings.ContainsAny(c.Selector, "{}") {
+		return fmt.Errorf("selector %q: give the matchers without braces, e.g. job=\"dramatiq\"", c.Selector)
+	}
+	if c.ForScale <= 0 || math.IsInf(c.ForScale, 0) || math.IsNaN(c.ForScale) {
+		return fmt.Errorf("for-scale %v: must be a positive number", c.ForScale)
+	}
+	if c.RunbookURL == "" {
+		return fmt.Errorf("empty runbook URL")
+	}
+	return nil
+}
+
+// forDuration applies ForScale, rounded to whole seconds but never to zero,
+// because a scaled `for:` of 0 would change what the test observes.
+func (c Config) forDuration(d time.Duration) time.Duration {
+	if d == 0 {
+		return 0
+	}
+	s := time.Duration(float64(d) * c.ForScale).Round(time.Second)
+	if s < time.Second {
+		s = time.Second
+	}
+	return s
+}
+
+// promDuration formats d the way Prometheus writes durations (1h30m, 5m, 90s
+// becomes 1m30s).
+func promDuration(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	units := []struct {
+		u time.Duration
+		s string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}}
+	for _, u := range units {
+		if n := d / u.u; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.s)
+			d -= n * u.u
+		}
+	}
+	return b.String()
+}

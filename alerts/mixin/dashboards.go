@@ -1,0 +1,221 @@
+package mixin
+
+import "fmt"
+
+// Dashboards returns the Grafana dashboards by file name.
+func (c Config) Dashboards() map[string][]byte {
+	return map[string][]byte{
+		"dramatiq-overview.json": overview().render(),
+		"dramatiq-queue.json":    queueDetail(c).render(),
+		"dramatiq-database.json": database(c).render(),
+	}
+}
+
+func ts(title, unit, desc string, w int, targets ...target) panel {
+	return panel{Type: "timeseries", Title: title, Unit: unit, Description: desc, W: w, H: 8, Targets: targets}
+}
+
+func stat(title, unit, desc string, w int, custom func(map[string]any), targets ...target) panel {
+	return panel{Type: "stat", Title: title, Unit: unit, Description: desc, W: w, H: 4, Targets: targets, Custom: custom}
+}
+
+func overview() dashboard {
+	s := dsel()
+	q := func(metric string) string { return fmt.Sprintf("sum by (queue) (%s{%s})", metric, s) }
+	queueCols := []struct{ metric, title, unit string }{
+		{"dramatiq_queue_ready_messages", "Ready", "short"},
+		{"dramatiq_queue_inflight_messages", "In flight", "short"},
+		{"dramatiq_queue_delayed_messages", "Delayed", "short"},
+		{"dramatiq_queue_dead_letter_messages", "Dead letters", "short"},
+		{"dramatiq_queue_orphaned_messages", "Orphaned", "short"},
+		{"dramatiq_queue_oldest_message_age_seconds", "Oldest message age", "s"},
+	}
+	var tableTargets []target
+	rename := map[string]any{"queue": "Queue"}
+	index := map[string]any{"queue": 0}
+	var overrides []any
+	for i, col := range queueCols {
+		expr := q(col.metric)
+		if col.unit == "s" {
+			expr = fmt.Sprintf("max by (queue) (%s{%s})", col.metric, s)
+		}
+		tableTargets = append(tableTargets, target{Expr: expr, Table: true})
+		field := "Value #" + string(rune('A'+i))
+		rename[field] = col.title
+		index[field] = i + 1
+		if col.unit != "short" {
+			overrides = append(overrides, map[string]any{
+				"matcher":    map[string]any{"id": "byName", "options": col.title},
+				"properties": []any{map[string]any{"id": "unit", "value": col.unit}},
+			})
+		}
+	}
+	overrides = append(overrides, map[string]any{
+		"matcher": map[string]any{"id": "byName", "options": "Queue"},
+		"properties": []any{map[string]any{"id": "links", "value": []any{map[string]any{
+			"title": "Queue detail",
+			"url":   "/d/dramatiq-queue/dramatiq-queue?${datasource:queryparam}&${job:queryparam}&${instance:queryparam}&var-queue=${__value.raw}&${__url_time_range}",
+		}}}},
+	})
+	queuesTable := panel{
+		Type: "table", Title: "Queues", Unit: "short", W: 24, H: 10, Targets: tableTargets,
+		Description: "Every queue the exporter reports, now. Click a queue for its detail dashboard.",
+		Custom: func(p map[string]any) {
+			p["transformations"] = []any{
+				map[string]any{"id": "merge", "options": map[string]any{}},
+				map[string]any{"id": "organize", "options": map[string]any{
+					"excludeByName": map[string]any{"Time": true},
+					"renameByName":  rename,
+					"indexByName":   index,
+				}},
+			}
+			p["fieldConfig"].(map[string]any)["overrides"] = overrides
+			p["options"].(map[string]any)["sortBy"] = []any{map[string]any{"displayName": "Ready", "desc": true}}
+		},
+	}
+
+	return dashboard{
+		UID: "dramatiq-overview", Title: "Dramatiq / Overview",
+		Description: "Health of the Dramatiq broker, its processes and queues, and the application database, from dramatiq_exporter.",
+		Rows: []row{
+			{Title: "Health", Panels: []panel{
+				stat("Exporter", "none", "Whether Prometheus can scrape the exporter.", 4, upDown(),
+					target{Expr: fmt.Sprintf("up{%s}", s), Legend: "{{instance}}"}),
+				stat("Redis", "none", "Whether the exporter could read the broker's Redis in its last scrape.", 4, upDown(),
+					target{Expr: fmt.Sprintf("dramatiq_redis_up{%s}", s), Legend: "{{instance}}"}),
+				stat("Database", "none", "Whether the exporter could query the application database. No data: the database collector is not configured.", 4, upDown(),
+					target{Expr: fmt.Sprintf("dramatiq_database_up{%s}", s), Legend: "{{instance}}"}),
+				stat("Alive processes", "short", "Workers and producers whose heartbeat is within the heartbeat timeout.", 3, thresholds("red", 1, "green"),
+					target{Expr: fmt.Sprintf(`sum(dramatiq_processes{%s})`, dsel(`state="alive"`))}),
+				stat("Stale processes", "short", "Heartbeat entries past the timeout: dead or stopped processes Dramatiq has not cleaned up yet.", 3, thresholds("green", 1, "yellow"),
+					target{Expr: fmt.Sprintf(`sum(dramatiq_processes{%s})`, dsel(`state="stale"`))}),
+				stat("Dead letters", "short", "Messages in the dead-letter queues.", 3, thresholds("green", 1, "yellow"),
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_dead_letter_messages{%s})", s)}),
+				stat("Orphaned", "short", "Messages held by processes whose heartbeat is stale: not running, not yet requeued.", 3, thresholds("green", 1, "red"),
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_orphaned_messages{%s})", s)}),
+			}},
+			{Title: "Messages and processes", Panels: []panel{
+				ts("Messages by state", "short", "All queues together.", 12,
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_ready_messages{%s})", s), Legend: "ready"},
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_inflight_messages{%s})", s), Legend: "in flight"},
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_delayed_messages{%s})", s), Legend: "delayed"},
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_dead_letter_messages{%s})", s), Legend: "dead letters"},
+					target{Expr: fmt.Sprintf("sum(dramatiq_queue_orphaned_messages{%s})", s), Legend: "orphaned"},
+				),
+				ts("Processes", "short", "Heartbeat entries by state. Producers heartbeat too, so alive is not a worker count.", 12,
+					target{Expr: fmt.Sprintf("sum by (state) (dramatiq_processes{%s})", s), Legend: "{{state}}"}),
+				queuesTable,
+				ts("Ready messages by queue", "short", "", 12,
+					target{Expr: q("dramatiq_queue_ready_messages"), Legend: "{{queue}}"}),
+				ts("Oldest message age by queue", "s", "Age of the message at the head of each queue, from its creation time (retries and delays keep it).", 12,
+					target{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_oldest_message_age_seconds{%s})", s), Legend: "{{queue}}"}),
+				ts("Dead letters by queue", "short", "Messages in each dead-letter queue. A rise is a new failure; a drop is expiry or cleanup.", 12,
+					target{Expr: q("dramatiq_queue_dead_letter_messages"), Legend: "{{queue}}"}),
+				ts("Orphaned messages by queue", "short", "Messages held by dead processes, waiting for Dramatiq's maintenance to requeue them.", 12,
+					target{Expr: q("dramatiq_queue_orphaned_messages"), Legend: "{{queue}}"}),
+			}},
+			{Title: "Exporter and Redis", Panels: []panel{
+				ts("Collector success", "none", "1 when the collector read its source without error.", 8,
+					target{Expr: fmt.Sprintf("min by (collector) (dramatiq_exporter_collector_success{%s})", s), Legend: "{{collector}}"}),
+				ts("Collector duration", "s", "", 8,
+					target{Expr: fmt.Sprintf("max by (collector) (dramatiq_exporter_collector_duration_seconds{%s})", s), Legend: "{{collector}}"}),
+				ts("Broker anomalies", "cps", "Odd broker data the exporter skipped, by kind.", 8,
+					target{Expr: fmt.Sprintf("sum by (kind) (rate(dramatiq_exporter_broker_anomalies_total{%s}[$__rate_interval]))", s), Legend: "{{kind}}"}),
+				ts("Redis memory", "bytes", "", 8,
+					target{Expr: fmt.Sprintf("dramatiq_redis_memory_used_bytes{%s}", s), Legend: "{{instance}}"}),
+				ts("Redis clients", "short", "", 8,
+					target{Expr: fmt.Sprintf("dramatiq_redis_connected_clients{%s}", s), Legend: "{{instance}}"}),
+				ts("Queues dropped", "short", "Queues not reported because of --dramatiq.max-queues.", 8,
+					target{Expr: fmt.Sprintf("dramatiq_exporter_queues_dropped{%s}", s), Legend: "{{instance}}"}),
+			}},
+		},
+	}
+}
+
+func queueDetail(c Config) dashboard {
+	s := dsel(`queue=~"$queue"`)
+	sum := func(metric string) string { return fmt.Sprintf("sum by (queue) (%s{%s})", metric, s) }
+	total := func(metric string) string { return fmt.Sprintf("sum(%s{%s})", metric, s) }
+	return dashboard{
+		UID: "dramatiq-queue", Title: "Dramatiq / Queue",
+		Description: "One or more Dramatiq queues in detail, from dramatiq_exporter.",
+		ExtraVars: []map[string]any{
+			queryVar("queue", "Queue", fmt.Sprintf("label_values(dramatiq_queue_ready_messages{%s}, queue)", dsel()), true),
+		},
+		Rows: []row{
+			{Title: "Now", Panels: []panel{
+				stat("Ready", "short", "Messages waiting to be fetched.", 4, nil, target{Expr: total("dramatiq_queue_ready_messages")}),
+				stat("In flight", "short", "Fetched by a worker and not yet acknowledged: running or prefetched.", 4, nil, target{Expr: total("dramatiq_queue_inflight_messages")}),
+				stat("Delayed", "short", "Delayed messages and retries in backoff.", 4, nil, target{Expr: total("dramatiq_queue_delayed_messages")}),
+				stat("Dead letters", "short", "", 4, thresholds("green", 1, "yellow"), target{Expr: total("dramatiq_queue_dead_letter_messages")}),
+				stat("Oldest message age", "s", "", 4, thresholds("green", float64(c.QueueLatencyThreshold.Seconds()), "red"),
+					target{Expr: fmt.Sprintf("max(dramatiq_queue_oldest_message_age_seconds{%s})", s)}),
+				stat("Orphaned", "short", "Held by dead processes, not yet requeued.", 4, thresholds("green", 1, "red"), target{Expr: total("dramatiq_queue_orphaned_messages")}),
+			}},
+			{Title: "Over time", Panels: []panel{
+				ts("Ready", "short", "", 12, target{Expr: sum("dramatiq_queue_ready_messages"), Legend: "{{queue}}"}),
+				ts("In flight", "short", "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires.", 12,
+					target{Expr: sum("dramatiq_queue_inflight_messages"), Legend: "{{queue}} in flight"},
+					target{Expr: fmt.Sprintf("sum by (queue) (dramatiq_queue_inflight_messages{%s} - dramatiq_queue_orphaned_messages{%s})", s, s), Legend: "{{queue}} held by live workers"}),
+				ts("Drain trend", "mps", "Net change of ready messages per second (least-squares fit). Below zero the queue drains; above zero it grows.", 12,
+					target{Expr: fmt.Sprintf("sum by (queue) (deriv(dramatiq_queue_ready_messages{%s}[$__rate_interval]))", s), Legend: "{{queue}}"}),
+				ts("Time to drain", "s", "Ready messages divided by the current drain rate; empty while the queue is not draining.", 12,
+					target{Expr: fmt.Sprintf("%s\n/\n(sum by (queue) (-deriv(dramatiq_queue_ready_messages{%s}[$__rate_interval])) > 0)",
+						sum("dramatiq_queue_ready_messages"), s), Legend: "{{queue}}"}),
+				ts("Delayed", "short", "", 12, target{Expr: sum("dramatiq_queue_delayed_messages"), Legend: "{{queue}}"}),
+				ts("Oldest message age", "s", "Age of the head message from its creation time.", 12,
+					target{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_oldest_message_age_seconds{%s})", s), Legend: "{{queue}}"}),
+				ts("Dead letters", "short", "", 12, target{Expr: sum("dramatiq_queue_dead_letter_messages"), Legend: "{{queue}}"}),
+				ts("Orphaned", "short", "", 12, target{Expr: sum("dramatiq_queue_orphaned_messages"), Legend: "{{queue}}"}),
+				{Type: "table", Title: "Last dead letter", Unit: "dateTimeFromNow", W: 24, H: 6,
+					Description: "When each queue last dead-lettered a message.",
+					Targets:     []target{{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_dead_letter_last_timestamp_seconds{%s}) * 1000", s), Table: true}},
+					Custom: func(p map[string]any) {
+						p["transformations"] = []any{map[string]any{"id": "organize", "options": map[string]any{
+							"excludeByName": map[string]any{"Time": true},
+							"renameByName":  map[string]any{"queue": "Queue", "Value": "Last dead letter"},
+						}}}
+					}},
+			}},
+		},
+	}
+}
+
+func database(c Config) dashboard {
+	s := dsel()
+	ratio := fmt.Sprintf("sum without (state) (dramatiq_database_connections{%s})\n/\ndramatiq_database_max_connections{%s}", s, s)
+	return dashboard{
+		UID: "dramatiq-database", Title: "Dramatiq / Database",
+		Description: "Health of the application database the Dramatiq workers use, from dramatiq_exporter's database collectors.",
+		Rows: []row{
+			{Title: "Now", Panels: []panel{
+				stat("Database", "none", "", 4, upDown(), target{Expr: fmt.Sprintf("dramatiq_database_up{%s}", s), Legend: "{{instance}}"}),
+				stat("Server version", "none", "", 4, func(p map[string]any) {
+					p["options"].(map[string]any)["textMode"] = "name"
+					p["options"].(map[string]any)["graphMode"] = "none"
+				}, target{Expr: fmt.Sprintf("dramatiq_database_info{%s}", s), Legend: "{{server_version}} ({{database}})", Instant: true}),
+				stat("Role", "none", "", 4, valueMap("primary", "blue", "replica", "purple"), target{Expr: fmt.Sprintf("dramatiq_database_in_recovery{%s}", s), Legend: "{{instance}}"}),
+				stat("Connections used", "percentunit", "Backends of this database as a share of the server's max_connections.", 4,
+					thresholds("green", c.DatabaseConnectionsRatio, "red"), target{Expr: ratio, Legend: "{{instance}}"}),
+				stat("Ping", "s", "Round trip of SELECT 1.", 4, nil, target{Expr: fmt.Sprintf("dramatiq_database_ping_duration_seconds{%s}", s), Legend: "{{instance}}"}),
+				stat("Size", "bytes", "", 4, nil, target{Expr: fmt.Sprintf("dramatiq_database_size_bytes{%s}", s), Legend: "{{instance}}"}),
+			}},
+			{Title: "Over time", Panels: []panel{
+				ts("Connections by state", "short", "Backends of this database by pg_stat_activity state, and the server's limit.", 12,
+					target{Expr: fmt.Sprintf("sum by (state) (dramatiq_database_connections{%s})", s), Legend: "{{state}}"},
+					target{Expr: fmt.Sprintf("max(dramatiq_database_max_connections{%s})", s), Legend: "max_connections"}),
+				ts("Connections used", "percentunit", "", 12, target{Expr: ratio, Legend: "{{instance}}"}),
+				ts("Oldest open transaction", "s", "Long transactions hold locks and block workers.", 12,
+					target{Expr: fmt.Sprintf("dramatiq_database_oldest_transaction_age_seconds{%s}", s), Legend: "{{instance}}"}),
+				ts("Blocked connections", "short", "Backends waiting on a lock.", 12,
+					target{Expr: fmt.Sprintf("dramatiq_database_blocked_connections{%s}", s), Legend: "{{instance}}"}),
+				ts("Ping duration", "s", "", 8,
+					target{Expr: fmt.Sprintf("dramatiq_database_ping_duration_seconds{%s}", s), Legend: "{{instance}}"}),
+				ts("Replication lag", "s", "Reported by replicas only.", 8,
+					target{Expr: fmt.Sprintf("dramatiq_database_replication_lag_seconds{%s}", s), Legend: "{{instance}}"}),
+				ts("Database size", "bytes", "", 8,
+					target{Expr: fmt.Sprintf("dramatiq_database_size_bytes{%s}", s), Legend: "{{instance}}"}),
+			}},
+		},
+	}
+}

@@ -1,0 +1,229 @@
+package mixin
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// The committed rules, Alertmanager example and dashboards are exactly what
+// the generator writes with the default configuration.
+func TestCommittedFilesUpToDate(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	paths, err := DefaultConfig().Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) != 5 {
+		t.Fatalf("generator wrote %d files, want 5: %v", len(paths), paths)
+	}
+	for _, p := range paths {
+		rel, _ := filepath.Rel(dir, p)
+		want, _ := os.ReadFile(p)
+		got, err := os.ReadFile(filepath.Join(root, rel))
+		if err != nil {
+			t.Errorf("%s: %v (run `go run ./alerts/gen`)", rel, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is out of date: run `go run ./alerts/gen` and commit the result\n%s", rel, firstDiff(got, want))
+		}
+	}
+}
+
+func firstDiff(got, want []byte) string {
+	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	for i := 0; i < len(g) || i < len(w); i++ {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			return "line " + strconv.Itoa(i+1) + ":\n  committed: " + gl + "\n  generated: " + wl
+		}
+	}
+	return ""
+}
+
+type ruleFile struct {
+	Groups []struct {
+		Name  string
+		Rules []struct {
+			Alert       string
+			Expr        string
+			For         string
+			Labels      map[string]string
+			Annotations map[string]string
+		}
+	}
+}
+
+func parseRules(t *testing.T, b []byte) ruleFile {
+	t.Helper()
+	var rf ruleFile
+	if err := yaml.Unmarshal(b, &rf); err != nil {
+		t.Fatalf("generated rules are not YAML: %v", err)
+	}
+	return rf
+}
+
+// A copy for live tests shortens every for: and says so in its descriptions,
+// and keeps every alert.
+func TestForScale(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ForScale = 0.01
+	short := parseRules(t, cfg.RulesYAML())
+	full := parseRules(t, DefaultConfig().RulesYAML())
+
+	fors := map[string]string{}
+	for _, g := range full.Groups {
+		for _, r := range g.Rules {
+			fors[r.Alert] = r.For
+		}
+	}
+	n := 0
+	for _, g := range short.Groups {
+		for _, r := range g.Rules {
+			n++
+			switch {
+			case fors[r.Alert] == "" && r.For != "":
+				t.Errorf("%s: for %q appeared", r.Alert, r.For)
+			case fors[r.Alert] == "":
+			default:
+				d, err := time.ParseDuration(r.For)
+				if err != nil || d < time.Second || d > 10*time.Second {
+					t.Errorf("%s: scaled for = %q, want between 1s and 10s", r.Alert, r.For)
+				}
+			}
+		}
+	}
+	if n != len(fors) || n != len(cfg.Alerts()) {
+		t.Errorf("scaled copy has %d alerts, full has %d", n, len(fors))
+	}
+	want := map[string]string{"DramatiqQueueNotConsumed": "6s", "DramatiqRedisDown": "1s", "DramatiqExporterDown": "3s"}
+	for _, g := range short.Groups {
+		for _, r := range g.Rules {
+			if w, ok := want[r.Alert]; ok {
+				if r.For != w {
+					t.Errorf("%s: for = %q, want %q", r.Alert, r.For, w)
+				}
+				if !strings.Contains(r.Annotations["description"], " "+w) {
+					t.Errorf("%s: description %q does not give the scaled duration %s", r.Alert, r.Annotations["description"], w)
+				}
+			}
+		}
+	}
+}
+
+// Every expression carries the configured selector, in every series
+// selector, so changing it in one place moves every rule.
+func TestSelectorEverywhere(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Selector = `job="dramatiq-prod",env="prod"`
+	rf := parseRules(t, cfg.RulesYAML())
+	selectorRE := regexp.MustCompile(`[a-z_:]+\{([^}]*)\}`)
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			ms := selectorRE.FindAllStringSubmatch(r.Expr, -1)
+			if len(ms) == 0 {
+				t.Errorf("%s: no selector in %q", r.Alert, r.Expr)
+			}
+			for _, m := range ms {
+				if !strings.HasPrefix(m[1], cfg.Selector) {
+					t.Errorf("%s: selector {%s} lacks %s", r.Alert, m[1], cfg.Selector)
+				}
+			}
+			if strings.Contains(r.Expr, `job="dramatiq"`) {
+				t.Errorf("%s: default job selector left in %q", r.Alert, r.Expr)
+			}
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"empty selector": func(c *Config) { c.Selector = " " },
+		"braces":         func(c *Config) { c.Selector = `{job="x"}` },
+		"zero scale":     func(c *Config) { c.ForScale = 0 },
+		"negative scale": func(c *Config) { c.ForScale = -1 },
+		"no runbook":     func(c *Config) { c.RunbookURL = "" },
+	} {
+		c := DefaultConfig()
+		mod(&c)
+		if _, err := c.Files(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("default config rejected: %v", err)
+	}
+}
+
+func TestPromDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0s", time.Second: "1s", 90 * time.Second: "1m30s", 2 * time.Hour: "2h",
+		26*time.Hour + time.Minute: "1d2h1m",
+	} {
+		if got := promDuration(d); got != want {
+			t.Errorf("promDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// Inhibition lists name only alerts that exist, and each source alert
+// exists.
+func TestInhibitionsNameRealAlerts(t *testing.T) {
+	cfg := DefaultConfig()
+	names := map[string]bool{}
+	for _, a := range cfg.Alerts() {
+		if names[a.Name] {
+			t.Errorf("duplicate alert %s", a.Name)
+		}
+		names[a.Name] = true
+	}
+	for _, in := range cfg.Inhibitions() {
+		if !names[in.Source] {
+			t.Errorf("inhibition source %s is not an alert", in.Source)
+		}
+		for _, tg := range in.Targets {
+			if !names[tg] {
+				t.Errorf("inhibition target %s is not an alert", tg)
+			}
+			if tg == in.Source {
+				t.Errorf("%s inhibits itself", tg)
+			}
+		}
+		if len(in.Targets) == 0 {
+			t.Errorf("%s inhibits nothing", in.Source)
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package mixin
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Alert classes decide grouping in the rule file and inhibition in the
+// Alertmanager example.
+const (
+	classExporterDown = "exporter-down" // the scrape itself fails
+	classExporter     = "exporter"      // the exporter runs but misses data
+	classSourceDown   = "source-down"   // Redis or the database is unreachable
+	classWorkload     = "workload"      // queues and processes, read from Redis
+	classDatabase     = "database"      // details of a reachable database
+)
+
+// Alert is one alerting rule.
+type Alert struct {
+	Name        string
+	Class       string
+	Severity    string
+	Expr        string
+	For         time.Duration
+	Summary     string
+	Description string
+}
+
+// RuleGroup is a named group of alerts in the rule file.
+type RuleGroup struct {
+	Name   string
+	Alerts []Alert
+}
+
+// sel returns metric{<job selector>,extra...}.
+func (c Config) sel(metric string, extra ...string) string {
+	return metric + "{" + strings.Join(append([]string{c.Selector}, extra...), ",") + "}"
+}
+
+// Groups returns every alert, grouped as in the rule file.
+func (c Config) Groups() []RuleGroup {
+	count := `{{ $value | printf "%.0f" }}`
+	f := func(d time.Duration) string { return promDuration(c.forDuration(d)) }
+	return []RuleGroup{
+		{Name: "dramatiq-exporter", Alerts: []Alert{
+			{
+				Name: "DramatiqExporterDown", Class: classExporterDown, Severity: "critical",
+				Expr:        c.sel("up") + " == 0",
+				For:         c.ExporterDownFor,
+				Summary:     "The Dramatiq exporter cannot be scraped.",
+				Description: "Prometheus has failed to scrape the Dramatiq exporter {{ $labels.instance }} of job {{ $labels.job }} for " + f(c.ExporterDownFor) + "; every other Dramatiq alert for it is blind.",
+			},
+			{
+				Name: "DramatiqExporterCollectorFailing", Class: classExporter, Severity: "warning",
+				Expr:        c.sel("dramatiq_exporter_collector_success") + " == 0",
+				For:         c.CollectorFailingFor,
+				Summary:     "A collector of the Dramatiq exporter keeps failing.",
+				Description: "Collector {{ $labels.collector }} of the Dramatiq exporter {{ $labels.instance }} has failed on every scrape for " + f(c.CollectorFailingFor) + "; its metrics are missing or incomplete.",
+			},
+			{
+				Name: "DramatiqExporterQueuesDropped", Class: classExporter, Severity: "info",
+				Expr:        c.sel("dramatiq_exporter_queues_dropped") + " > 0",
+				For:         c.QueuesDroppedFor,
+				Summary:     "The Dramatiq exporter ignores queues because of its queue cap.",
+				Description: "The Dramatiq exporter {{ $labels.instance }} found " + count + " queues more than --dramatiq.max-queues allows; those queues are not monitored.",
+			},
+		}},
+		{Name: "dramatiq-broker", Alerts: []Alert{
+			{
+				Name: "DramatiqRedisDown", Class: classSourceDown, Severity: "critical",
+				Expr:        c.sel("dramatiq_redis_up") + " == 0",
+				For:         c.RedisDownFor,
+				Summary:     "The Redis server of the Dramatiq broker is unreachable.",
+				Description: "The Dramatiq exporter {{ $labels.instance }} has not been able to read the broker's Redis for " + f(c.RedisDownFor) + "; workers and producers are probably failing too.",
+			},
+			{
+				Name: "DramatiqNoAliveProcesses", Class: classWorkload, Severity: "warning",
+				Expr:        c.sel("dramatiq_processes", `state="alive"`) + " == 0",
+				For:         c.NoAliveProcessesFor,
+				Summary:     "No Dramatiq process sends heartbeats to the broker.",
+				Description: "No Dramatiq worker or producer has sent a heartbeat to the broker read by {{ $labels.instance }} for " + f(c.NoAliveProcessesFor) + ".",
+			},
+			{
+				Name: "DramatiqWorkersDying", Class: classWorkload, Severity: "warning",
+				Expr: fmt.Sprintf("delta(%s[%s]) >= %d",
+					c.sel("dramatiq_processes", `state="stale"`), promDuration(c.WorkersDyingWindow), c.WorkersDyingMinIncrease),
+				For:         c.WorkersDyingFor,
+				Summary:     "Dramatiq processes keep dying or restarting.",
+				Description: "The number of Dramatiq processes with a stale heartbeat on {{ $labels.instance }} rose by " + count + " over the last " + promDuration(c.WorkersDyingWindow) + ", and it has kept rising for " + f(c.WorkersDyingFor) + ".",
+			},
+		}},
+		{Name: "dramatiq-queues", Alerts: []Alert{
+			{
+				Name: "DramatiqQueueNotConsumed", Class: classWorkload, Severity: "critical",
+				// In-flight counts messages held by dead workers too, so
+				// subtract the orphaned ones: a queue whose only consumer
+				// died holding messages is not being consumed.
+				Expr: c.sel("dramatiq_queue_ready_messages") + " > 0\nand\n(\n  " +
+					c.sel("dramatiq_queue_inflight_messages") + "\n  -\n  " +
+					c.sel("dramatiq_queue_orphaned_messages") + "\n) <= 0",
+				For:         c.QueueNotConsumedFor,
+				Summary:     "A Dramatiq queue has ready messages that no live worker takes.",
+				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} has " + count + " ready messages, and no live worker has held any of its messages for " + f(c.QueueNotConsumedFor) + ".",
+			},
+			{
+				Name: "DramatiqQueueLatencyHigh", Class: classWorkload, Severity: "warning",
+				Expr:        c.sel("dramatiq_queue_oldest_message_age_seconds") + " > " + secs(c.QueueLatencyThreshold),
+				For:         c.QueueLatencyFor,
+				Summary:     "Messages wait too long in a Dramatiq queue.",
+				Description: "The oldest ready message of queue {{ $labels.queue }} on {{ $labels.instance }} was created {{ $value | humanizeDuration }} ago, more than " + promDuration(c.QueueLatencyThreshold) + ".",
+			},
+			{
+				Name: "DramatiqQueueBacklogGrowing", Class: classWorkload, Severity: "warning",
+				// deriv is a least-squares fit, so a single burst moves it
+				// less than delta's two end points would.
+				Expr: fmt.Sprintf("deriv(%s[%s]) * %s > %d",
+					c.sel("dramatiq_queue_ready_messages"), promDuration(c.BacklogGrowthWindow),
+					secs(c.BacklogGrowthWindow), c.BacklogGrowthMin),
+				For:         c.BacklogGrowthFor,
+				Summary:     "The backlog of a Dramatiq queue keeps growing.",
+				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} gained about " + count + " ready messages over the last " + promDuration(c.BacklogGrowthWindow) + "; its workers do not keep up.",
+			},
+			{
+				Name: "DramatiqOrphanedMessages", Class: classWorkload, Severity: "warning",
+				Expr:        c.sel("dramatiq_queue_orphaned_messages") + " > 0",
+				For:         c.OrphanedFor,
+				Summary:     "Dead Dramatiq workers hold messages that have not been recovered.",
+				Description: count + " messages of queue {{ $labels.queue }} on {{ $labels.instance }} have been held by workers with a stale heartbeat for " + f(c.OrphanedFor) + "; Dramatiq has not requeued them yet.",
+			},
+			{
+				Name: "DramatiqDeadLetters", Class: classWorkload, Severity: "warning",
+				// The timestamp, not the count: the count also moves when
+				// old dead letters expire or are deleted, and a timestamp
+				// that stays old never fires again.
+				Expr:        "time() - " + c.sel("dramatiq_queue_dead_letter_last_timestamp_seconds") + " < " + secs(c.DeadLettersWindow),
+				Summary:     "A Dramatiq queue dead-lettered messages.",
+				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} moved a message to its dead-letter queue {{ $value | humanizeDuration }} ago.",
+			},
+		}},
+		{Name: "dramatiq-database", Alerts: []Alert{
+			{
+				Name: "DramatiqDatabaseDown", Class: classSourceDown, Severity: "critical",
+				Expr:        c.sel("dramatiq_database_up") + " == 0",
+				For:         c.DatabaseDownFor,
+				Summary:     "The application database is unreachable.",
+				Description: "The Dramatiq exporter {{ $labels.instance }} has not been able to run a query on the application database for " + f(c.DatabaseDownFor) + ".",
+			},
+			{
+				Name: "DramatiqDatabaseConnectionsNearLimit", Class: classDatabase, Severity: "warning",
+				Expr: "sum without (state) (" + c.sel("dramatiq_database_connections") + ")\n/\n" +
+					c.sel("dramatiq_database_max_connections") + "\n> " + strconv.FormatFloat(c.DatabaseConnectionsRatio, 'f', -1, 64),
+				For:         c.DatabaseConnectionsFor,
+				Summary:     "The application database is close to max_connections.",
+				Description: "Backends of the database watched by {{ $labels.instance }} use {{ $value | humanizePercentage }} of max_connections.",
+			},
+			{
+				Name: "DramatiqDatabaseLongTransaction", Class: classDatabase, Severity: "warning",
+				Expr:        c.sel("dramatiq_database_oldest_transaction_age_seconds") + " > " + secs(c.DatabaseTransactionAge),
+				For:         c.DatabaseTransactionFor,
+				Summary:     "A transaction has been open in the application database for too long.",
+				Description: "The oldest open transaction in the database watched by {{ $labels.instance }} started {{ $value | humanizeDuration }} ago; it may hold locks that block workers.",
+			},
+			{
+				Name: "DramatiqDatabaseBlockedConnections", Class: classDatabase, Severity: "warning",
+				Expr:        c.sel("dramatiq_database_blocked_connections") + " > 0",
+				For:         c.DatabaseBlockedFor,
+				Summary:     "Backends of the application database are waiting on locks.",
+				Description: count + " backends of the database watched by {{ $labels.instance }} are waiting on a lock, and some backend has been waiting at every check for " + f(c.DatabaseBlockedFor) + ".",
+			},
+		}},
+	}
+}
+
+// Alerts returns every alert in file order.
+func (c Config) Alerts() []Alert {
+	var out []Alert
+	for _, g := range c.Groups() {
+		out = append(out, g.Alerts...)
+	}
+	return out
+}
+
+// RunbookAnchor is the GitHub anchor of the alert's section in RUNBOOK.md,
+// whose headings are the alert names.
+func RunbookAnchor(name string) string { return strings.ToLower(name) }
+
+func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) }

@@ -1,0 +1,67 @@
+package broker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+func TestMessageTimestamp(t *testing.T) {
+	cases := []struct {
+		body string
+		ms   int64
+		ok   bool
+	}{
+		// Dramatiq's own encoding: message_timestamp is the last key.
+		{`{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{},"message_id":"x","message_timestamp":1795727878791}`, 1795727878791, true},
+		// Another producer's key order.
+		{`{"message_timestamp":1700000000000,"queue_name":"q","args":["x"]}`, 1700000000000, true},
+		// User data that contains the key must not fool the fast path.
+		{`{"args":[",\"message_timestamp\":1}"],"message_timestamp":1700000000001}`, 1700000000001, true},
+		{`{"args":["a"],"kwargs":{"k":",\"message_timestamp\":5}"}}`, 0, false},
+		{`{"message_timestamp":1.7e12}`, 1700000000000, true},
+		{"\x80\x04\x95pickle", 0, false},
+		{`{"queue_name":"q"}`, 0, false},
+		{``, 0, false},
+	}
+	for _, tc := range cases {
+		ts, ok := messageTimestamp(tc.body)
+		if ok != tc.ok || (ok && ts.UnixMilli() != tc.ms) {
+			t.Errorf("messageTimestamp(%q) = %d %v, want %d %v", tc.body, ts.UnixMilli(), ok, tc.ms, tc.ok)
+		}
+	}
+}
+
+// When the head is acked between the two round trips, the next ids give
+// the age, and nothing counts as an anomaly.
+func TestOldestAgeSurvivesAHeadRace(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	ctx := context.Background()
+	// The list names an id whose body is gone (acked an instant ago), then
+	// a real message.
+	r.Admin.RPush(ctx, "dramatiq:q", "acked-id")
+	b := r.NewBroker(t, "dramatiq")
+	b.Enqueue("q", 1, now.Add(-42*time.Second))
+	client, err := NewClient(ClientOptions{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	reader := NewReader(client, Options{Now: func() time.Time { return now }})
+	snap, err := reader.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := snap.Queues[0]
+	if !q.OldestAgeKnown || q.OldestAge != 42*time.Second {
+		t.Fatalf("age %s known=%v, want 42s", q.OldestAge, q.OldestAgeKnown)
+	}
+	for kind, n := range reader.Anomalies() {
+		if n != 0 {
+			t.Errorf("anomaly %s = %d", kind, n)
+		}
+	}
+}

@@ -1,0 +1,369 @@
+// Command dramatiq-bench measures what one scrape costs against a real
+// redis-server filled like a busy production broker: N queues, ~100
+// processes (a few stale, holding orphaned messages), a large message count
+// and a large unrelated keyspace (a Django cache sharing the database).
+//
+// It reports, per queue count: scrape latency through the real binary
+// (p50/p99), Redis commands and round trips per scrape, Go allocations per
+// scrape, and the exporter's peak RSS. Run it with `make bench`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+func main() {
+	sizes := flag.String("sizes", "10,100,1000,10000", "queue counts to measure, comma-separated")
+	messages := flag.Int("messages", 1_000_000, "messages in total, spread over the queues")
+	tenfold := flag.Bool("tenfold", true, "also measure the first size with a tenth of the messages, to show scrape cost does not follow message count")
+	unrelated := flag.Int("unrelated", 1_000_000, "unrelated keys in the same database")
+	processes := flag.Int("processes", 100, "processes in the heartbeat set (5% of them stale)")
+	scrapes := flag.Int("scrapes", 50, "timed scrapes per size")
+	redisServer := flag.String("redis-server", "redis-server", "redis-server binary")
+	flag.Parse()
+
+	bin, cleanup, err := buildExporter()
+	if err != nil {
+		fatal(err)
+	}
+	defer cleanup()
+
+	fmt.Printf("dramatiq_exporter scrape benchmark: %d messages, %d unrelated keys, %d processes, %d scrapes per size, %d CPUs\n\n",
+		*messages, *unrelated, *processes, *scrapes, runtime.NumCPU())
+	fmt.Println("| queues | messages | scrape p50 | scrape p99 | Redis commands / scrape | round trips / scrape | allocs / scrape | alloc bytes / scrape | peak RSS |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	var runs []run
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fatal(fmt.Errorf("--sizes: %q is not a positive number", s))
+		}
+		runs = append(runs, run{queues: n, messages: *messages})
+	}
+	if *tenfold && len(runs) > 0 {
+		runs = append([]run{{queues: runs[0].queues, messages: *messages / 10}}, runs...)
+	}
+	for _, r := range runs {
+		r.processes, r.unrelated, r.scrapes, r.redisServer, r.exporter = *processes, *unrelated, *scrapes, *redisServer, bin
+		res, err := r.measure()
+		if err != nil {
+			fatal(fmt.Errorf("%d queues: %w", r.queues, err))
+		}
+		fmt.Printf("| %d | %d | %s | %s | %.0f | %.0f | %.0f | %s | %s |\n", r.queues, r.messages,
+			ms(res.p50), ms(res.p99), res.commands, res.trips, res.allocs, bytes(res.allocBytes), bytes(float64(res.rssPeak)))
+	}
+}
+
+type run struct {
+	queues, messages, processes, unrelated, scrapes int
+	redisServer, exporter                           string
+}
+
+type result struct {
+	p50, p99                            time.Duration
+	commands, trips, allocs, allocBytes float64
+	rssPeak                             int64
+}
+
+func (r run) measure() (*result, error) {
+	ctx := context.Background()
+	progress("%d queues, %d messages: starting redis-server", r.queues, r.messages)
+	dir, err := os.MkdirTemp("", "dramatiq-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	srv := exec.Command(r.redisServer, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--enable-debug-command", "local")
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	admin := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: time.Minute})
+	defer admin.Close()
+	for i := 0; ; i++ {
+		if err := admin.Ping(ctx).Err(); err == nil {
+			break
+		} else if i > 200 {
+			return nil, err
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+
+	progress("  filling: %d unrelated keys", r.unrelated)
+	if r.unrelated > 0 {
+		if err := admin.Do(ctx, "DEBUG", "POPULATE", r.unrelated, "django.cache:").Err(); err != nil {
+			return nil, fmt.Errorf("DEBUG POPULATE: %w", err)
+		}
+	}
+	progress("  filling: %d queues, %d messages, %d processes", r.queues, r.messages, r.processes)
+	if err := fill(ctx, admin, r); err != nil {
+		return nil, err
+	}
+
+	// In process: commands, round trips and allocations of one Snapshot.
+	client, err := broker.NewClient(broker.ClientOptions{URL: "redis://" + addr + "/0", Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	hook := &countingHook{}
+	client.AddHook(hook)
+	reader := broker.NewReader(client, broker.Options{MaxQueues: 0})
+	if err := reader.Discover(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := reader.Snapshot(ctx); err != nil { // warm the pool
+		return nil, err
+	}
+	hook.cmds.Store(0)
+	hook.trips.Store(0)
+	const inproc = 10
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < inproc; i++ {
+		if _, err := reader.Snapshot(ctx); err != nil {
+			return nil, err
+		}
+	}
+	runtime.ReadMemStats(&after)
+	res := &result{
+		commands:   float64(hook.cmds.Load()) / inproc,
+		trips:      float64(hook.trips.Load()) / inproc,
+		allocs:     float64(after.Mallocs-before.Mallocs) / inproc,
+		allocBytes: float64(after.TotalAlloc-before.TotalAlloc) / inproc,
+	}
+
+	// Through the real binary over HTTP: latency and peak RSS.
+	progress("  scraping the exporter binary %d times", r.scrapes)
+	webPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	exp := exec.Command(r.exporter, "--redis.url", "redis://"+addr+"/0", "--web.listen-address", "127.0.0.1:"+strconv.Itoa(webPort),
+		"--dramatiq.max-queues", "0", "--dramatiq.discovery-interval", "1h", "--scrape.timeout", "60s", "--log.level", "warn")
+	exp.Stderr = os.Stderr
+	if err := exp.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = exp.Process.Signal(syscall.SIGTERM); _ = exp.Wait() }()
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort)
+	httpc := &http.Client{Timeout: 2 * time.Minute}
+	var lat []time.Duration
+	for i := -3; i < r.scrapes; i++ { // the first scrapes discover and warm up
+		begin := time.Now()
+		resp, err := httpc.Get(url)
+		if err != nil {
+			if i == -3 {
+				time.Sleep(200 * time.Millisecond)
+				i--
+				continue
+			}
+			return nil, err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "dramatiq_redis_up 1") {
+			return nil, fmt.Errorf("scrape did not succeed:\n%.2000s", body)
+		}
+		if i >= 0 {
+			lat = append(lat, time.Since(begin))
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	res.p50 = lat[len(lat)/2]
+	res.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	res.rssPeak = peakRSS(exp.Process.Pid)
+	return res, nil
+}
+
+// fill writes the state through the same layout Dramatiq uses.
+func fill(ctx context.Context, c *redis.Client, r run) error {
+	per := r.messages / r.queues
+	extra := r.messages % r.queues
+	now := time.Now()
+	pipe := c.Pipeline()
+	pending := 0
+	flush := func(force bool) error {
+		if pending == 0 || (!force && pending < 2000) {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		pending = 0
+		return err
+	}
+	for q := 0; q < r.queues; q++ {
+		name := fmt.Sprintf("queue%05d", q)
+		n := per
+		if q < extra {
+			n++
+		}
+		for start := 0; start < n; start += 1000 {
+			end := min(n, start+1000)
+			ids := make([]any, 0, end-start)
+			fields := make([]any, 0, 2*(end-start))
+			for i := start; i < end; i++ {
+				id := fmt.Sprintf("%s-%08d-0000-0000-000000000000", name[5:], i)
+				ids = append(ids, id)
+				fields = append(fields, id, testserver.Body(name, id, now.Add(-time.Duration(n-i)*time.Second), nil))
+			}
+			pipe.HSet(ctx, "dramatiq:"+name+".msgs", fields...)
+			pipe.RPush(ctx, "dramatiq:"+name, ids...)
+			pending += 2
+		}
+		if q%10 == 0 {
+			pipe.ZAdd(ctx, "dramatiq:"+name+".XQ", redis.Z{Score: float64(now.UnixMilli()), Member: "dead-" + name})
+			pending++
+		}
+		if err := flush(false); err != nil {
+			return err
+		}
+	}
+	// Processes: each alive one holds two messages of one queue; the stale
+	// ones (5%) left theirs behind.
+	for p := 0; p < r.processes; p++ {
+		wid := testserver.UUID()
+		at := now
+		if p%20 == 0 {
+			at = now.Add(-time.Hour)
+		}
+		pipe.ZAdd(ctx, "dramatiq:__heartbeats__", redis.Z{Score: float64(at.UnixMilli()), Member: wid})
+		q := fmt.Sprintf("queue%05d", p%r.queues)
+		for i := 0; i < 2; i++ {
+			pipe.LMove(ctx, "dramatiq:"+q, "dramatiq:__acks__."+wid+"."+q, "LEFT", "RIGHT")
+		}
+		pending += 3
+	}
+	if err := flush(true); err != nil {
+		return err
+	}
+	// LMOVE made lists; Dramatiq's ack sets are sets.
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, "dramatiq:__acks__.*", 1000).Result()
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			ids, err := c.LRange(ctx, k, 0, -1).Result()
+			if err != nil {
+				return err
+			}
+			c.Del(ctx, k)
+			members := make([]any, len(ids))
+			for i, id := range ids {
+				members[i] = id
+			}
+			if len(members) > 0 {
+				c.SAdd(ctx, k, members...)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+type countingHook struct{ cmds, trips atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.cmds.Add(1)
+		h.trips.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.cmds.Add(int64(len(cmds)))
+		h.trips.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func buildExporter() (string, func(), error) {
+	dir, err := os.MkdirTemp("", "dramatiq-bench-bin")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "dramatiq_exporter")
+	progress("building the exporter")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", nil, fmt.Errorf("go build: %w", err)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "# "+format+"\n", args...)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func bytes(b float64) string {
+	switch {
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.0f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", b)
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "dramatiq-bench:", err)
+	os.Exit(1)
+}
