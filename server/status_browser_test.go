@@ -159,4 +159,3 @@ func sizeOf(st os.FileInfo) int64 {
 	}
 	return st.Size()
 }
-
