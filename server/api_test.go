@@ -6,7 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,7 +104,7 @@ func buildState(t *testing.T, r *testserver.Redis) state {
 	ctx := context.Background()
 	body, _ := json.Marshal(map[string]any{
 		"queue_name": "emails", "actor_name": s.dlActor, "args": []any{"secret-arg"}, "kwargs": map[string]any{"api_key": "secret-kwarg"},
-		"options":    map[string]any{"redis_message_id": "rid-1", "retries": 20, "traceback": "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: <script>alert(1)</script> bad address\n"},
+		"options":    map[string]any{"redis_message_id": "rid-1", "retries": 20, "traceback": "Traceback (most recent call last):\n  File \"x.py\", line 1\nsmtplib.SMTPRecipientsRefused: {'<bob@example.invalid>': (550, b'no such user')}\n"},
 		"message_id": "3f6c1a9e-0000-4000-8000-000000000001", "message_timestamp": now.Add(-time.Hour).UnixMilli(),
 	})
 	s.newestMsg = "3f6c1a9e-0000-4000-8000-000000000001"
@@ -242,7 +245,7 @@ func TestAPIStatusSchemaAndValues(t *testing.T) {
 	newest, plain := dls[0].(map[string]any), dls[1].(map[string]any)
 	if newest["message_id"] != s.newestMsg || newest["actor"] != s.dlActor || newest["retries"] != 20.0 ||
 		newest["dead_lettered_at"] != s.newestDL.UTC().Format(time.RFC3339Nano) ||
-		newest["traceback_last_line"] != "ValueError: <script>alert(1)</script> bad address" {
+		newest["traceback_last_line"] != "smtplib.SMTPRecipientsRefused: {'<bob@example.invalid>': (550, b'no such user')}" {
 		t.Errorf("newest dead letter: %v", newest)
 	}
 	if plain["retries"] != nil || plain["traceback_last_line"] != "" || plain["actor"] != "task" ||
@@ -366,5 +369,31 @@ func TestAPIMethodsAndPaths(t *testing.T) {
 		if resp.StatusCode != tc.code {
 			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.code)
 		}
+	}
+}
+
+// docs/api.md is the contract: every field the tests above require is
+// documented there, and its example has the same shape.
+func TestAPIDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs/api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	for _, set := range [][]string{topKeys, redisKeys, processesKeys, queueKeys, deadLetterKeys, collectorKeys, failureKeys, {"undecodable", "args", "kwargs", "queue"}} {
+		for _, k := range set {
+			if !strings.Contains(text, "`"+k+"`") {
+				t.Errorf("docs/api.md does not document %q", k)
+			}
+		}
+	}
+	block := regexp.MustCompile("(?s)```json\n(.*?)```").FindStringSubmatch(text)
+	if block == nil {
+		t.Fatal("docs/api.md has no JSON example")
+	}
+	ex := decode(t, block[1])
+	checkKeys(t, "example", ex, topKeys)
+	for _, q := range ex["queues"].([]any) {
+		checkKeys(t, "example queue", q, queueKeys)
 	}
 }

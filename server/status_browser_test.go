@@ -112,6 +112,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	for _, want := range []string{
 		"TimeoutError: upstream took 30s", // the dead letter added after the first paint
 		`data-field="processes-alive">2<`, "Healthy", "staging",
+		// The script writes data as text, never as markup.
+		"&lt;bob@example.invalid&gt;",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)
