@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	promslogflag.AddFlags(app, logConfig)
 	webFlags := kingpinflag.AddFlags(app, config.DefaultListenAddress)
 	serveCmd := app.Command("serve", "Serve metrics over HTTP (the default).").Default()
+	checkCmd, checkFlags := addCheckCommand(app)
 
 	cmd, err := app.Parse(args)
 	if exit >= 0 { // --help or --version
@@ -68,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case serveCmd.FullCommand():
 		return serve(cfg, webFlags, logger)
+	case checkCmd.FullCommand():
+		return check(cfg, checkFlags, checkLogger(logger), stdout, stderr)
 	}
 	return 2
 }
@@ -103,17 +106,14 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	mux.Handle(cfg.TelemetryPath, server.MetricsHandler(exporter, base, server.MetricsOptions{
 		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
 	}))
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "Dramatiq Exporter",
-		Description: "Prometheus exporter for Dramatiq's Redis broker",
-		Version:     version.Info(),
-		Links:       []web.LandingLinks{{Address: cfg.TelemetryPath, Text: "Metrics"}},
+	// The status page and its API read the same collectors as /metrics.
+	status := server.NewStatusSource(server.StatusOptions{
+		Exporter: exporter, Reader: sources.Broker, Thresholds: server.DefaultThresholds,
+		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
+		TelemetryPath: cfg.TelemetryPath, Logger: logger,
 	})
-	if err != nil {
-		logger.Error("cannot build landing page", "err", err)
-		return 1
-	}
-	mux.Handle("/", landing)
+	mux.Handle("/api/v1/status", status.APIHandler())
+	mux.Handle("/", status.PageHandler())
 
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * 1e9}
 	errc := make(chan error, 1)

@@ -1,0 +1,109 @@
+package config
+
+// Flags of the `check` subcommand. They live apart from config.go because
+// only `check` has them; every other setting (Redis, database, collectors,
+// environment) is shared with the server through AddFlags.
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/model"
+)
+
+// DefaultCheckTimeout bounds a whole `check` run.
+const DefaultCheckTimeout = 5 * time.Second
+
+// AllQueues keys a check threshold that applies to every queue.
+const AllQueues = "*"
+
+// Check is the validated configuration of `check`.
+type Check struct {
+	MinProcesses int
+	// MaxReady and MaxOldestAge map a queue name, or AllQueues, to a limit.
+	MaxReady     map[string]int64
+	MaxOldestAge map[string]time.Duration
+	NoOrphans    bool
+	Timeout      time.Duration
+}
+
+// CheckFlags are the parsed check flags.
+type CheckFlags struct {
+	minProcesses *int
+	maxReady     *[]string
+	maxOldestAge *[]string
+	noOrphans    *bool
+	timeout      *time.Duration
+}
+
+// AddCheckFlags declares the check thresholds on the check subcommand.
+func AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
+	return &CheckFlags{
+		minProcesses: cmd.Flag("check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout.").Default("1").Int(),
+		maxReady:     cmd.Flag("check.max-ready", "Unhealthy when a queue has more ready messages: N for every queue, or QUEUE=N for one. Repeatable.").PlaceHolder("[QUEUE=]N").Strings(),
+		maxOldestAge: cmd.Flag("check.max-oldest-age", "Unhealthy when the oldest ready message of a queue is older: DURATION for every queue, or QUEUE=DURATION for one. Repeatable.").PlaceHolder("[QUEUE=]DURATION").Strings(),
+		noOrphans:    cmd.Flag("check.no-orphans", "Unhealthy when any message is held by a process whose heartbeat stopped (orphaned).").Bool(),
+		timeout:      cmd.Flag("check.timeout", "The check answers within this time, even when Redis or the database hangs.").Default(DefaultCheckTimeout.String()).Duration(),
+	}
+}
+
+// Load validates the check flags; errors name the flag at fault.
+func (f *CheckFlags) Load() (*Check, error) {
+	c := &Check{
+		MinProcesses: *f.minProcesses,
+		NoOrphans:    *f.noOrphans,
+		Timeout:      *f.timeout,
+		MaxReady:     map[string]int64{},
+		MaxOldestAge: map[string]time.Duration{},
+	}
+	if c.MinProcesses < 0 {
+		return nil, fmt.Errorf("--check.min-processes: must be 0 or more, not %d", c.MinProcesses)
+	}
+	if c.Timeout <= 0 {
+		return nil, fmt.Errorf("--check.timeout: must be positive, not %s", c.Timeout)
+	}
+	for _, raw := range *f.maxReady {
+		q, v, err := perQueue(raw)
+		if err == nil {
+			var n int64
+			n, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && n < 0 {
+				err = fmt.Errorf("must be 0 or more")
+			}
+			c.MaxReady[q] = n
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--check.max-ready %q: want N or QUEUE=N: %v", raw, err)
+		}
+	}
+	for _, raw := range *f.maxOldestAge {
+		q, v, err := perQueue(raw)
+		if err == nil {
+			var d model.Duration
+			d, err = model.ParseDuration(v)
+			if err == nil && d <= 0 {
+				err = fmt.Errorf("must be positive")
+			}
+			c.MaxOldestAge[q] = time.Duration(d)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--check.max-oldest-age %q: want DURATION or QUEUE=DURATION: %v", raw, err)
+		}
+	}
+	return c, nil
+}
+
+// perQueue splits "QUEUE=V" (or "V", for every queue).
+func perQueue(raw string) (queue, value string, err error) {
+	queue, value, found := strings.Cut(strings.TrimSpace(raw), "=")
+	if !found {
+		return AllQueues, queue, nil
+	}
+	if !queueName.MatchString(queue) {
+		return "", "", fmt.Errorf("%q is not a Dramatiq queue name", queue)
+	}
+	return queue, value, nil
+}

@@ -1,0 +1,783 @@
+// Package deploy holds no code: its tests check the Dockerfile, the
+// docker-compose stack and the Kubernetes manifests against the code and
+// against each other, because no Docker engine or cluster runs in CI.
+package deploy
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found")
+		}
+		dir = parent
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustExist(t *testing.T, path, why string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("%s: %v", why, err)
+	}
+}
+
+// exporterPort is the port the exporter listens on by default.
+func exporterPort(t *testing.T) string {
+	_, port, err := net.SplitHostPort(config.DefaultListenAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// rulesJob is the job the shipped rules select: every scrape config and
+// ServiceMonitor must produce it.
+func rulesJob(t *testing.T, root string) string {
+	t.Helper()
+	m := regexp.MustCompile(`job="([^"]+)"`).FindAllStringSubmatch(string(mustRead(t, filepath.Join(root, rulesFile))), -1)
+	if len(m) == 0 {
+		t.Fatalf("%s selects no job", rulesFile)
+	}
+	for _, x := range m {
+		if x[1] != m[0][1] {
+			t.Fatalf("%s selects several jobs: %q and %q", rulesFile, m[0][1], x[1])
+		}
+	}
+	return m[0][1]
+}
+
+// --- Dockerfile ---
+
+type instruction struct {
+	cmd  string // upper case
+	args string
+}
+
+type stage struct {
+	from, name string
+	ins        []instruction
+}
+
+// parseDockerfile splits a Dockerfile into stages of instructions, joining
+// continuation lines and dropping comments, as BuildKit does.
+func parseDockerfile(t *testing.T, path string) (args map[string]string, stages []*stage) {
+	t.Helper()
+	args = map[string]string{}
+	var logical []string
+	var cur strings.Builder
+	for _, line := range strings.Split(string(mustRead(t, path)), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "#") || (trimmed == "" && cur.Len() == 0) {
+			continue
+		}
+		if strings.HasSuffix(trimmed, "\\") {
+			cur.WriteString(strings.TrimSuffix(trimmed, "\\") + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		logical = append(logical, cur.String())
+		cur.Reset()
+	}
+	for _, l := range logical {
+		cmd, rest, _ := strings.Cut(l, " ")
+		in := instruction{cmd: strings.ToUpper(cmd), args: strings.TrimSpace(rest)}
+		switch {
+		case in.cmd == "FROM":
+			f := strings.Fields(in.args)
+			s := &stage{from: f[0]}
+			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
+				s.name = f[2]
+			}
+			stages = append(stages, s)
+		case len(stages) == 0 && in.cmd == "ARG":
+			k, v, _ := strings.Cut(in.args, "=")
+			args[k] = v
+		case len(stages) == 0:
+			t.Fatalf("%s: %s before FROM", path, in.cmd)
+		default:
+			stages[len(stages)-1].ins = append(stages[len(stages)-1].ins, in)
+		}
+	}
+	return args, stages
+}
+
+func (s *stage) all(cmd string) []string {
+	var out []string
+	for _, in := range s.ins {
+		if in.cmd == cmd {
+			out = append(out, in.args)
+		}
+	}
+	return out
+}
+
+func (s *stage) one(t *testing.T, cmd string) string {
+	t.Helper()
+	v := s.all(cmd)
+	if len(v) != 1 {
+		t.Fatalf("stage %s: want one %s, have %d", s.from, cmd, len(v))
+	}
+	return v[0]
+}
+
+// execForm decodes a JSON-array (exec form) instruction argument.
+func execForm(t *testing.T, s string) []string {
+	t.Helper()
+	var out []string
+	if err := yaml.Unmarshal([]byte(s), &out); err != nil || !strings.HasPrefix(s, "[") {
+		t.Fatalf("not exec form: %s", s)
+	}
+	return out
+}
+
+// goDirective reads "go 1.26.x" from go.mod.
+func goDirective(t *testing.T, root string) string {
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(mustRead(t, filepath.Join(root, "go.mod"))))
+	if m == nil {
+		t.Fatal("go.mod has no go directive")
+	}
+	return m[1]
+}
+
+// checkGoBuildStage checks a stage that builds the exporter: a Go image at
+// least as new as go.mod, a static build of ./cmd/dramatiq_exporter, and
+// COPY sources that exist in the build context.
+func checkGoBuildStage(t *testing.T, root string, args map[string]string, s *stage) string {
+	t.Helper()
+	image := strings.ReplaceAll(s.from, "${GO_VERSION}", args["GO_VERSION"])
+	if !strings.HasPrefix(image, "golang:"+goDirective(t, root)) {
+		t.Errorf("build stage image %s does not match go.mod's go %s", image, goDirective(t, root))
+	}
+	for _, c := range s.all("COPY") {
+		f := strings.Fields(c)
+		for _, src := range f[:len(f)-1] {
+			if src != "." {
+				mustExist(t, filepath.Join(root, src), "COPY "+src)
+			}
+		}
+	}
+	var out string
+	for _, run := range s.all("RUN") {
+		if strings.Contains(run, "go build") {
+			if !strings.Contains(run, "CGO_ENABLED=0") || !strings.Contains(run, "./cmd/dramatiq_exporter") {
+				t.Errorf("the build is not a static build of ./cmd/dramatiq_exporter: %s", run)
+			}
+			m := regexp.MustCompile(`-o (\S+)`).FindStringSubmatch(run)
+			if m == nil {
+				t.Fatalf("go build without -o: %s", run)
+			}
+			out = m[1]
+		}
+	}
+	if out == "" {
+		t.Fatal("no go build in the build stage")
+	}
+	return out
+}
+
+func TestDockerfile(t *testing.T) {
+	root := repoRoot(t)
+	args, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
+	if len(stages) < 2 {
+		t.Fatalf("want a multi-stage build, have %d stages", len(stages))
+	}
+	build, final := stages[0], stages[len(stages)-1]
+	built := checkGoBuildStage(t, root, args, build)
+
+	// The ldflags set the same version variables as the Makefile.
+	mk := string(mustRead(t, filepath.Join(root, "Makefile")))
+	vpkg := regexp.MustCompile(`VPKG\s*:=\s*(\S+)`).FindStringSubmatch(mk)
+	if vpkg == nil || !strings.Contains(strings.Join(build.all("RUN"), " "), "-X "+vpkg[1]+".Version=") {
+		t.Errorf("the build does not set %v.Version like the Makefile", vpkg)
+	}
+
+	if strings.HasPrefix(final.from, "golang") {
+		t.Errorf("the final image is the Go toolchain image %s", final.from)
+	}
+	// COPY --from=build <built> <bin>
+	var bin string
+	for _, c := range final.all("COPY") {
+		f := strings.Fields(c)
+		if len(f) == 3 && f[0] == "--from="+build.name && f[1] == built {
+			bin = f[2]
+		}
+	}
+	if bin == "" {
+		t.Fatalf("the final stage does not copy %s from stage %s", built, build.name)
+	}
+
+	user := final.one(t, "USER")
+	uid, _, _ := strings.Cut(user, ":")
+	if n, err := strconv.Atoi(uid); err != nil || n == 0 || user == "root" {
+		t.Errorf("USER %q: want a numeric non-root uid (runAsNonRoot needs a number)", user)
+	}
+	if got := final.one(t, "EXPOSE"); got != exporterPort(t) {
+		t.Errorf("EXPOSE %s, but the exporter listens on %s", got, config.DefaultListenAddress)
+	}
+	if ep := execForm(t, final.one(t, "ENTRYPOINT")); len(ep) != 1 || ep[0] != bin {
+		t.Errorf("ENTRYPOINT %v, want [%s]", ep, bin)
+	}
+
+	hc := final.one(t, "HEALTHCHECK")
+	opts, cmd, ok := strings.Cut(hc, "CMD ")
+	if !ok {
+		t.Fatalf("HEALTHCHECK without CMD: %s", hc)
+	}
+	argv := execForm(t, strings.TrimSpace(cmd))
+	if len(argv) < 2 || argv[0] != bin || argv[1] != "check" {
+		t.Fatalf("HEALTHCHECK runs %v, want %s check ...", argv, bin)
+	}
+	// The check must answer before Docker gives up on it, or a hung Redis
+	// reads as "health check timed out" instead of the JSON verdict.
+	m := regexp.MustCompile(`--timeout=(\d+)s`).FindStringSubmatch(opts)
+	ct := regexp.MustCompile(`--check\.timeout=(\d+)s`).FindStringSubmatch(cmd)
+	if m == nil || ct == nil {
+		t.Fatalf("HEALTHCHECK needs --timeout and --check.timeout: %s", hc)
+	}
+	if a, b := atoi(m[1]), atoi(ct[1]); b >= a {
+		t.Errorf("--check.timeout=%ds must be shorter than the HEALTHCHECK --timeout=%ds", b, a)
+	}
+	mustExist(t, filepath.Join(root, ".dockerignore"), "the build context needs a .dockerignore")
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func TestWorkerDockerfile(t *testing.T) {
+	root := repoRoot(t)
+	args, stages := parseDockerfile(t, filepath.Join(root, "deploy/worker/Dockerfile"))
+	if len(stages) != 2 {
+		t.Fatalf("want 2 stages, have %d", len(stages))
+	}
+	built := checkGoBuildStage(t, root, args, stages[0])
+	final := stages[1]
+	found := false
+	for _, c := range final.all("COPY") {
+		f := strings.Fields(c)
+		if f[0] == "--from="+stages[0].name {
+			found = f[1] == built && f[2] == "/usr/local/bin/dramatiq_exporter"
+			continue
+		}
+		for _, src := range f[:len(f)-1] {
+			mustExist(t, filepath.Join(root, src), "worker COPY "+src)
+		}
+	}
+	if !found {
+		t.Error("the worker image does not put dramatiq_exporter on PATH")
+	}
+	if u := final.one(t, "USER"); u == "root" || u == "0" {
+		t.Errorf("the worker runs as %s", u)
+	}
+	cmd := execForm(t, final.one(t, "CMD"))
+	if len(cmd) < 2 || cmd[0] != "dramatiq" || cmd[1] != "tasks" {
+		t.Errorf("worker CMD %v", cmd)
+	}
+	// The example pins the Dramatiq release the conformance suite runs.
+	if ref, err := os.ReadFile(filepath.Join(root, "test/dramatiq/requirements.txt")); err == nil {
+		pin := regexp.MustCompile(`(?m)^dramatiq\[redis\]==\S+`)
+		if a, b := pin.FindString(string(ref)), pin.FindString(string(mustRead(t, filepath.Join(root, "deploy/worker/requirements.txt")))); a != b {
+			t.Errorf("deploy/worker pins %q, the tests %q", b, a)
+		}
+	}
+}
+
+// --- docker-compose ---
+
+type composeService struct {
+	Image       string            `yaml:"image"`
+	Build       *composeBuild     `yaml:"build"`
+	Command     any               `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	Ports       []string          `yaml:"ports"`
+	Volumes     []string          `yaml:"volumes"`
+	DependsOn   any               `yaml:"depends_on"`
+	Healthcheck *struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	Profiles []string          `yaml:"profiles"`
+	Labels   map[string]string `yaml:"labels"`
+}
+
+type composeBuild struct {
+	Context    string `yaml:"context"`
+	Dockerfile string `yaml:"dockerfile"`
+}
+
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+}
+
+func loadCompose(t *testing.T, root string) composeFile {
+	t.Helper()
+	var c composeFile
+	dec := yaml.NewDecoder(strings.NewReader(string(mustRead(t, filepath.Join(root, "deploy/docker-compose.yml")))))
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// hostPath maps a container path to the host through a service's bind
+// mounts (relative to deploy/, where the compose file lives).
+func hostPath(t *testing.T, root string, svc composeService, inContainer string) string {
+	t.Helper()
+	best := ""
+	var host string
+	for _, v := range svc.Volumes {
+		parts := strings.Split(v, ":")
+		src, dst := parts[0], parts[1]
+		if (inContainer == dst || strings.HasPrefix(inContainer, dst+"/")) && len(dst) > len(best) {
+			best = dst
+			host = filepath.Join(root, "deploy", src, strings.TrimPrefix(inContainer, dst))
+		}
+	}
+	if best == "" {
+		t.Fatalf("%s is not mounted from the host", inContainer)
+	}
+	return host
+}
+
+func dependsOn(svc composeService) []string {
+	var out []string
+	switch d := svc.DependsOn.(type) {
+	case []any:
+		for _, x := range d {
+			out = append(out, x.(string))
+		}
+	case map[string]any:
+		for k := range d {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// containerPort returns the container side of a published port.
+func containerPort(t *testing.T, svc composeService, name string) string {
+	t.Helper()
+	if len(svc.Ports) == 0 {
+		t.Fatalf("service %s publishes no port", name)
+	}
+	p := strings.Split(svc.Ports[0], ":")
+	return p[len(p)-1]
+}
+
+func TestCompose(t *testing.T) {
+	root := repoRoot(t)
+	c := loadCompose(t, root)
+	for _, name := range []string{"redis", "postgres", "worker", "exporter", "prometheus", "alertmanager", "grafana"} {
+		if _, ok := c.Services[name]; !ok {
+			t.Fatalf("no service %q", name)
+		}
+	}
+	for name, svc := range c.Services {
+		if svc.Image == "" && svc.Build == nil {
+			t.Errorf("service %s has neither image nor build", name)
+		}
+		if svc.Build != nil {
+			mustExist(t, filepath.Join(root, "deploy", svc.Build.Context, svc.Build.Dockerfile), name+": build dockerfile")
+		}
+		for _, v := range svc.Volumes {
+			src := strings.Split(v, ":")[0]
+			if strings.HasPrefix(src, ".") {
+				mustExist(t, filepath.Join(root, "deploy", src), name+": volume "+v)
+			}
+		}
+		for _, d := range dependsOn(svc) {
+			if _, ok := c.Services[d]; !ok {
+				t.Errorf("%s depends on unknown service %s", name, d)
+			}
+		}
+	}
+
+	exp, worker := c.Services["exporter"], c.Services["worker"]
+	if exp.Build == nil || filepath.Clean(filepath.Join("deploy", exp.Build.Context, exp.Build.Dockerfile)) != "Dockerfile" {
+		t.Errorf("the exporter is not built from the repository's Dockerfile: %+v", exp.Build)
+	}
+	if got := containerPort(t, exp, "exporter"); got != exporterPort(t) {
+		t.Errorf("the exporter publishes container port %s, it listens on %s", got, exporterPort(t))
+	}
+	// The worker checks with the same variables the exporter reads.
+	if argv := worker.Healthcheck.Test; len(argv) < 3 || argv[0] != "CMD" || argv[1] != "dramatiq_exporter" || argv[2] != "check" {
+		t.Errorf("worker healthcheck %v, want [CMD dramatiq_exporter check ...]", argv)
+	}
+	for _, name := range []string{"exporter", "worker"} {
+		env := c.Services[name].Environment
+		checkURL(t, c, name, "REDIS_URL", env["REDIS_URL"], "redis", "6379")
+		checkURL(t, c, name, "DATABASE_URL", env["DATABASE_URL"], "postgres", "5432")
+	}
+	if got := c.Services["autoheal"]; !slices.Contains(got.Profiles, "autoheal") || worker.Labels["autoheal"] != "true" {
+		t.Error("the autoheal watcher must be opt-in (profile autoheal) and the worker labelled for it")
+	}
+
+	// Prometheus: scrapes the exporter, alerts to Alertmanager, loads the
+	// shipped rules through its mount.
+	prom := c.Services["prometheus"]
+	var pcfg struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Alerting  struct {
+			Alertmanagers []struct {
+				StaticConfigs []struct {
+					Targets []string `yaml:"targets"`
+				} `yaml:"static_configs"`
+			} `yaml:"alertmanagers"`
+		} `yaml:"alerting"`
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	promConfig := hostPath(t, root, prom, "/etc/prometheus/prometheus.yml")
+	if err := yaml.Unmarshal(mustRead(t, promConfig), &pcfg); err != nil {
+		t.Fatal(err)
+	}
+	job := rulesJob(t, root)
+	scraped := false
+	for _, sc := range pcfg.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				if target == "exporter:"+exporterPort(t) && sc.JobName == job {
+					scraped = true
+				}
+			}
+		}
+	}
+	if !scraped {
+		t.Errorf("no scrape config with job_name %q targets exporter:%s", job, exporterPort(t))
+	}
+	am := c.Services["alertmanager"]
+	amTarget := "alertmanager:" + containerPort(t, am, "alertmanager")
+	if len(pcfg.Alerting.Alertmanagers) != 1 || !slices.Contains(pcfg.Alerting.Alertmanagers[0].StaticConfigs[0].Targets, amTarget) {
+		t.Errorf("Prometheus does not alert to %s", amTarget)
+	}
+	var rules []string
+	for _, pattern := range pcfg.RuleFiles {
+		matches, err := filepath.Glob(hostPath(t, root, prom, pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, matches...)
+	}
+	if !slices.Contains(rules, filepath.Join(root, rulesFile)) {
+		t.Errorf("rule_files %v load %v, not %s", pcfg.RuleFiles, rules, rulesFile)
+	}
+
+	// Alertmanager reads the shipped config.
+	amArgs := strings.Join(toStrings(am.Command), " ")
+	amCfg := regexp.MustCompile(`--config\.file=(\S+)`).FindStringSubmatch(amArgs)
+	if amCfg == nil || hostPath(t, root, am, amCfg[1]) != filepath.Join(root, "alerts/alertmanager.yml") {
+		t.Errorf("Alertmanager does not load alerts/alertmanager.yml: %v", amArgs)
+	}
+
+	// Grafana: a Prometheus datasource pointing at the prometheus service,
+	// and the shipped dashboards provisioned from their mount.
+	graf := c.Services["grafana"]
+	var ds struct {
+		Datasources []struct {
+			Type, URL string
+		} `yaml:"datasources"`
+	}
+	if err := yaml.Unmarshal(mustRead(t, hostPath(t, root, graf, "/etc/grafana/provisioning/datasources/prometheus.yml")), &ds); err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.Datasources) != 1 || ds.Datasources[0].Type != "prometheus" ||
+		ds.Datasources[0].URL != "http://prometheus:"+containerPort(t, prom, "prometheus") {
+		t.Errorf("datasources = %+v", ds.Datasources)
+	}
+	var dash struct {
+		Providers []struct {
+			Options struct {
+				Path string `yaml:"path"`
+			} `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	if err := yaml.Unmarshal(mustRead(t, hostPath(t, root, graf, "/etc/grafana/provisioning/dashboards/dramatiq.yml")), &dash); err != nil {
+		t.Fatal(err)
+	}
+	if len(dash.Providers) != 1 {
+		t.Fatalf("dashboard providers = %+v", dash.Providers)
+	}
+	dir := hostPath(t, root, graf, dash.Providers[0].Options.Path)
+	if dir != filepath.Join(root, "dashboards") {
+		t.Errorf("Grafana loads dashboards from %s, not dashboards/", dir)
+	}
+	if jsons, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(jsons) == 0 {
+		t.Errorf("no dashboards in %s", dir)
+	}
+	if home := graf.Environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]; home != "" {
+		mustExist(t, hostPath(t, root, graf, home), "Grafana home dashboard")
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	switch x := v.(type) {
+	case string:
+		out = strings.Fields(x)
+	case []any:
+		for _, s := range x {
+			out = append(out, s.(string))
+		}
+	}
+	return out
+}
+
+// checkURL asserts that a service's URL points at a compose service.
+func checkURL(t *testing.T, c composeFile, svc, name, raw, host, port string) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() != host || u.Port() != port {
+		t.Errorf("%s: %s=%q, want host %s port %s", svc, name, raw, host, port)
+	}
+	if _, ok := c.Services[host]; !ok {
+		t.Errorf("%s: %s points at unknown service %s", svc, name, host)
+	}
+}
+
+// promtool validates the demo's Prometheus config and, through it, the
+// rule files it loads (mounted paths mapped back to the repository).
+func TestComposePrometheusConfigWithPromtool(t *testing.T) {
+	promtool := testserver.LookPath(t, "promtool")
+	root := repoRoot(t)
+	c := loadCompose(t, root)
+	prom := c.Services["prometheus"]
+	cfg := string(mustRead(t, hostPath(t, root, prom, "/etc/prometheus/prometheus.yml")))
+	cfg = strings.ReplaceAll(cfg, "/etc/prometheus/rules/", hostPath(t, root, prom, "/etc/prometheus/rules")+"/")
+	path := filepath.Join(t.TempDir(), "prometheus.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool, "check", "config", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "SUCCESS") || !strings.Contains(string(out), "rules found") {
+		t.Fatalf("promtool did not check any rules:\n%s", out)
+	}
+}
+
+// --- Kubernetes ---
+
+type object struct {
+	Kind     string `yaml:"kind"`
+	Metadata struct {
+		Name   string            `yaml:"name"`
+		Labels map[string]string `yaml:"labels"`
+	} `yaml:"metadata"`
+	Spec yaml.Node `yaml:"spec"`
+}
+
+func TestKubernetes(t *testing.T) {
+	root := repoRoot(t)
+	dir := filepath.Join(root, "deploy/kubernetes")
+	var kust struct {
+		Resources []string `yaml:"resources"`
+	}
+	if err := yaml.Unmarshal(mustRead(t, filepath.Join(dir, "kustomization.yaml")), &kust); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	var all []string
+	for _, f := range files {
+		if b := filepath.Base(f); b != "kustomization.yaml" {
+			all = append(all, b)
+		}
+	}
+	sorted := slices.Clone(kust.Resources)
+	sort.Strings(sorted)
+	if !slices.Equal(sorted, all) {
+		t.Errorf("kustomization lists %v, the directory has %v", kust.Resources, all)
+	}
+
+	objs := map[string]object{}
+	for _, f := range all {
+		var o object
+		if err := yaml.Unmarshal(mustRead(t, filepath.Join(dir, f)), &o); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		objs[o.Kind] = o
+	}
+	var dep struct {
+		Selector struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"selector"`
+		Template struct {
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
+			Spec struct {
+				SecurityContext struct {
+					RunAsNonRoot bool `yaml:"runAsNonRoot"`
+					RunAsUser    int  `yaml:"runAsUser"`
+				} `yaml:"securityContext"`
+				Containers []struct {
+					Env []struct {
+						Name string `yaml:"name"`
+					} `yaml:"env"`
+					Ports []struct {
+						Name          string `yaml:"name"`
+						ContainerPort int    `yaml:"containerPort"`
+					} `yaml:"ports"`
+					LivenessProbe  map[string]any `yaml:"livenessProbe"`
+					ReadinessProbe map[string]any `yaml:"readinessProbe"`
+				} `yaml:"containers"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	}
+	var svc struct {
+		Selector map[string]string `yaml:"selector"`
+		Ports    []struct {
+			Name       string `yaml:"name"`
+			Port       int    `yaml:"port"`
+			TargetPort string `yaml:"targetPort"`
+		} `yaml:"ports"`
+	}
+	var sm struct {
+		Selector struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"selector"`
+		Endpoints []struct {
+			Port        string `yaml:"port"`
+			Path        string `yaml:"path"`
+			Relabelings []struct {
+				TargetLabel string `yaml:"targetLabel"`
+				Replacement string `yaml:"replacement"`
+			} `yaml:"relabelings"`
+		} `yaml:"endpoints"`
+	}
+	for kind, dst := range map[string]any{"Deployment": &dep, "Service": &svc, "ServiceMonitor": &sm} {
+		o, ok := objs[kind]
+		if !ok {
+			t.Fatalf("no %s in deploy/kubernetes", kind)
+		}
+		if err := o.Spec.Decode(dst); err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+	}
+	if _, ok := objs["PrometheusRule"]; !ok {
+		t.Fatal("no PrometheusRule in deploy/kubernetes")
+	}
+
+	port := exporterPort(t)
+	pod := dep.Template.Spec
+	if len(pod.Containers) != 1 || len(pod.Containers[0].Ports) != 1 {
+		t.Fatalf("want one container with one port: %+v", pod.Containers)
+	}
+	cp := pod.Containers[0].Ports[0]
+	if strconv.Itoa(cp.ContainerPort) != port {
+		t.Errorf("containerPort %d, the exporter listens on %s", cp.ContainerPort, port)
+	}
+	if !subset(dep.Selector.MatchLabels, dep.Template.Metadata.Labels) || !subset(svc.Selector, dep.Template.Metadata.Labels) {
+		t.Error("the Deployment's or the Service's selector does not match the pod labels")
+	}
+	if len(svc.Ports) != 1 || svc.Ports[0].TargetPort != cp.Name || strconv.Itoa(svc.Ports[0].Port) != port {
+		t.Errorf("Service ports %+v do not target %s", svc.Ports, cp.Name)
+	}
+	if !subset(sm.Selector.MatchLabels, objs["Service"].Metadata.Labels) {
+		t.Error("the ServiceMonitor does not select the Service")
+	}
+	job := rulesJob(t, root)
+	if len(sm.Endpoints) != 1 || sm.Endpoints[0].Port != svc.Ports[0].Name || sm.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %+v", sm.Endpoints)
+	} else if r := sm.Endpoints[0].Relabelings; len(r) != 1 || r[0].TargetLabel != "job" || r[0].Replacement != job {
+		t.Errorf("the ServiceMonitor must set job=%q, the job the rules select: %+v", job, r)
+	}
+
+	// Same non-root uid as the image.
+	_, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
+	uid, _, _ := strings.Cut(stages[len(stages)-1].one(t, "USER"), ":")
+	if !pod.SecurityContext.RunAsNonRoot || strconv.Itoa(pod.SecurityContext.RunAsUser) != uid {
+		t.Errorf("securityContext %+v, image USER %s", pod.SecurityContext, uid)
+	}
+	var env []string
+	for _, e := range pod.Containers[0].Env {
+		env = append(env, e.Name)
+	}
+	if !slices.Contains(env, "REDIS_URL") || !slices.Contains(env, "DATABASE_URL") {
+		t.Errorf("env %v", env)
+	}
+	// The exporter's probes must not depend on Redis: see deployment.yaml.
+	for name, p := range map[string]map[string]any{"liveness": pod.Containers[0].LivenessProbe, "readiness": pod.Containers[0].ReadinessProbe} {
+		if _, ok := p["exec"]; ok || p == nil {
+			t.Errorf("%s probe %v: want one that tests the exporter, not the broker", name, p)
+		}
+	}
+}
+
+func subset(sel, labels map[string]string) bool {
+	if len(sel) == 0 {
+		return false
+	}
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// The health checks in the Dockerfile and the compose file must be
+// commands the binary accepts: run each against a closed port and expect
+// the verdict "unhealthy" (1), not a usage error (2).
+func TestHealthcheckCommandsRun(t *testing.T) {
+	root := repoRoot(t)
+	bin := filepath.Join(t.TempDir(), "dramatiq_exporter")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	_, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
+	_, cmd, _ := strings.Cut(stages[len(stages)-1].one(t, "HEALTHCHECK"), "CMD ")
+	commands := map[string][]string{"Dockerfile HEALTHCHECK": execForm(t, strings.TrimSpace(cmd))[1:]}
+	commands["compose worker healthcheck"] = loadCompose(t, root).Services["worker"].Healthcheck.Test[2:]
+
+	closed := "redis://127.0.0.1:" + strconv.Itoa(testserver.FreePort(t)) + "/0"
+	for name, args := range commands {
+		c := exec.Command(bin, args...)
+		c.Env = []string{"REDIS_URL=" + closed, "PATH=" + os.Getenv("PATH")}
+		out, err := c.Output()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), `"status":"unhealthy"`) {
+			t.Errorf("%s %v: %v, stdout %s", name, args, err, out)
+		}
+	}
+}

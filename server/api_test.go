@@ -1,0 +1,399 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
+)
+
+const redisPassword = "pw-Status-Secret-9"
+
+// exporterServer serves /, /api/v1/status and /metrics exactly as main
+// wires them, reading r through a password-protected read-only user.
+type exporterServer struct {
+	*httptest.Server
+	redis  *testserver.Redis
+	reader *broker.Reader
+}
+
+func startExporter(t *testing.T, r *testserver.Redis, showArgs bool, wrap func(http.Handler) http.Handler) *exporterServer {
+	t.Helper()
+	url := r.ReadOnlyUser(t, "status", redisPassword)
+	client, err := broker.NewClient(broker.ClientOptions{URL: url, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	reader := broker.NewReader(client, broker.Options{Namespace: "dramatiq"})
+	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "staging", Namespace: "dramatiq"},
+		collector.Sources{Broker: reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := server.NewStatusSource(server.StatusOptions{
+		Exporter: exp, Reader: reader, Thresholds: server.DefaultThresholds, ShowMessageArgs: showArgs,
+		Timeout: 3 * time.Second, TelemetryPath: "/metrics",
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", server.MetricsHandler(exp, prometheus.NewRegistry(), server.MetricsOptions{Timeout: 3 * time.Second, Logger: discard()}))
+	mux.Handle("/api/v1/status", src.APIHandler())
+	mux.Handle("/", src.PageHandler())
+	var h http.Handler = mux
+	if wrap != nil {
+		h = wrap(mux)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &exporterServer{Server: srv, redis: r, reader: reader}
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// state builds a broker with every kind of number the API reports.
+type state struct {
+	now                time.Time
+	newestDL, plainDL  time.Time
+	newestMsg, dlActor string
+}
+
+func buildState(t *testing.T, r *testserver.Redis) state {
+	t.Helper()
+	now := time.Now()
+	b := r.NewBroker(t, "dramatiq")
+	alive, stale := testserver.UUID(), testserver.UUID()
+	b.Enqueue("default", 5, now.Add(-90*time.Second))
+	b.Fetch(alive, "default", 2, now)
+	b.Fetch(stale, "default", 1, now.Add(-5*time.Minute))
+	b.Enqueue("default.DQ", 3, now)
+	b.Enqueue("emails", 1, now.Add(-10*time.Second))
+	s := state{now: now, newestDL: now.Add(-2 * time.Minute).Truncate(time.Millisecond), plainDL: now.Add(-time.Hour).Truncate(time.Millisecond), dlActor: "send_email"}
+	b.DeadLetter("emails", s.plainDL, nil)
+	// A dead letter written the way Dramatiq's nack stores it, with a
+	// traceback holding markup that the page must escape.
+	ctx := context.Background()
+	body, _ := json.Marshal(map[string]any{
+		"queue_name": "emails", "actor_name": s.dlActor, "args": []any{"secret-arg"}, "kwargs": map[string]any{"api_key": "secret-kwarg"},
+		"options":    map[string]any{"redis_message_id": "rid-1", "retries": 20, "traceback": "Traceback (most recent call last):\n  File \"x.py\", line 1\nsmtplib.SMTPRecipientsRefused: {'<bob@example.invalid>': (550, b'no such user')}\n"},
+		"message_id": "3f6c1a9e-0000-4000-8000-000000000001", "message_timestamp": now.Add(-time.Hour).UnixMilli(),
+	})
+	s.newestMsg = "3f6c1a9e-0000-4000-8000-000000000001"
+	r.Admin.ZAdd(ctx, "dramatiq:emails.XQ", redis.Z{Score: float64(s.newestDL.UnixMilli()), Member: "rid-1"})
+	r.Admin.HSet(ctx, "dramatiq:emails.XQ.msgs", "rid-1", string(body))
+	return s
+}
+
+// keys returns the sorted keys of a JSON object.
+func keys(v any) []string {
+	m, _ := v.(map[string]any)
+	out := []string{}
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func split(s string) []string {
+	out := strings.Fields(s)
+	sort.Strings(out)
+	return out
+}
+
+// The documented schema (docs/api.md): these exact keys, always present.
+var (
+	topKeys        = split("status time duration_seconds environment namespace version components processes_alive processes_stale queues queues_dropped collectors thresholds failed message_args_shown")
+	versionKeys    = split("version revision branch go_version")
+	componentKeys  = split("redis database processes")
+	redisKeys      = split("status up memory_used_bytes connected_clients")
+	databaseKeys   = split("status up")
+	processesKeys  = split("status alive stale min_processes")
+	queueKeys      = split("name ready in_flight delayed dead_letter orphaned oldest_message_age_seconds dead_letter_last problems recent_dead_letters")
+	deadLetterKeys = split("message_id actor dead_lettered_at retries traceback_last_line")
+	collectorKeys  = split("name success duration_seconds")
+	failureKeys    = split("check value threshold message")
+)
+
+func checkKeys(t *testing.T, what string, v any, want []string) {
+	t.Helper()
+	if got := keys(v); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s keys = %v, want %v", what, got, want)
+	}
+}
+
+func decode(t *testing.T, body string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, body)
+	}
+	return m
+}
+
+func queueOf(t *testing.T, st map[string]any, name string) map[string]any {
+	t.Helper()
+	for _, q := range st["queues"].([]any) {
+		if q.(map[string]any)["name"] == name {
+			return q.(map[string]any)
+		}
+	}
+	t.Fatalf("no queue %q", name)
+	return nil
+}
+
+func TestAPIStatusSchemaAndValues(t *testing.T) {
+	r := testserver.StartRedis(t)
+	s := buildState(t, r)
+	srv := startExporter(t, r, false, nil)
+
+	resp, body := get(t, srv.URL+"/api/v1/status")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	st := decode(t, body)
+	checkKeys(t, "status", st, topKeys)
+	checkKeys(t, "version", st["version"], versionKeys)
+	checkKeys(t, "components", st["components"], componentKeys)
+	comp := st["components"].(map[string]any)
+	checkKeys(t, "redis", comp["redis"], redisKeys)
+	checkKeys(t, "database", comp["database"], databaseKeys)
+	checkKeys(t, "processes", comp["processes"], processesKeys)
+	for _, q := range st["queues"].([]any) {
+		checkKeys(t, "queue", q, queueKeys)
+		for _, d := range q.(map[string]any)["recent_dead_letters"].([]any) {
+			checkKeys(t, "dead letter", d, deadLetterKeys)
+		}
+	}
+	for _, c := range st["collectors"].([]any) {
+		checkKeys(t, "collector", c, collectorKeys)
+	}
+	for _, f := range st["failed"].([]any) {
+		checkKeys(t, "failure", f, failureKeys)
+	}
+
+	// Values.
+	if st["status"] != "healthy" || st["environment"] != "staging" || st["namespace"] != "dramatiq" ||
+		st["processes_alive"] != 1.0 || st["processes_stale"] != 1.0 || st["message_args_shown"] != false {
+		t.Errorf("top level: %v", st)
+	}
+	redisSt := comp["redis"].(map[string]any)
+	if redisSt["status"] != "ok" || redisSt["up"] != true {
+		t.Errorf("redis: %v", redisSt)
+	}
+	if mem, _ := redisSt["memory_used_bytes"].(float64); mem < 100_000 {
+		t.Errorf("memory_used_bytes = %v", redisSt["memory_used_bytes"])
+	}
+	if cl, _ := redisSt["connected_clients"].(float64); cl < 2 { // the exporter and the test's admin client
+		t.Errorf("connected_clients = %v", redisSt["connected_clients"])
+	}
+	if d := comp["database"].(map[string]any); d["status"] != "not_configured" {
+		t.Errorf("database: %v", d)
+	}
+	if v := st["version"].(map[string]any); v["go_version"] == "" {
+		t.Errorf("version: %v", v)
+	}
+
+	def := queueOf(t, st, "default")
+	if def["ready"] != 2.0 || def["in_flight"] != 3.0 || def["delayed"] != 3.0 || def["dead_letter"] != 0.0 ||
+		def["orphaned"] != 1.0 || def["dead_letter_last"] != nil || !reflect.DeepEqual(def["problems"], []any{"orphaned"}) ||
+		len(def["recent_dead_letters"].([]any)) != 0 {
+		t.Errorf("default: %v", def)
+	}
+	if age, _ := def["oldest_message_age_seconds"].(float64); age < 89 || age > 120 {
+		t.Errorf("default oldest age %v", def["oldest_message_age_seconds"])
+	}
+
+	em := queueOf(t, st, "emails")
+	if em["dead_letter"] != 2.0 || em["dead_letter_last"] != s.newestDL.UTC().Format(time.RFC3339Nano) ||
+		!reflect.DeepEqual(em["problems"], []any{"dead_letters"}) {
+		t.Errorf("emails: %v (newest %s)", em, s.newestDL.UTC().Format(time.RFC3339Nano))
+	}
+	dls := em["recent_dead_letters"].([]any)
+	if len(dls) != 2 {
+		t.Fatalf("recent dead letters: %v", dls)
+	}
+	newest, plain := dls[0].(map[string]any), dls[1].(map[string]any)
+	if newest["message_id"] != s.newestMsg || newest["actor"] != s.dlActor || newest["retries"] != 20.0 ||
+		newest["dead_lettered_at"] != s.newestDL.UTC().Format(time.RFC3339Nano) ||
+		newest["traceback_last_line"] != "smtplib.SMTPRecipientsRefused: {'<bob@example.invalid>': (550, b'no such user')}" {
+		t.Errorf("newest dead letter: %v", newest)
+	}
+	if plain["retries"] != nil || plain["traceback_last_line"] != "" || plain["actor"] != "task" ||
+		plain["dead_lettered_at"] != s.plainDL.UTC().Format(time.RFC3339Nano) {
+		t.Errorf("plain dead letter: %v", plain)
+	}
+
+	// Never the message arguments, never the Redis password.
+	for _, secret := range []string{"secret-arg", "secret-kwarg", `"args"`, `"kwargs"`, redisPassword} {
+		if strings.Contains(body, secret) {
+			t.Errorf("the API shows %q:\n%s", secret, body)
+		}
+	}
+	_, page := get(t, srv.URL+"/")
+	for _, secret := range []string{"secret-arg", "secret-kwarg", redisPassword} {
+		if strings.Contains(page, secret) {
+			t.Errorf("the page shows %q", secret)
+		}
+	}
+}
+
+func TestAPIShowsArgsOnlyWhenAsked(t *testing.T) {
+	r := testserver.StartRedis(t)
+	buildState(t, r)
+	srv := startExporter(t, r, true, nil)
+	_, body := get(t, srv.URL+"/api/v1/status")
+	st := decode(t, body)
+	if st["message_args_shown"] != true {
+		t.Fatalf("message_args_shown = %v", st["message_args_shown"])
+	}
+	d := queueOf(t, st, "emails")["recent_dead_letters"].([]any)[0].(map[string]any)
+	if !reflect.DeepEqual(d["args"], []any{"secret-arg"}) || !reflect.DeepEqual(d["kwargs"], map[string]any{"api_key": "secret-kwarg"}) {
+		t.Fatalf("args %v kwargs %v", d["args"], d["kwargs"])
+	}
+	if strings.Contains(body, redisPassword) {
+		t.Fatal("the Redis password leaked")
+	}
+	_, page := get(t, srv.URL+"/")
+	if !strings.Contains(page, "secret-kwarg") {
+		t.Error("the page does not show kwargs with --web.show-message-args")
+	}
+}
+
+// The API and /metrics read the same collectors, so their numbers agree.
+func TestAPIAgreesWithMetrics(t *testing.T) {
+	r := testserver.StartRedis(t)
+	buildState(t, r)
+	srv := startExporter(t, r, false, nil)
+	_, metrics := get(t, srv.URL+"/metrics")
+	_, body := get(t, srv.URL+"/api/v1/status")
+	st := decode(t, body)
+	for _, q := range st["queues"].([]any) {
+		m := q.(map[string]any)
+		for field, metric := range map[string]string{
+			"ready": "dramatiq_queue_ready_messages", "in_flight": "dramatiq_queue_inflight_messages",
+			"delayed": "dramatiq_queue_delayed_messages", "dead_letter": "dramatiq_queue_dead_letter_messages",
+			"orphaned": "dramatiq_queue_orphaned_messages",
+		} {
+			line := metric + `{queue="` + m["name"].(string) + `"} ` + formatNumber(m[field].(float64))
+			if !strings.Contains(metrics, line+"\n") {
+				t.Errorf("/metrics lacks %q", line)
+			}
+		}
+	}
+	for state, field := range map[string]string{"alive": "processes_alive", "stale": "processes_stale"} {
+		line := `dramatiq_processes{state="` + state + `"} ` + formatNumber(st[field].(float64))
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}
+
+// formatNumber writes a value the way the exposition format does.
+func formatNumber(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func TestAPIRedisDown(t *testing.T) {
+	r := testserver.StartRedis(t)
+	buildState(t, r)
+	srv := startExporter(t, r, false, nil)
+	r.Stop()
+	resp, body := get(t, srv.URL+"/api/v1/status")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	st := decode(t, body)
+	checkKeys(t, "status", st, topKeys)
+	comp := st["components"].(map[string]any)
+	if st["status"] != "unhealthy" || comp["redis"].(map[string]any)["status"] != "failing" ||
+		comp["redis"].(map[string]any)["memory_used_bytes"] != nil || comp["processes"].(map[string]any)["status"] != "unknown" ||
+		len(st["queues"].([]any)) != 0 {
+		t.Errorf("%v", st)
+	}
+	if f := st["failed"].([]any); len(f) != 1 || f[0].(map[string]any)["check"] != "redis" {
+		t.Errorf("failed: %v", f)
+	}
+	_, page := get(t, srv.URL+"/")
+	if !strings.Contains(page, "Redis is not answering") || !strings.Contains(page, "Unhealthy") {
+		t.Errorf("page with Redis down:\n%s", page)
+	}
+}
+
+func TestAPIMethodsAndPaths(t *testing.T) {
+	r := testserver.StartRedis(t)
+	srv := startExporter(t, r, false, nil)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+	}{
+		{"POST", "/api/v1/status", 405},
+		{"DELETE", "/", 405},
+		{"HEAD", "/api/v1/status", 200},
+		{"GET", "/nope", 404},
+		{"GET", "/api/v1/status/extra", 404},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.code)
+		}
+	}
+}
+
+// docs/api.md is the contract: every field the tests above require is
+// documented there, and its example has the same shape.
+func TestAPIDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs/api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	for _, set := range [][]string{topKeys, redisKeys, processesKeys, queueKeys, deadLetterKeys, collectorKeys, failureKeys, {"undecodable", "args", "kwargs", "queue"}} {
+		for _, k := range set {
+			if !strings.Contains(text, "`"+k+"`") {
+				t.Errorf("docs/api.md does not document %q", k)
+			}
+		}
+	}
+	block := regexp.MustCompile("(?s)```json\n(.*?)```").FindStringSubmatch(text)
+	if block == nil {
+		t.Fatal("docs/api.md has no JSON example")
+	}
+	ex := decode(t, block[1])
+	checkKeys(t, "example", ex, topKeys)
+	for _, q := range ex["queues"].([]any) {
+		checkKeys(t, "example queue", q, queueKeys)
+	}
+}

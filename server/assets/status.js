@@ -1,0 +1,215 @@
+// Refreshes the server-rendered status page from /api/v1/status without
+// reloading it. It builds nodes with textContent only: queue names, actor
+// names and tracebacks are data, never markup.
+(function () {
+  "use strict";
+  var body = document.body;
+  var api = body.getAttribute("data-api");
+  var every = Math.max(1, parseInt(body.getAttribute("data-refresh"), 10) || 5) * 1000;
+  var timer = null;
+  var lastOK = null;
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, attrs, children) {
+    var e = document.createElement(tag);
+    if (attrs) {
+      for (var k in attrs) {
+        if (attrs[k] === null || attrs[k] === undefined || attrs[k] === false) continue;
+        if (k === "text") e.textContent = attrs[k];
+        else if (k === "class") e.className = attrs[k];
+        else e.setAttribute(k, attrs[k]);
+      }
+    }
+    (children || []).forEach(function (c) {
+      if (c === null || c === undefined) return;
+      e.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    });
+    return e;
+  }
+  function field(name) { return document.querySelector('[data-field="' + name + '"]'); }
+  function setText(name, v) { var e = field(name); if (e) e.textContent = v; }
+
+  // Formatting mirrors the Go template functions in server/status_page.go.
+  function num(n) { return Number(n).toLocaleString("en-US"); }
+  function optint(v) { return v === null || v === undefined ? "–" : num(Math.round(v)); }
+  function bytes(v) {
+    if (v === null || v === undefined) return "–";
+    var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i === 0 ? String(v) : v.toFixed(1)) + " " + units[i];
+  }
+  function dur(s) {
+    s = Math.floor(s);
+    if (s < 60) return s + "s";
+    var m = Math.floor(s / 60); s %= 60;
+    if (m < 60) return m + "m " + s + "s";
+    var h = Math.floor(m / 60); m %= 60;
+    if (h < 24) return h + "h " + m + "m";
+    var d = Math.floor(h / 24); h %= 24;
+    return d + "d " + h + "h";
+  }
+  function age(v) { return v === null || v === undefined ? "?" : (v === 0 ? "–" : dur(v)); }
+  function ago(now, t) {
+    var s = (Date.parse(now) - Date.parse(t)) / 1000;
+    return s < 1 ? "just now" : dur(s) + " ago";
+  }
+  function clock(t) {
+    var d = new Date(t);
+    function p(n) { return (n < 10 ? "0" : "") + n; }
+    return p(d.getUTCHours()) + ":" + p(d.getUTCMinutes()) + ":" + p(d.getUTCSeconds()) + " UTC";
+  }
+  var dbHint = {
+    not_configured: "Set --database.url to watch the app's PostgreSQL.",
+    ok: "PostgreSQL answers.",
+    failing: "PostgreSQL does not answer."
+  };
+  var stateText = { ok: "OK", failing: "Failing", not_configured: "Not configured", unknown: "Unknown" };
+  function has(list, x) { return (list || []).indexOf(x) >= 0; }
+  function cls() { return Array.prototype.filter.call(arguments, Boolean).join(" "); }
+
+  function render(s) {
+    var healthy = s.status === "healthy";
+    document.title = (healthy ? "✓" : "✗") + " Dramatiq · " + s.environment;
+    $("env").textContent = s.environment;
+    $("namespace").textContent = s.namespace;
+    $("overall").className = "overall " + s.status;
+    $("overall-text").textContent = healthy ? "Healthy" : "Unhealthy";
+
+    var f = $("failures");
+    f.replaceChildren.apply(f, s.failed.map(function (x) { return el("li", { "data-check": x.check, text: x.message }); }));
+    f.hidden = s.failed.length === 0;
+
+    var c = s.components;
+    $("card-redis").className = "card " + c.redis.status;
+    setText("redis-status", stateText[c.redis.status] || c.redis.status);
+    setText("redis-memory", bytes(c.redis.memory_used_bytes));
+    setText("redis-clients", optint(c.redis.connected_clients));
+    $("card-database").className = "card " + c.database.status;
+    setText("database-status", stateText[c.database.status] || c.database.status);
+    setText("database-hint", dbHint[c.database.status] || dbHint.failing);
+    // Counts read nothing while Redis is down: show them as unknown.
+    function known(v) { return c.redis.up ? v : "?"; }
+    $("card-processes").className = "card " + c.processes.status;
+    setText("processes-alive", known(num(s.processes_alive)));
+    setText("processes-stale", known(num(s.processes_stale)));
+    field("processes-stale").className = s.processes_stale > 0 ? "warn" : "";
+    setText("processes-min", "≥ " + c.processes.min_processes);
+
+    var ready = 0, dead = 0, problems = false;
+    s.queues.forEach(function (q) { ready += q.ready; dead += q.dead_letter; problems = problems || q.problems.length > 0; });
+    $("card-queues").className = "card " + (!c.redis.up ? "unknown" : problems ? "warn" : "ok");
+    setText("queues-count", known(num(s.queues.length)));
+    setText("queues-ready", known(num(ready)));
+    setText("queues-dead", known(num(dead)));
+    field("queues-dead").className = dead > 0 ? "warn" : "";
+
+    renderQueues(s);
+    renderDeadLetters(s);
+
+    $("version").textContent = s.version.version || "dev";
+    var cols = $("collectors");
+    var parts = [];
+    s.collectors.forEach(function (x, i) {
+      if (i) parts.push(" · ");
+      parts.push(el("span", { "class": x.success ? "okc" : "badc", text: x.name + " " + Math.round(x.duration_seconds * 1000) + " ms" }));
+    });
+    cols.replaceChildren.apply(cols, parts);
+
+    $("updated").replaceChildren("Updated ", el("time", { datetime: s.time, text: clock(s.time) }));
+    $("live").textContent = "· refreshes every " + every / 1000 + " s";
+    $("live").className = "live";
+    body.setAttribute("data-source", "api");
+    body.setAttribute("data-updated", s.time);
+  }
+
+  function renderQueues(s) {
+    var box = $("queues");
+    if (s.queues.length === 0) {
+      box.replaceChildren(el("p", { "class": "empty", text: s.components.redis.up
+        ? "No queues found in namespace " + s.namespace + " yet."
+        : "Redis is not answering: queues unknown." }));
+      return;
+    }
+    function td(label, fieldName, text, extra) {
+      return el("td", { "class": cls("n", extra), "data-label": label, "data-field": fieldName, text: text });
+    }
+    var rows = s.queues.map(function (q) {
+      return el("tr", { "data-queue": q.name, "class": q.problems.length ? "problem" : null }, [
+        el("th", { scope: "row", "data-label": "Queue" }, [el("span", { "class": "qname", text: q.name })]),
+        td("Ready", "ready", num(q.ready), has(q.problems, "max_ready") && "bad"),
+        td("In flight", "in_flight", num(q.in_flight)),
+        td("Delayed", "delayed", num(q.delayed)),
+        td("Dead-lettered", "dead_letter", num(q.dead_letter), q.dead_letter > 0 && "warn"),
+        td("Oldest", "oldest", age(q.oldest_message_age_seconds),
+          cls(has(q.problems, "max_oldest_age") && "bad", q.oldest_message_age_seconds === null && "muted")),
+        td("Orphaned", "orphaned", num(q.orphaned), q.orphaned > 0 && "bad")
+      ]);
+    });
+    var head = el("tr", null, ["Queue", "Ready", "In flight", "Delayed", "Dead-lettered", "Oldest", "Orphaned"].map(function (h, i) {
+      return el("th", { "class": i ? "n" : null, text: h });
+    }));
+    box.replaceChildren(el("table", { "class": "queues" }, [el("thead", null, [head]), el("tbody", null, rows)]));
+  }
+
+  function renderDeadLetters(s) {
+    var box = $("deadletters");
+    var out = [];
+    s.queues.forEach(function (q) {
+      var list = q.recent_dead_letters || [];
+      if (!list.length) return;
+      var count = num(q.dead_letter) + " dead-lettered" + (q.dead_letter > list.length ? ", newest " + list.length + " shown" : "");
+      out.push(el("h3", { "data-queue": q.name }, [q.name + " ", el("span", { "class": "count", text: count })]));
+      var head = el("tr", null, ["When", "Actor", "Message", "Retries", "Last traceback line"].map(function (h) {
+        return el("th", { "class": h === "Retries" ? "n" : null, text: h });
+      }));
+      var rows = list.map(function (d) {
+        var msg = [el("code", { "class": "id", title: d.message_id, text: d.message_id })];
+        if (s.message_args_shown && (d.args !== undefined || d.kwargs !== undefined)) {
+          msg.push(el("pre", { "class": "args", text: JSON.stringify(d.args === undefined ? null : d.args) + " " + JSON.stringify(d.kwargs === undefined ? null : d.kwargs) }));
+        }
+        return el("tr", null, [
+          el("td", { "data-label": "When" }, [el("time", { datetime: d.dead_lettered_at, title: d.dead_lettered_at, text: ago(s.time, d.dead_lettered_at) })]),
+          el("td", { "data-label": "Actor" }, [d.undecodable ? el("span", { "class": "muted", text: "undecodable body" }) : el("code", { text: d.actor })]),
+          el("td", { "data-label": "Message" }, msg),
+          el("td", { "class": "n", "data-label": "Retries", text: optint(d.retries) }),
+          el("td", { "class": "tb", "data-label": "Traceback" }, [d.traceback_last_line ? el("code", { text: d.traceback_last_line }) : el("span", { "class": "muted", text: "none" })])
+        ]);
+      });
+      out.push(el("table", { "class": "dead" }, [el("thead", null, [head]), el("tbody", null, rows)]));
+    });
+    if (!out.length) {
+      out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No dead letters." : "Unknown while Redis is not answering." }));
+    }
+    box.replaceChildren.apply(box, out);
+  }
+
+  function failed(why) {
+    var live = $("live");
+    live.textContent = "· cannot reach the exporter (" + why + ")" + (lastOK ? ", showing " + clock(lastOK) : "");
+    live.className = "live error";
+  }
+
+  function refresh() {
+    var ctl = window.AbortController ? new AbortController() : null;
+    var guard = ctl ? setTimeout(function () { ctl.abort(); }, every * 2) : null;
+    fetch(api, { headers: { Accept: "application/json" }, cache: "no-store", signal: ctl ? ctl.signal : undefined })
+      .then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      })
+      .then(function (s) { lastOK = s.time; render(s); })
+      .catch(function (e) { failed(e.name === "AbortError" ? "timeout" : e.message); })
+      .then(function () { if (guard) clearTimeout(guard); schedule(); });
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    if (!document.hidden) timer = setTimeout(refresh, every);
+  }
+
+  // A hidden tab does not poll; it refreshes at once when shown again.
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) clearTimeout(timer); else refresh();
+  });
+  refresh();
+})();
