@@ -33,6 +33,10 @@ type Options struct {
 	// long (0: never). Configured queues are never forgotten.
 	QueueRetention time.Duration
 	Logger         *slog.Logger
+	// SkipDiscovery reads only Queues and never SCANs: for one-shot reads
+	// (the check command) against a Redis shared with a large keyspace.
+	// Without the ack sets discovery finds, orphaned messages read as 0.
+	SkipDiscovery bool
 	// Now is the clock ages are measured against (time.Now when nil).
 	Now func() time.Time
 }

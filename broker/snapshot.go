@@ -244,6 +244,9 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 }
 
 func (r *Reader) ensureDiscovered(ctx context.Context) error {
+	if r.opts.SkipDiscovery {
+		return nil
+	}
 	r.mu.Lock()
 	done := !r.discovered.IsZero()
 	r.mu.Unlock()

@@ -45,7 +45,11 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
-	sources, cleanup, err := buildSources(ctx, cfg, logger)
+	// A SCAN walks the whole keyspace; a health check that runs every few
+	// seconds in every worker container must not, when it need not: with
+	// the queues named and no orphan check, it reads just those.
+	discover := len(cfg.Queues) == 0 || chk.NoOrphans
+	sources, cleanup, err := buildSources(ctx, cfg, logger, discover)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return exitUsage

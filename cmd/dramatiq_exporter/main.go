@@ -80,7 +80,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	sources, cleanup, err := buildSources(ctx, cfg, logger)
+	sources, cleanup, err := buildSources(ctx, cfg, logger, true)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
@@ -133,7 +133,8 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 
 // buildSources makes the long-lived clients. Nothing here connects: the
 // exporter must come up while Redis or the database is down and say so.
-func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger) (collector.Sources, func(), error) {
+// discover=false reads only the configured queues and never SCANs.
+func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, discover bool) (collector.Sources, func(), error) {
 	client, err := broker.NewClient(broker.ClientOptions{URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout})
 	if err != nil {
 		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)
@@ -142,7 +143,7 @@ func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	reader := broker.NewReader(client, broker.Options{
 		Namespace: cfg.Namespace, HeartbeatTimeout: cfg.HeartbeatTimeout, Queues: cfg.Queues,
 		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
-		Logger: logger,
+		Logger: logger, SkipDiscovery: !discover,
 	})
 	sources := collector.Sources{Broker: reader, Logger: logger}
 	if cfg.DatabaseURL == "" {
