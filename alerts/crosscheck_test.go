@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -39,7 +38,8 @@ func TestShippedMetricsAreEmitted(t *testing.T) {
 	pg := testserver.StartPostgres(t)
 
 	built := make(chan string, 1)
-	go func() { built <- buildExporterBinary(root) }()
+	binDir := t.TempDir()
+	go func() { built <- buildExporterBinary(root, binDir) }()
 
 	brokerState(t, rds)
 	pg.CreateDatabase(t, "app")
@@ -304,11 +304,7 @@ next:
 // buildExporterBinary builds cmd/dramatiq_exporter into a temporary
 // directory. It runs on its own goroutine, so it reports failure as a string
 // starting with "error:" instead of calling t.Fatal.
-func buildExporterBinary(root string) string {
-	dir, err := os.MkdirTemp("", "crosscheck-exporter-")
-	if err != nil {
-		return "error: " + err.Error()
-	}
+func buildExporterBinary(root, dir string) string {
 	bin := filepath.Join(dir, "dramatiq_exporter")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
 	cmd.Dir = root
@@ -342,7 +338,6 @@ func (e *crosscheckExporter) output() string {
 // serves /metrics. It is killed by its pid when the test ends.
 func startCrosscheckExporter(t *testing.T, bin, redisURL, databaseURL string) *crosscheckExporter {
 	t.Helper()
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 	var last error
 	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken before we bind it
 		port := testserver.FreePort(t)
