@@ -351,7 +351,9 @@ func startCrosscheckExporter(t *testing.T, bin, redisURL, databaseURL string) *c
 		// out of the process list.
 		e.cmd.Env = testserver.Env("DATABASE_URL=" + databaseURL)
 		e.cmd.Stdout, e.cmd.Stderr = e, e
-		e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Pdeathsig: the exporter dies with the test binary even when
+		// the cleanups cannot run.
+		e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := e.cmd.Start(); err != nil {
 			t.Fatalf("start exporter: %v", err)
 		}

@@ -5,11 +5,17 @@ name in each worker process: E2E_REDIS_URL, E2E_HEARTBEAT_TIMEOUT (seconds)
 and E2E_MARKERS (a directory; each worker process writes a file named after
 its pid there once it runs a message, so it holds at least that one).
 """
+import ctypes
 import os
+import signal
 import time
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+
+# Linux: die with the parent process (the dramatiq CLI's main process), so
+# that no worker outlives a test binary killed without its cleanups.
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 # maintenance_chance=0: no client may requeue the dead workers' messages by
 # chance while the test watches them sit orphaned.

@@ -55,7 +55,9 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 		cmd.Stdout = p
 	}
 	cmd.Stderr = p
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the test binary dies without its cleanups (a timeout,
+	// a closed output pipe), the child goes with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

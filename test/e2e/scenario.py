@@ -30,6 +30,7 @@ and exits.
 """
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -128,6 +129,12 @@ def overflow(i):
 children = []
 
 
+def die_with_parent():
+    """Linux: SIGKILL the child when this script dies, even by SIGKILL (the
+    CLI runs in its own session, out of reach of a process-group kill)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def cleanup():
     for c in children:
         if c.poll() is None:
@@ -160,6 +167,7 @@ try:
         ),
         stdout=sys.stderr,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     children.append(cli)
     emit("cli", pid=cli.pid)
