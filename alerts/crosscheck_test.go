@@ -1,0 +1,409 @@
+package alerts
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+// The shipped rules and dashboards are compared with what the real exporter
+// binary serves, not with a list in a test: a rule on a metric the exporter
+// never emits can never fire, and nothing else would notice (a known failure
+// of a shipped postgres_exporter alert).
+//
+// Two exporters run: one against a broker in which every broker family has
+// something to say plus a PostgreSQL primary, one against a streaming replica
+// of it, because dramatiq_database_replication_lag_seconds only exists there.
+func TestShippedMetricsAreEmitted(t *testing.T) {
+	start := time.Now()
+	root := repoRoot(t)
+	rds := testserver.StartRedis(t)
+	pg := testserver.StartPostgres(t)
+
+	built := make(chan string, 1)
+	binDir := t.TempDir()
+	go func() { built <- buildExporterBinary(root, binDir) }()
+
+	brokerState(t, rds)
+	pg.CreateDatabase(t, "app")
+	primaryURL := pg.CreateRole(t, "exporter", "crosscheck-pw", "app", "pg_monitor")
+	// The role and the database exist before the copy, so the replica has
+	// them too.
+	replica := pg.StartReplica(t)
+	replicaURL := replica.URL("exporter", "crosscheck-pw", "app")
+	t.Logf("redis-server, PostgreSQL primary and replica ready after %s", time.Since(start).Round(time.Millisecond))
+
+	bin := <-built
+	if strings.HasPrefix(bin, "error:") {
+		t.Fatal(bin)
+	}
+	onPrimary := startCrosscheckExporter(t, bin, rds.URL(), primaryURL)
+	onReplica := startCrosscheckExporter(t, bin, rds.URL(), replicaURL)
+
+	refs := ReferencedMetrics(t)
+	recording := RecordingRules(t)
+	wanted := map[string]bool{}
+	for m := range refs {
+		if m != "up" && !recording[m] { // up comes from Prometheus, not the exporter
+			wanted[m] = true
+		}
+	}
+	for _, m := range contractMetrics {
+		wanted[m] = true
+	}
+
+	// Discovery and the first database connection take a moment; the state
+	// itself never changes, so poll until nothing is missing.
+	var fams map[string]*dto.MetricFamily
+	var missing, errs []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fams = map[string]*dto.MetricFamily{}
+		errs = errs[:0]
+		for _, e := range []*crosscheckExporter{onPrimary, onReplica} {
+			got, err := e.scrape()
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			mergeFamilies(fams, got)
+		}
+		missing = missing[:0]
+		for m := range wanted {
+			if !emitted(fams, m) {
+				missing = append(missing, m)
+			}
+		}
+		if len(errs) == 0 && len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	sort.Strings(missing)
+	for _, m := range missing {
+		if where := refs[m]; len(where) > 0 {
+			t.Errorf("%s is never emitted by the exporter, but is used by:\n\t%s", m, strings.Join(where, "\n\t"))
+		} else {
+			t.Errorf("contract metric %s is never emitted by the exporter", m)
+		}
+	}
+	if len(errs) > 0 {
+		t.Fatalf("scrape: %s\nprimary exporter log:\n%s\nreplica exporter log:\n%s",
+			strings.Join(errs, "; "), onPrimary.output(), onReplica.output())
+	}
+
+	// The broker state is what this test claims it is, so the families above
+	// were seen with real values, not only as zeros.
+	for _, c := range []struct {
+		metric string
+		labels map[string]string
+		test   func(float64) bool
+		want   string
+	}{
+		{"dramatiq_redis_up", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"dramatiq_queue_orphaned_messages", map[string]string{"queue": "default"}, func(v float64) bool { return v == 2 }, "2"},
+		{"dramatiq_queue_delayed_messages", map[string]string{"queue": "default"}, func(v float64) bool { return v == 1 }, "1"},
+		{"dramatiq_processes", map[string]string{"state": "stale"}, func(v float64) bool { return v == 1 }, "1"},
+		{"dramatiq_processes", map[string]string{"state": "alive"}, func(v float64) bool { return v == 1 }, "1"},
+		{"dramatiq_database_up", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"dramatiq_database_in_recovery", nil, func(v float64) bool { return v == 1 }, "1 (from the replica's exporter)"},
+	} {
+		vals := sampleValues(fams[c.metric], c.labels)
+		ok := false
+		for _, v := range vals {
+			ok = ok || c.test(v)
+		}
+		if !ok {
+			t.Errorf("%s%v = %v, want a sample of %s: the test's broker or database state is not what it claims", c.metric, c.labels, vals, c.want)
+		}
+	}
+
+	checkMatchers(t, fams)
+
+	var names []string
+	for m := range refs {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	t.Logf("%d metrics referenced by %d shipped queries, %d families served; took %s",
+		len(names), len(ShippedQueries(t)), len(fams), time.Since(start).Round(time.Millisecond))
+}
+
+// brokerState writes, in Dramatiq's own layout, a broker in which every
+// broker family has a series worth reading: ready messages with a known age,
+// a delayed message, a dead letter (the only way to get the last-timestamp
+// series), a live producer and a stale worker that still holds two messages.
+func brokerState(t *testing.T, rds *testserver.Redis) {
+	t.Helper()
+	b := rds.NewBroker(t, "dramatiq")
+	now := time.Now()
+	b.Enqueue("default", 5, now.Add(-2*time.Minute))
+	b.Enqueue("default.DQ", 1, now)
+	b.Fetch(testserver.UUID(), "default", 2, now.Add(-10*time.Minute))
+	b.Heartbeat(testserver.UUID(), now)
+	b.DeadLetter("default", now.Add(-time.Minute), nil)
+}
+
+// checkMatchers checks the label matchers of every shipped selector against
+// the served series: a label the metric does not have, or a literal value no
+// series carries (state="live" for "alive"), makes a selector that matches
+// nothing, just like a wrong metric name. job and instance are target labels
+// that Prometheus adds; values with Grafana variables are left to the
+// end-to-end test.
+func checkMatchers(t *testing.T, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	for _, q := range ShippedQueries(t) {
+		sels, err := parseSelectors(q.Expr)
+		if err != nil {
+			t.Fatalf("%s: %v", q.Where, err)
+		}
+		for _, s := range sels {
+			mf, ok := fams[s.Metric]
+			if !ok {
+				continue // up, a recording rule, or already reported
+			}
+			for _, m := range s.Matchers {
+				if m.Name == "job" || m.Name == "instance" || m.Name == "__name__" {
+					continue
+				}
+				values := labelValues(mf, m.Name)
+				if len(values) == 0 {
+					t.Errorf("%s: %s has no label %q (it has %s)", q.Where, s.Metric, m.Name, labelNames(mf))
+					continue
+				}
+				if strings.Contains(m.Value, "$") || (m.Op != "=" && m.Op != "=~") {
+					continue
+				}
+				match := func(v string) bool { return v == m.Value }
+				if m.Op == "=~" {
+					re, err := regexp.Compile("^(?:" + m.Value + ")$")
+					if err != nil {
+						t.Errorf("%s: bad regexp in %s: %v", q.Where, s, err)
+						continue
+					}
+					match = re.MatchString
+				}
+				found := false
+				for v := range values {
+					found = found || match(v)
+				}
+				if !found {
+					var vs []string
+					for v := range values {
+						vs = append(vs, strconv.Quote(v))
+					}
+					sort.Strings(vs)
+					t.Errorf("%s: no %s series has %s%s%q (values seen: %s)", q.Where, s.Metric, m.Name, m.Op, m.Value, strings.Join(vs, ", "))
+				}
+			}
+		}
+	}
+}
+
+// emitted tells whether a PromQL metric name is served: a family, or one of
+// the series names of a histogram or summary.
+func emitted(fams map[string]*dto.MetricFamily, name string) bool {
+	if _, ok := fams[name]; ok {
+		return true
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			if mf, ok := fams[base]; ok && (mf.GetType() == dto.MetricType_HISTOGRAM || mf.GetType() == dto.MetricType_SUMMARY) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func mergeFamilies(into, from map[string]*dto.MetricFamily) {
+	for name, mf := range from {
+		if have, ok := into[name]; ok {
+			have.Metric = append(have.Metric, mf.Metric...)
+		} else {
+			into[name] = mf
+		}
+	}
+}
+
+func labelValues(mf *dto.MetricFamily, name string) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == name {
+				out[lp.GetValue()] = true
+			}
+		}
+	}
+	return out
+}
+
+func labelNames(mf *dto.MetricFamily) string {
+	seen := map[string]bool{}
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			seen[lp.GetName()] = true
+		}
+	}
+	var out []string
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return "no labels"
+	}
+	return strings.Join(out, ", ")
+}
+
+func sampleValues(mf *dto.MetricFamily, labels map[string]string) []float64 {
+	var out []float64
+next:
+	for _, m := range mf.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			out = append(out, m.GetGauge().GetValue())
+		case m.Counter != nil:
+			out = append(out, m.GetCounter().GetValue())
+		case m.Untyped != nil:
+			out = append(out, m.GetUntyped().GetValue())
+		}
+	}
+	return out
+}
+
+// buildExporterBinary builds cmd/dramatiq_exporter into a temporary
+// directory. It runs on its own goroutine, so it reports failure as a string
+// starting with "error:" instead of calling t.Fatal.
+func buildExporterBinary(root, dir string) string {
+	bin := filepath.Join(dir, "dramatiq_exporter")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Sprintf("error: go build ./cmd/dramatiq_exporter: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type crosscheckExporter struct {
+	url    string
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	out    strings.Builder
+	exited chan struct{}
+}
+
+func (e *crosscheckExporter) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.out.Write(p)
+}
+
+func (e *crosscheckExporter) output() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.out.String()
+}
+
+// startCrosscheckExporter runs the binary on a free port and waits until it
+// serves /metrics. It is killed by its pid when the test ends.
+func startCrosscheckExporter(t *testing.T, bin, redisURL, databaseURL string) *crosscheckExporter {
+	t.Helper()
+	var last error
+	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken before we bind it
+		port := testserver.FreePort(t)
+		e := &crosscheckExporter{url: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), exited: make(chan struct{})}
+		e.cmd = exec.Command(bin,
+			"--redis.url="+redisURL,
+			"--dramatiq.discovery-interval=1s",
+			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
+		)
+		// Through the environment, as documented, so the password stays
+		// out of the process list.
+		e.cmd.Env = testserver.Env("DATABASE_URL=" + databaseURL)
+		e.cmd.Stdout, e.cmd.Stderr = e, e
+		// Pdeathsig: the exporter dies with the test binary even when
+		// the cleanups cannot run.
+		e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := e.cmd.Start(); err != nil {
+			t.Fatalf("start exporter: %v", err)
+		}
+		go func() { _ = e.cmd.Wait(); close(e.exited) }()
+		stop := func() {
+			_ = e.cmd.Process.Kill()
+			<-e.exited
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := e.scrape()
+			if err == nil {
+				t.Cleanup(stop)
+				return e
+			}
+			last = err
+			exited := false
+			select {
+			case <-e.exited:
+				exited = true
+			case <-time.After(50 * time.Millisecond):
+			}
+			if exited || time.Now().After(deadline) {
+				break
+			}
+		}
+		stop()
+		last = fmt.Errorf("%v\n%s", last, e.output())
+	}
+	t.Fatalf("exporter never served /metrics: %v", last)
+	return nil
+}
+
+func (e *crosscheckExporter) scrape() (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("GET %s: %s: %s", e.url, resp.Status, b)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", e.url, err)
+	}
+	return fams, nil
+}

@@ -1,0 +1,687 @@
+// Package e2e_test ties the exporter, the shipped rules and the shipped
+// dashboards to reality: real Dramatiq (scenario.py) drives a real
+// redis-server into the situations the alerts are about, the real exporter
+// binary reads it and a real PostgreSQL, and Debian's Prometheus scrapes the
+// exporter, evaluates a copy of the rules with shortened `for:` and answers
+// every dashboard query.
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+// forScale shortens every `for:` of the rule copy Prometheus loads: 10m
+// becomes 6s, 2m becomes 1s. Thresholds on values (ages, windows) are not
+// scaled.
+const forScale = 0.01
+
+// heartbeatTimeout is the Dramatiq clients' heartbeat_timeout and the
+// exporter's --dramatiq.heartbeat-timeout: a killed worker is stale after it.
+const heartbeatTimeout = 3 * time.Second
+
+// Queries expected to return nothing even while the scenario runs, each with
+// the reason the situation cannot be made here. Anything else that stays
+// empty fails the test, and these must stay empty.
+var expectedEmpty = map[string]string{
+	// The threshold is a transaction open for 5 minutes; ForScale shortens
+	// only `for:`, and the whole test runs in about a minute.
+	"alerts/dramatiq.rules.yml: DramatiqDatabaseLongTransaction": "needs a transaction older than 5m",
+	// Only a replica has replication lag; this PostgreSQL is a primary
+	// (alerts/crosscheck_test.go scrapes a replica for the metric).
+	`dashboards/dramatiq-database.json: panel "Replication lag" A`: "primary only",
+}
+
+// Alerts whose situation the test creates only after the query check, by
+// stopping things; each is then required to fire, which proves its
+// expression returned data.
+var firesLater = map[string]bool{
+	"DramatiqNoAliveProcesses":         true, // the scenario stops
+	"DramatiqRedisDown":                true, // redis-server stops
+	"DramatiqDatabaseDown":             true, // PostgreSQL stops
+	"DramatiqExporterCollectorFailing": true, // both stop
+	"DramatiqExporterDown":             true, // the exporter is killed
+}
+
+// The alerts the shipped rules could fire but this test does not provoke.
+var neverFiring = map[string]string{
+	"DramatiqDatabaseLongTransaction": "needs a transaction older than 5m",
+}
+
+func TestPrometheusEndToEnd(t *testing.T) {
+	if len(expectedEmpty) > 3 || len(neverFiring) > 1 {
+		t.Fatalf("the lists of queries and alerts this test cannot exercise grew to %d and %d: make the scenario create their situations", len(expectedEmpty), len(neverFiring))
+	}
+	start := time.Now()
+	logf := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("[%5.1fs] "+format, append([]any{time.Since(start).Seconds()}, args...)...)
+	}
+	root := repoRoot(t)
+	promBin := testserver.LookPath(t, "prometheus")
+	python := venvBinary(t, root, "python")
+	dramatiqCLI := venvBinary(t, root, "dramatiq")
+	dir := t.TempDir()
+
+	built := make(chan error, 1)
+	exporterBin := filepath.Join(dir, "dramatiq_exporter")
+	go func() {
+		cmd := exec.Command("go", "build", "-o", exporterBin, "./cmd/dramatiq_exporter")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("go build ./cmd/dramatiq_exporter: %v\n%s", err, out)
+		}
+		built <- err
+	}()
+
+	// The rule copy: the shipped expressions, shorter `for:`.
+	cfg := mixin.DefaultConfig()
+	cfg.ForScale = forScale
+	rulesYAML := cfg.RulesYAML()
+	committed, err := os.ReadFile(filepath.Join(root, "alerts", "dramatiq.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ruleQs := ruleQueries(parseRules(t, rulesYAML), "alerts/dramatiq.rules.yml")
+	shipped := ruleQueries(parseRules(t, committed), "alerts/dramatiq.rules.yml")
+	if fmt.Sprint(ruleQs) != fmt.Sprint(shipped) {
+		t.Fatalf("the for-scaled rule copy differs from alerts/dramatiq.rules.yml beyond `for:`:\ncopy:    %v\nshipped: %v", ruleQs, shipped)
+	}
+	severity := map[string]string{}
+	for _, a := range cfg.Alerts() {
+		severity[a.Name] = a.Severity
+	}
+	dashQs := dashboardQueries(t, root)
+	logf("%d rule expressions and %d dashboard queries to check", len(ruleQs), len(dashQs))
+
+	rds := testserver.StartRedis(t)
+	pg := testserver.StartPostgres(t)
+	pg.CreateDatabase(t, "app")
+	pg.Exec(t, "app", "CREATE TABLE invoices (id int)")
+	databaseURL := pg.CreateRole(t, "exporter", "e2e-password", "app", "pg_monitor")
+	logf("redis-server on %s, PostgreSQL on port %d", rds.Addr, pg.Port)
+
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	exp, expPort := startListening(t, "exporter", func(port int) *exec.Cmd {
+		cmd := exec.Command(exporterBin,
+			"--redis.url="+rds.URL(),
+			"--dramatiq.heartbeat-timeout="+heartbeatTimeout.String(),
+			"--dramatiq.discovery-interval=1s",
+			// The scenario makes five queues; the fifth is dropped.
+			"--dramatiq.max-queues=4",
+			"--environment=e2e",
+			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
+		)
+		cmd.Env = testserver.Env("DATABASE_URL=" + databaseURL)
+		return cmd
+	}, func(port int) error {
+		// Wait for a scrape that reached the database: the exporter's
+		// pool then holds its connections before the test takes the rest.
+		b, _, err := httpGet(context.Background(), fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err == nil && !strings.Contains(string(b), "\ndramatiq_database_up 1\n") {
+			err = fmt.Errorf("database not up yet")
+		}
+		return err
+	})
+	exporterAddr := "127.0.0.1:" + strconv.Itoa(expPort)
+	logf("exporter serving on %s", exporterAddr)
+	defer func() {
+		if t.Failed() {
+			t.Logf("exporter output:\n%s", exp.output(4000))
+		}
+	}()
+
+	databaseLoad(t, pg)
+	logf("PostgreSQL: one session blocked on a lock, %d sessions in all", databaseSessions)
+
+	prom := startPrometheus(t, promBin, dir, exporterAddr, rulesYAML)
+	logf("Prometheus ready on %s", prom.base)
+	defer func() {
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", prom.output(3000))
+		}
+	}()
+	waitFor(t, "Prometheus to scrape the exporter", 20*time.Second, func() error {
+		s, err := prom.query(`up{job="dramatiq"} == 1`)
+		if err == nil && len(s) == 0 {
+			err = fmt.Errorf("no successful scrape yet")
+		}
+		return err
+	})
+	logf("Prometheus scrapes the exporter")
+
+	// Real Dramatiq: see scenario.py for what each queue is for.
+	markers := filepath.Join(dir, "markers")
+	if err := os.Mkdir(markers, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sc := startScenario(t, python, filepath.Join(root, "test", "e2e", "scenario.py"),
+		"--redis-url", rds.URL(), "--heartbeat-timeout", strconv.FormatFloat(heartbeatTimeout.Seconds(), 'f', -1, 64),
+		"--markers", markers, "--dramatiq-cli", dramatiqCLI)
+	defer func() {
+		if t.Failed() {
+			t.Logf("scenario output:\n%s", sc.output(6000))
+		}
+	}()
+	for _, ev := range []string{"started", "cli", "holding", "killed"} {
+		e := sc.wait(t, ev, 60*time.Second)
+		logf("scenario: %s %s", ev, e.raw)
+	}
+
+	// Phase 1: every query evaluates, and returns data once the situations
+	// exist (the dead workers need the heartbeat timeout to turn stale).
+	all := append(append([]query{}, ruleQs...), dashQs...)
+	checkQueries(t, prom, all, logf)
+	checkRuleHealth(t, prom)
+	checkValues(t, prom, logf)
+	if t.Failed() {
+		return
+	}
+
+	// Phase 2: the queue, worker and database alerts fire, on the right
+	// queues and only there.
+	obs := &observed{severity: severity, instance: exporterAddr, firing: map[string]bool{}}
+	obs.wait(t, prom, logf, "queue, worker and database alerts", 60*time.Second, []want{
+		{"DramatiqQueueNotConsumed", "queue", "emails"},
+		{"DramatiqQueueNotConsumed", "queue", "crash"},
+		{"DramatiqQueueLatencyHigh", "queue", "emails"},
+		{"DramatiqQueueBacklogGrowing", "queue", "emails"},
+		{"DramatiqOrphanedMessages", "queue", "crash"},
+		{"DramatiqDeadLetters", "queue", "reports"},
+		{"DramatiqWorkersDying", "", ""},
+		{"DramatiqExporterQueuesDropped", "", ""},
+		{"DramatiqDatabaseBlockedConnections", "", ""},
+		{"DramatiqDatabaseConnectionsNearLimit", "", ""},
+	}, map[string][]string{
+		// Every queue alert that fires, fires for these queues only: drain
+		// and reports are served by a live worker, zz_overflow is dropped.
+		"DramatiqQueueNotConsumed":    {"emails", "crash"},
+		"DramatiqQueueLatencyHigh":    {"emails"},
+		"DramatiqQueueBacklogGrowing": {"emails"},
+		"DramatiqOrphanedMessages":    {"crash"},
+		"DramatiqDeadLetters":         {"reports"},
+	})
+	if t.Failed() {
+		return
+	}
+
+	// Phase 3: the producer and the live worker stop; nothing heartbeats.
+	sc.stop(t)
+	logf("scenario stopped: no Dramatiq process is left")
+	obs.wait(t, prom, logf, "no alive processes", 30*time.Second, []want{{"DramatiqNoAliveProcesses", "", ""}}, nil)
+
+	// Phase 4: Redis and PostgreSQL go away.
+	rds.Stop()
+	pg.Stop()
+	logf("redis-server and PostgreSQL stopped")
+	obs.wait(t, prom, logf, "sources down", 30*time.Second, []want{
+		{"DramatiqRedisDown", "", ""},
+		{"DramatiqDatabaseDown", "", ""},
+		{"DramatiqExporterCollectorFailing", "collector", "broker"},
+		{"DramatiqExporterCollectorFailing", "collector", "database"},
+		{"DramatiqExporterCollectorFailing", "collector", "database_activity"},
+	}, nil)
+
+	// Phase 5: the exporter itself goes away.
+	exp.kill()
+	logf("exporter killed")
+	obs.wait(t, prom, logf, "exporter down", 30*time.Second, []want{{"DramatiqExporterDown", "", ""}}, nil)
+
+	var missed []string
+	for name := range severity {
+		if !obs.firing[name] && neverFiring[name] == "" {
+			missed = append(missed, name)
+		}
+		if obs.firing[name] && neverFiring[name] != "" {
+			t.Errorf("%s fired, but is listed as never firing here (%s): update the list", name, neverFiring[name])
+		}
+	}
+	sort.Strings(missed)
+	if len(missed) > 0 {
+		t.Errorf("alerts never seen firing: %s", strings.Join(missed, ", "))
+	}
+	logf("%d of %d alerts seen firing; done", len(obs.firing), len(severity))
+}
+
+// Sessions the test holds in the application database: 34 of the
+// max_connections=40 that testserver.StartPostgres sets is 85%, past the
+// rule's 80%; the exporter's own sessions are not counted.
+const databaseSessions = 34
+
+// databaseLoad opens databaseSessions sessions in the application database:
+// one holds a lock in an open transaction, one waits for it, the rest are
+// idle. The exporter's pool (at most 3) still fits in max_connections.
+func databaseLoad(t *testing.T, pg *testserver.Postgres) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var conns []*pgx.Conn
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel() // interrupts the blocked query
+		wg.Wait()
+		for _, c := range conns {
+			cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = c.Close(cctx)
+			ccancel()
+		}
+	})
+	connect := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, pg.AdminDSN("app"))
+		if err != nil {
+			t.Fatalf("connect to app: %v", err)
+		}
+		return c
+	}
+	for i := 0; i < databaseSessions-1; i++ {
+		conns = append(conns, connect())
+	}
+	if _, err := conns[0].Exec(ctx, "BEGIN; LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatalf("lock: %v", err)
+	}
+	// Owned by its goroutine alone: a pgx connection is not safe for
+	// concurrent use.
+	blocked := connect()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = blocked.Exec(ctx, "SELECT count(*) FROM invoices")
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = blocked.Close(cctx)
+		ccancel()
+	}()
+}
+
+// checkQueries evaluates every query until each one has returned data at
+// least once, except those in expectedEmpty, which must never return any.
+// An evaluation error fails at once: Prometheus's answer does not change.
+func checkQueries(t *testing.T, prom *prometheus, qs []query, logf func(string, ...any)) {
+	t.Helper()
+	pending := map[string]query{}
+	for _, q := range qs {
+		if _, ok := expectedEmpty[q.where]; !ok && !firesLater[q.alert] {
+			pending[q.where] = q
+		}
+	}
+	for where := range expectedEmpty {
+		found := false
+		for _, q := range qs {
+			found = found || q.where == where
+		}
+		if !found {
+			t.Errorf("expectedEmpty names %q, which is no shipped query", where)
+		}
+	}
+	failed := map[string]bool{}
+	deadline := time.Now().Add(45 * time.Second)
+	polls := 0
+	for {
+		polls++
+		for _, q := range qs {
+			if failed[q.where] {
+				continue
+			}
+			res, err := prom.query(q.expr)
+			if err != nil {
+				t.Errorf("%s: %v\n\tquery: %s", q.where, err, q.expr)
+				failed[q.where] = true
+				delete(pending, q.where)
+				continue
+			}
+			if reason, ok := expectedEmpty[q.where]; ok && len(res) > 0 {
+				t.Errorf("%s returned %d series but is expected empty (%s): %v", q.where, len(res), reason, res)
+				failed[q.where] = true
+			}
+			if len(res) > 0 {
+				delete(pending, q.where)
+			}
+		}
+		if len(pending) == 0 {
+			logf("all %d queries evaluate; all but %d expected empty and %d rules for later phases returned data (%d polls)",
+				len(qs), len(expectedEmpty), len(firesLater), polls)
+			return
+		}
+		if time.Now().After(deadline) {
+			var names []string
+			for where, q := range pending {
+				names = append(names, where+"\n\t\t"+q.expr)
+			}
+			sort.Strings(names)
+			t.Errorf("%d queries never returned data while their situation was present:\n\t%s", len(names), strings.Join(names, "\n\t"))
+			return
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// checkRuleHealth asks Prometheus whether it evaluated every rule without an
+// error.
+func checkRuleHealth(t *testing.T, prom *prometheus) {
+	t.Helper()
+	rules, err := prom.rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) == 0 {
+		t.Error("Prometheus loaded no rules")
+	}
+	for _, r := range rules {
+		if r.Health != "ok" {
+			t.Errorf("rule %s: health %q %s", r.Name, r.Health, r.LastError)
+		}
+	}
+}
+
+// checkValues checks that the scenario made the situations it claims, seen
+// through Prometheus: without this, "returns data" could be zeros. The two
+// killed workers turn stale up to a second apart, hence the polling.
+func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
+	t.Helper()
+	checks := []struct {
+		expr string
+		ok   func(float64) bool
+		want string
+	}{
+		{`dramatiq_processes{job="dramatiq",state="stale"}`, func(v float64) bool { return v == 2 }, "2: the two killed CLI worker processes"},
+		{`dramatiq_processes{job="dramatiq",state="alive"}`, func(v float64) bool { return v == 1 }, "1: the scenario's producer and worker"},
+		{`dramatiq_queue_orphaned_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v >= 2 && v <= 4 }, "2 to 4: each killed process held 1 or 2"},
+		{`dramatiq_queue_inflight_messages{job="dramatiq",queue="crash"} - dramatiq_queue_orphaned_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v == 0 }, "0: only dead workers hold crash messages"},
+		{`dramatiq_queue_ready_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v >= 2 }, "at least 2: nobody took them"},
+		{`dramatiq_queue_dead_letter_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 2 }, "2"},
+		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1"},
+		{`dramatiq_queue_oldest_message_age_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 1700 && v < 2000 }, "about 1800"},
+		{`dramatiq_exporter_queues_dropped{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1: zz_overflow"},
+		{`dramatiq_database_blocked_connections{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1"},
+		{`sum(dramatiq_database_connections{job="dramatiq"})`, func(v float64) bool { return v == databaseSessions }, strconv.Itoa(databaseSessions)},
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var problems []string
+		for _, c := range checks {
+			res, err := prom.query(c.expr)
+			switch {
+			case err != nil:
+				problems = append(problems, fmt.Sprintf("%s: %v", c.expr, err))
+			case len(res) != 1:
+				problems = append(problems, fmt.Sprintf("%s: %d series, want one of value %s", c.expr, len(res), c.want))
+			case !c.ok(res[0].value()):
+				problems = append(problems, fmt.Sprintf("%s = %g, want %s", c.expr, res[0].value(), c.want))
+			}
+		}
+		if len(problems) == 0 {
+			logf("the broker and the database are in the state the scenario claims")
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("not the state the scenario claims:\n\t%s", strings.Join(problems, "\n\t"))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// want is an alert expected to fire, with one label (queue or collector)
+// that tells which one, or none.
+type want struct {
+	name, label, value string
+}
+
+func (w want) String() string {
+	if w.label == "" {
+		return w.name
+	}
+	return fmt.Sprintf("%s{%s=%q}", w.name, w.label, w.value)
+}
+
+func (w want) matches(a alert) bool {
+	return a.Labels["alertname"] == w.name && (w.label == "" || a.Labels[w.label] == w.value)
+}
+
+// observed remembers which alerts were seen firing over the whole test.
+type observed struct {
+	severity map[string]string
+	instance string
+	firing   map[string]bool
+}
+
+// wait polls /api/v1/alerts until every wanted alert has been seen firing,
+// with the labels every alert of these rules carries. onlyQueues limits,
+// per alert name, the queues it may fire for during this phase.
+func (o *observed) wait(t *testing.T, prom *prometheus, logf func(string, ...any), phase string, timeout time.Duration, wants []want, onlyQueues map[string][]string) {
+	t.Helper()
+	seen := map[want]bool{}
+	reported := map[string]bool{}
+	deadline := time.Now().Add(timeout)
+	for {
+		alerts, err := prom.alerts()
+		if err != nil {
+			t.Fatalf("%s: %v", phase, err)
+		}
+		for _, a := range alerts {
+			if a.State != "firing" {
+				continue
+			}
+			name := a.Labels["alertname"]
+			o.firing[name] = true
+			problem := ""
+			switch {
+			case a.Labels["job"] != "dramatiq" || a.Labels["instance"] != o.instance:
+				problem = fmt.Sprintf("job %q instance %q, want dramatiq and %s", a.Labels["job"], a.Labels["instance"], o.instance)
+			case a.Labels["severity"] != o.severity[name]:
+				problem = fmt.Sprintf("severity %q, want %q", a.Labels["severity"], o.severity[name])
+			}
+			if allowed, ok := onlyQueues[name]; ok && !contains(allowed, a.Labels["queue"]) {
+				problem = fmt.Sprintf("fires for queue %q; it may fire only for %v here", a.Labels["queue"], allowed)
+			}
+			if problem != "" && !reported[a.String()+problem] {
+				reported[a.String()+problem] = true
+				t.Errorf("%s: %s %s (labels %v)", phase, a, problem, a.Labels)
+			}
+			for _, w := range wants {
+				if w.matches(a) && !seen[w] {
+					seen[w] = true
+					logf("firing: %s", w)
+				}
+			}
+		}
+		if len(seen) == len(wants) {
+			return
+		}
+		if time.Now().After(deadline) {
+			var missing, now []string
+			for _, w := range wants {
+				if !seen[w] {
+					missing = append(missing, w.String())
+				}
+			}
+			for _, a := range alerts {
+				now = append(now, a.String()+" "+a.State)
+			}
+			t.Errorf("%s: never seen firing within %s: %s\n\talerts now: %s", phase, timeout, strings.Join(missing, ", "), strings.Join(now, ", "))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// scenario is the running scenario.py.
+type scenario struct {
+	*proc
+	stdin  io.WriteCloser
+	events chan event
+	cliPid int
+}
+
+type event struct {
+	name string
+	raw  string
+}
+
+func startScenario(t *testing.T, python, script string, args ...string) *scenario {
+	t.Helper()
+	cmd := exec.Command(python, append([]string{script}, args...)...)
+	cmd.Dir = filepath.Dir(script)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Our own pipe rather than StdoutPipe: Wait may then run while the
+	// last lines are still being read.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	s := &scenario{stdin: stdin, events: make(chan event, 16)}
+	s.proc = startProc(t, "scenario", cmd)
+	w.Close()
+	go func() {
+		defer close(s.events)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var e struct {
+				Event string `json:"event"`
+				Pid   int    `json:"pid"`
+			}
+			line := sc.Text()
+			if json.Unmarshal([]byte(line), &e) != nil || e.Event == "" {
+				_, _ = s.proc.Write([]byte("stdout: " + line + "\n"))
+				continue
+			}
+			s.events <- event{name: e.Event, raw: line}
+		}
+	}()
+	// Registered after startProc's kill, so it runs first: the scenario
+	// gets the chance to kill its CLI worker itself; if the scenario died,
+	// the CLI's process group is killed by the pid it reported.
+	t.Cleanup(func() {
+		_ = s.stdin.Close()
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+		}
+		if s.cliPid > 0 {
+			_ = syscall.Kill(-s.cliPid, syscall.SIGKILL)
+		}
+	})
+	return s
+}
+
+// wait returns the next event, which must be name.
+func (s *scenario) wait(t *testing.T, name string, timeout time.Duration) event {
+	t.Helper()
+	select {
+	case e, ok := <-s.events:
+		if !ok {
+			t.Fatalf("scenario ended before %q", name)
+		}
+		if e.name != name {
+			t.Fatalf("scenario said %s, want %q", e.raw, name)
+		}
+		if name == "cli" {
+			var v struct{ Pid int }
+			_ = json.Unmarshal([]byte(e.raw), &v)
+			s.cliPid = v.Pid
+		}
+		if name == "killed" {
+			s.cliPid = 0 // reaped by the scenario: the pid may be reused
+		}
+		return e
+	case <-time.After(timeout):
+		t.Fatalf("scenario: no %q within %s", name, timeout)
+	}
+	return event{}
+}
+
+// stop closes the scenario's stdin, which makes it stop its worker and
+// producer and exit, and waits for that.
+func (s *scenario) stop(t *testing.T) {
+	t.Helper()
+	_ = s.stdin.Close()
+	s.wait(t, "stopped", 20*time.Second)
+	select {
+	case <-s.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("scenario did not exit after stopping")
+	}
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("scenario exited with %d", code)
+	}
+}
+
+// venvBinary finds a binary of the Dramatiq venv that scripts/deps.sh
+// builds; never one from PATH, which would lack the pinned Dramatiq.
+func venvBinary(t *testing.T, root, name string) string {
+	t.Helper()
+	p := filepath.Join(root, ".venv", "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s missing (CI=%s): run scripts/deps.sh (make deps) first", p, os.Getenv("CI"))
+		}
+		t.Skipf("%s missing: run scripts/deps.sh (make deps) to run this test", p)
+	}
+	return p
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
