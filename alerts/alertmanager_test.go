@@ -19,12 +19,12 @@ import (
 )
 
 func alertmanagerConfig(t *testing.T) string {
-	return filepath.Join(repoRoot(t), "alerts", "alertmanager.yml")
+	return filepath.Join(testserver.RepoRoot(t), "alerts", "alertmanager.yml")
 }
 
 func TestAmtoolCheckConfig(t *testing.T) {
 	amtool := testserver.LookPath(t, "amtool", "/usr/bin")
-	out, err := run(t, repoRoot(t), amtool, "check-config", alertmanagerConfig(t))
+	out, err := run(t, testserver.RepoRoot(t), amtool, "check-config", alertmanagerConfig(t))
 	if err != nil {
 		t.Fatalf("amtool check-config: %v\n%s", err, out)
 	}

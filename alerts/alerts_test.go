@@ -33,7 +33,7 @@ func run(t *testing.T, dir, bin string, args ...string) (string, error) {
 func TestPromtoolCheckRules(t *testing.T) {
 	bin := promtool(t)
 	files := RuleFiles(t)
-	out, err := run(t, repoRoot(t), bin, append([]string{"check", "rules"}, files...)...)
+	out, err := run(t, testserver.RepoRoot(t), bin, append([]string{"check", "rules"}, files...)...)
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
@@ -44,7 +44,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 func ruleTestFiles(t *testing.T) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot(t), "alerts", "tests", "*.yml"))
+	files, err := filepath.Glob(filepath.Join(testserver.RepoRoot(t), "alerts", "tests", "*.yml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no alerts/tests/*.yml: %v", err)
 	}
@@ -54,7 +54,7 @@ func ruleTestFiles(t *testing.T) []string {
 func TestPromtoolTestRules(t *testing.T) {
 	bin := promtool(t)
 	files := ruleTestFiles(t)
-	out, err := run(t, repoRoot(t), bin, append([]string{"test", "rules"}, files...)...)
+	out, err := run(t, testserver.RepoRoot(t), bin, append([]string{"test", "rules"}, files...)...)
 	if err != nil {
 		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
@@ -249,7 +249,7 @@ func TestRuleConventions(t *testing.T) {
 // runbookAnchors returns the GitHub anchors of the headings of RUNBOOK.md.
 func runbookAnchors(t *testing.T) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "alerts", "RUNBOOK.md"))
+	b, err := os.ReadFile(filepath.Join(testserver.RepoRoot(t), "alerts", "RUNBOOK.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func runbookAnchors(t *testing.T) map[string]bool {
 // Each alert's runbook section says what it means, what to check and what
 // to do.
 func TestRunbookSections(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "alerts", "RUNBOOK.md"))
+	b, err := os.ReadFile(filepath.Join(testserver.RepoRoot(t), "alerts", "RUNBOOK.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

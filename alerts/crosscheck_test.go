@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -33,7 +32,7 @@ import (
 // of it, because dramatiq_database_replication_lag_seconds only exists there.
 func TestShippedMetricsAreEmitted(t *testing.T) {
 	start := time.Now()
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	rds := testserver.StartRedis(t)
 	pg := testserver.StartPostgres(t)
 
@@ -305,11 +304,9 @@ next:
 // directory. It runs on its own goroutine, so it reports failure as a string
 // starting with "error:" instead of calling t.Fatal.
 func buildExporterBinary(root, dir string) string {
-	bin := filepath.Join(dir, "dramatiq_exporter")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Sprintf("error: go build ./cmd/dramatiq_exporter: %v\n%s", err, out)
+	bin, err := testserver.BuildExporter(dir)
+	if err != nil {
+		return "error: " + err.Error()
 	}
 	return bin
 }

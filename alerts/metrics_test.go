@@ -11,26 +11,9 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
-)
 
-// repoRoot walks up from the package directory to go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
 
 // Query is one PromQL expression shipped in alerts/ or dashboards/.
 type Query struct {
@@ -60,7 +43,7 @@ type promRuleFile struct {
 // alerts/*.rules.yml.
 func RuleFiles(t testing.TB) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot(t), "alerts", "*.rules.yml"))
+	files, err := filepath.Glob(filepath.Join(testserver.RepoRoot(t), "alerts", "*.rules.yml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no alerts/*.rules.yml: %v", err)
 	}
@@ -83,7 +66,7 @@ func loadRules(t testing.TB, path string) promRuleFile {
 // DashboardFiles returns the shipped Grafana dashboards.
 func DashboardFiles(t testing.TB) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot(t), "dashboards", "*.json"))
+	files, err := filepath.Glob(filepath.Join(testserver.RepoRoot(t), "dashboards", "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no dashboards/*.json: %v", err)
 	}
@@ -130,7 +113,7 @@ func dashboardPanels(d map[string]any) []map[string]any {
 // dashboard variables.
 func ShippedQueries(t testing.TB) []Query {
 	t.Helper()
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	var qs []Query
 	for _, f := range RuleFiles(t) {
 		rel, _ := filepath.Rel(root, f)

@@ -23,24 +23,6 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-}
-
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -212,7 +194,7 @@ func checkGoBuildStage(t *testing.T, root string, args map[string]string, s *sta
 }
 
 func TestDockerfile(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	args, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
 	if len(stages) < 2 {
 		t.Fatalf("want a multi-stage build, have %d stages", len(stages))
@@ -279,7 +261,7 @@ func TestDockerfile(t *testing.T) {
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 func TestWorkerDockerfile(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	args, stages := parseDockerfile(t, filepath.Join(root, "deploy/worker/Dockerfile"))
 	if len(stages) != 2 {
 		t.Fatalf("want 2 stages, have %d", len(stages))
@@ -399,7 +381,7 @@ func containerPort(t *testing.T, svc composeService, name string) string {
 }
 
 func TestCompose(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	c := loadCompose(t, root)
 	for _, name := range []string{"redis", "postgres", "worker", "exporter", "prometheus", "alertmanager", "grafana"} {
 		if _, ok := c.Services[name]; !ok {
@@ -576,7 +558,7 @@ func checkURL(t *testing.T, c composeFile, svc, name, raw, host, port string) {
 // rule files it loads (mounted paths mapped back to the repository).
 func TestComposePrometheusConfigWithPromtool(t *testing.T) {
 	promtool := testserver.LookPath(t, "promtool")
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	c := loadCompose(t, root)
 	prom := c.Services["prometheus"]
 	cfg := string(mustRead(t, hostPath(t, root, prom, "/etc/prometheus/prometheus.yml")))
@@ -606,7 +588,7 @@ type object struct {
 }
 
 func TestKubernetes(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	dir := filepath.Join(root, "deploy/kubernetes")
 	var kust struct {
 		Resources []string `yaml:"resources"`
@@ -758,12 +740,10 @@ func subset(sel, labels map[string]string) bool {
 // commands the binary accepts: run each against a closed port and expect
 // the verdict "unhealthy" (1), not a usage error (2).
 func TestHealthcheckCommandsRun(t *testing.T) {
-	root := repoRoot(t)
-	bin := filepath.Join(t.TempDir(), "dramatiq_exporter")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	root := testserver.RepoRoot(t)
+	bin, err := testserver.BuildExporter(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	_, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
 	_, cmd, _ := strings.Cut(stages[len(stages)-1].one(t, "HEALTHCHECK"), "CMD ")

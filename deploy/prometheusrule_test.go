@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
 var update = flag.Bool("update", false, "rewrite generated files under deploy/")
@@ -72,7 +74,7 @@ func generatePrometheusRule(rules []byte) ([]byte, error) {
 var errNoGroups = errors.New("no top-level groups key")
 
 func TestPrometheusRuleUpToDate(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	rules := mustRead(t, filepath.Join(root, rulesFile))
 	want, err := generatePrometheusRule(rules)
 	if err != nil {

@@ -375,7 +375,7 @@ func TestAPIMethodsAndPaths(t *testing.T) {
 // docs/api.md is the contract: every field the tests above require is
 // documented there, and its example has the same shape.
 func TestAPIDocumented(t *testing.T) {
-	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs/api.md"))
+	doc, err := os.ReadFile(filepath.Join(testserver.RepoRoot(t), "docs/api.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

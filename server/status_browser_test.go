@@ -15,25 +15,6 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
-// repoRoot walks up from the package directory to go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-}
-
 // chromium runs Debian's headless Chromium with the flags it needs here
 // (shared/pitfalls.md) and returns its stdout.
 func chromium(t *testing.T, bin string, args ...string) string {
@@ -123,7 +104,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Error("the page reports a failed refresh")
 	}
 
-	dir := filepath.Join(repoRoot(t), "test-artifacts")
+	dir := filepath.Join(testserver.RepoRoot(t), "test-artifacts")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -11,30 +11,14 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-)
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
 
 // The committed rules, Alertmanager example and dashboards are exactly what
 // the generator writes with the default configuration.
 func TestCommittedFilesUpToDate(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	dir := t.TempDir()
 	paths, err := DefaultConfig().Write(dir)
 	if err != nil {

@@ -14,6 +14,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+func init() {
+	// The readiness loop below dials before the server listens; go-redis
+	// would log each refused dial to stderr.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
 // Redis is a redis-server owned by one test.
 type Redis struct {
 	Addr   string
@@ -59,7 +69,8 @@ func (r *Redis) start() {
 	}, r.extra...)
 	r.cmd = exec.Command(r.bin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = nil, nil
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary killed by -timeout takes its server along.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)
 	}

@@ -91,7 +91,7 @@ type run struct {
 }
 
 func TestConformance(t *testing.T) {
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	here := filepath.Join(root, "test", "dramatiq")
 	scripts, err := filepath.Glob(filepath.Join(here, "scenario_*.py"))
 	if err != nil || len(scripts) == 0 {
@@ -176,31 +176,11 @@ func findVenvs(t *testing.T, root string) []venv {
 	return out
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
 func buildExporter(t *testing.T, root string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "dramatiq_exporter")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/dramatiq_exporter: %v\n%s", err, out)
+	bin, err := testserver.BuildExporter(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

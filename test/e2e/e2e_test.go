@@ -75,7 +75,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		t.Helper()
 		t.Logf("[%5.1fs] "+format, append([]any{time.Since(start).Seconds()}, args...)...)
 	}
-	root := repoRoot(t)
+	root := testserver.RepoRoot(t)
 	promBin := testserver.LookPath(t, "prometheus")
 	python := venvBinary(t, root, "python")
 	dramatiqCLI := venvBinary(t, root, "dramatiq")
@@ -84,12 +84,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	built := make(chan error, 1)
 	exporterBin := filepath.Join(dir, "dramatiq_exporter")
 	go func() {
-		cmd := exec.Command("go", "build", "-o", exporterBin, "./cmd/dramatiq_exporter")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build ./cmd/dramatiq_exporter: %v\n%s", err, out)
-		}
+		_, err := testserver.BuildExporter(dir)
 		built <- err
 	}()
 
@@ -666,22 +661,4 @@ func venvBinary(t *testing.T, root, name string) string {
 		t.Skipf("%s missing: run scripts/deps.sh (make deps) to run this test", p)
 	}
 	return p
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
