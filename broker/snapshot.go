@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +28,6 @@ type Snapshot struct {
 	ConnectedClients float64 // NaN when INFO is not allowed
 	Queues           []QueueStats
 	QueuesDropped    int
-	Processes        []Process
 	ProcessesAlive   int
 	ProcessesStale   int
 }
@@ -52,13 +50,6 @@ type QueueStats struct {
 	OldestAgeKnown bool
 }
 
-// Process is one member of the heartbeat set: a worker or a producer.
-type Process struct {
-	ID            string
-	LastHeartbeat time.Time
-	Alive         bool
-}
-
 type queueCmds struct {
 	ready, msgs, delayed, dead *redis.IntCmd
 	deadLast                   *redis.ZSliceCmd
@@ -77,10 +68,21 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{Time: now, QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN()}
 
 	// Round trip 1: counts, DLQ heads, ready-list heads, heartbeats, INFO.
+	// Processes are counted with ZCOUNT, and only the owners of ack sets are
+	// looked up one by one: stale producer ids can pile up in the heartbeat
+	// set, and none of them is needed.
+	cutoff := now.Add(-r.opts.HeartbeatTimeout).UnixMilli()
 	pipe := r.client.Pipeline()
 	infoMem := pipe.Info(ctx, "memory")
 	infoClients := pipe.Info(ctx, "clients")
-	hb := pipe.ZRangeWithScores(ctx, r.keys.heartbeats(), 0, -1)
+	aliveCount := pipe.ZCount(ctx, r.keys.heartbeats(), strconv.FormatInt(cutoff, 10), "+inf")
+	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+strconv.FormatInt(cutoff, 10))
+	owners := map[string]*redis.FloatCmd{}
+	for _, a := range acks {
+		if _, ok := owners[a.wid]; !ok {
+			owners[a.wid] = pipe.ZScore(ctx, r.keys.heartbeats(), a.wid)
+		}
+	}
 	cmds := make([]queueCmds, len(queues))
 	for i, q := range queues {
 		cmds[i] = queueCmds{
@@ -95,28 +97,26 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
 		return nil, err
 	}
-	if err := r.check(hb.Err()); err != nil {
-		return nil, err
-	}
 	snap.MemoryUsedBytes = infoField(infoMem, "used_memory")
 	snap.ConnectedClients = infoField(infoClients, "connected_clients")
-
-	cutoff := float64(now.Add(-r.opts.HeartbeatTimeout).UnixMilli())
-	alive := map[string]bool{}
-	for _, z := range hb.Val() {
-		id, _ := z.Member.(string)
-		ok := z.Score >= cutoff
-		alive[id] = ok
-		snap.Processes = append(snap.Processes, Process{ID: id, LastHeartbeat: time.UnixMilli(int64(z.Score)), Alive: ok})
-		if ok {
-			snap.ProcessesAlive++
-		} else {
-			snap.ProcessesStale++
-		}
+	alive, err := r.count(aliveCount)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(snap.Processes, func(i, j int) bool {
-		return snap.Processes[i].LastHeartbeat.After(snap.Processes[j].LastHeartbeat)
-	})
+	stale, err := r.count(staleCount)
+	if err != nil {
+		return nil, err
+	}
+	snap.ProcessesAlive, snap.ProcessesStale = int(alive), int(stale)
+	// An owner missing from the heartbeat set (ZSCORE nil) is not alive.
+	ownerAlive := make(map[string]bool, len(owners))
+	for wid, c := range owners {
+		score, err := c.Result()
+		if err := r.check(err); err != nil {
+			return nil, err
+		}
+		ownerAlive[wid] = err == nil && score >= float64(cutoff)
+	}
 
 	snap.Queues = make([]QueueStats, len(queues))
 	index := make(map[string]int, len(queues))
@@ -175,7 +175,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	var orphans []orphan
 	for _, a := range acks {
 		qi, ok := index[a.queue]
-		if !ok || alive[a.wid] {
+		if !ok || ownerAlive[a.wid] {
 			continue
 		}
 		orphans = append(orphans, orphan{queue: qi, cmd: pipe.SCard(ctx, a.key)})
