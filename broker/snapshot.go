@@ -68,21 +68,14 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{Time: now, QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN()}
 
 	// Round trip 1: counts, DLQ heads, ready-list heads, heartbeats, INFO.
-	// Processes are counted with ZCOUNT, and only the owners of ack sets are
-	// looked up one by one: stale producer ids can pile up in the heartbeat
-	// set, and none of them is needed.
-	cutoff := now.Add(-r.opts.HeartbeatTimeout).UnixMilli()
+	// Only the alive members of the heartbeat set are read, so stale ids
+	// piling up there (Dramatiq removes them lazily) cost nothing.
+	cutoff := strconv.FormatInt(now.Add(-r.opts.HeartbeatTimeout).UnixMilli(), 10)
 	pipe := r.client.Pipeline()
 	infoMem := pipe.Info(ctx, "memory")
 	infoClients := pipe.Info(ctx, "clients")
-	aliveCount := pipe.ZCount(ctx, r.keys.heartbeats(), strconv.FormatInt(cutoff, 10), "+inf")
-	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+strconv.FormatInt(cutoff, 10))
-	owners := map[string]*redis.FloatCmd{}
-	for _, a := range acks {
-		if _, ok := owners[a.wid]; !ok {
-			owners[a.wid] = pipe.ZScore(ctx, r.keys.heartbeats(), a.wid)
-		}
-	}
+	aliveIDs := pipe.ZRangeByScore(ctx, r.keys.heartbeats(), &redis.ZRangeBy{Min: cutoff, Max: "+inf"})
+	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+cutoff)
 	cmds := make([]queueCmds, len(queues))
 	for i, q := range queues {
 		cmds[i] = queueCmds{
@@ -99,24 +92,19 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	snap.MemoryUsedBytes = infoField(infoMem, "used_memory")
 	snap.ConnectedClients = infoField(infoClients, "connected_clients")
-	alive, err := r.count(aliveCount)
-	if err != nil {
+	if err := r.check(aliveIDs.Err()); err != nil {
 		return nil, err
+	}
+	alive := make(map[string]bool, len(aliveIDs.Val()))
+	for _, id := range aliveIDs.Val() {
+		alive[id] = true
 	}
 	stale, err := r.count(staleCount)
 	if err != nil {
 		return nil, err
 	}
-	snap.ProcessesAlive, snap.ProcessesStale = int(alive), int(stale)
-	// An owner missing from the heartbeat set (ZSCORE nil) is not alive.
-	ownerAlive := make(map[string]bool, len(owners))
-	for wid, c := range owners {
-		score, err := c.Result()
-		if err := r.check(err); err != nil {
-			return nil, err
-		}
-		ownerAlive[wid] = err == nil && score >= float64(cutoff)
-	}
+	// A process missing from the heartbeat set is not alive either.
+	snap.ProcessesAlive, snap.ProcessesStale = len(alive), int(stale)
 
 	snap.Queues = make([]QueueStats, len(queues))
 	index := make(map[string]int, len(queues))
@@ -175,7 +163,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	var orphans []orphan
 	for _, a := range acks {
 		qi, ok := index[a.queue]
-		if !ok || ownerAlive[a.wid] {
+		if !ok || alive[a.wid] {
 			continue
 		}
 		orphans = append(orphans, orphan{queue: qi, cmd: pipe.SCard(ctx, a.key)})
