@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -32,8 +33,9 @@ func run(t *testing.T, dir, bin string, args ...string) (string, error) {
 
 func TestPromtoolCheckRules(t *testing.T) {
 	bin := promtool(t)
-	files := RuleFiles(t)
-	out, err := run(t, testserver.RepoRoot(t), bin, append([]string{"check", "rules"}, files...)...)
+	root := testserver.RepoRoot(t)
+	files := must(shipped.RuleFiles(root))(t)
+	out, err := run(t, root, bin, append([]string{"check", "rules"}, files...)...)
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
@@ -163,16 +165,12 @@ func TestEveryAlertIsUnitTested(t *testing.T) {
 			}
 		}
 	}
-	for _, f := range RuleFiles(t) {
-		for _, g := range loadRules(t, f).Groups {
-			for _, r := range g.Rules {
-				if r.Alert == "" {
-					continue
-				}
-				if silent[r.Alert] == 0 || firing[r.Alert] == 0 {
-					t.Errorf("%s: %d silent and %d firing unit test cases, want at least one of each", r.Alert, silent[r.Alert], firing[r.Alert])
-				}
-			}
+	for _, r := range shippedRules(t) {
+		if r.Alert == "" {
+			continue
+		}
+		if silent[r.Alert] == 0 || firing[r.Alert] == 0 {
+			t.Errorf("%s: %d silent and %d firing unit test cases, want at least one of each", r.Alert, silent[r.Alert], firing[r.Alert])
 		}
 	}
 }
@@ -188,56 +186,52 @@ var (
 func TestRuleConventions(t *testing.T) {
 	anchors := runbookAnchors(t)
 	var jobMatchers = map[string]bool{}
-	for _, f := range RuleFiles(t) {
-		for _, g := range loadRules(t, f).Groups {
-			for _, r := range g.Rules {
-				if r.Record != "" {
-					if !recordNameRE.MatchString(r.Record) {
-						t.Errorf("recording rule %s is not named level:metric:operations", r.Record)
-					}
-					continue
-				}
-				name := r.Alert
-				if !alertNameRE.MatchString(name) {
-					t.Errorf("%s: alert names are CamelCase with the Dramatiq prefix", name)
-				}
-				if len(r.Labels) != 1 || !severities[r.Labels["severity"]] {
-					t.Errorf("%s: labels %v, want only severity critical|warning|info", name, r.Labels)
-				}
-				if len(r.Annotations) != 3 {
-					t.Errorf("%s: annotations %v, want summary, description, runbook_url", name, r.Annotations)
-				}
-				sum := r.Annotations["summary"]
-				if !strings.HasSuffix(sum, ".") || strings.Contains(strings.TrimSuffix(sum, "."), ". ") || strings.Contains(sum, "{{") {
-					t.Errorf("%s: summary %q must be one static sentence ending with a period", name, sum)
-				}
-				desc := r.Annotations["description"]
-				if !strings.Contains(desc, "{{ $labels.instance }}") {
-					t.Errorf("%s: description %q does not name the instance", name, desc)
-				}
-				if strings.Contains(r.Expr, "dramatiq_queue_") && !strings.Contains(desc, "{{ $labels.queue }}") {
-					t.Errorf("%s: description %q does not name the queue", name, desc)
-				}
-				url := r.Annotations["runbook_url"]
-				i := strings.Index(url, "/alerts/RUNBOOK.md#")
-				if i < 0 || !strings.HasPrefix(url, "https://") {
-					t.Errorf("%s: runbook_url %q does not point into alerts/RUNBOOK.md", name, url)
-				} else if a := url[i+len("/alerts/RUNBOOK.md#"):]; !anchors[a] {
-					t.Errorf("%s: RUNBOOK.md has no section with anchor #%s", name, a)
-				}
-				sels, err := parseSelectors(r.Expr)
-				if err != nil {
-					t.Fatalf("%s: %v", name, err)
-				}
-				for _, s := range sels {
-					jm := s.Label("job")
-					if len(jm) != 1 {
-						t.Errorf("%s: selector %s has no job matcher", name, s)
-						continue
-					}
-					jobMatchers[jm[0].Op+jm[0].Value] = true
-				}
+	for _, r := range shippedRules(t) {
+		if r.Record != "" {
+			if !recordNameRE.MatchString(r.Record) {
+				t.Errorf("recording rule %s is not named level:metric:operations", r.Record)
 			}
+			continue
+		}
+		name := r.Alert
+		if !alertNameRE.MatchString(name) {
+			t.Errorf("%s: alert names are CamelCase with the Dramatiq prefix", name)
+		}
+		if len(r.Labels) != 1 || !severities[r.Labels["severity"]] {
+			t.Errorf("%s: labels %v, want only severity critical|warning|info", name, r.Labels)
+		}
+		if len(r.Annotations) != 3 {
+			t.Errorf("%s: annotations %v, want summary, description, runbook_url", name, r.Annotations)
+		}
+		sum := r.Annotations["summary"]
+		if !strings.HasSuffix(sum, ".") || strings.Contains(strings.TrimSuffix(sum, "."), ". ") || strings.Contains(sum, "{{") {
+			t.Errorf("%s: summary %q must be one static sentence ending with a period", name, sum)
+		}
+		desc := r.Annotations["description"]
+		if !strings.Contains(desc, "{{ $labels.instance }}") {
+			t.Errorf("%s: description %q does not name the instance", name, desc)
+		}
+		if strings.Contains(r.Expr, "dramatiq_queue_") && !strings.Contains(desc, "{{ $labels.queue }}") {
+			t.Errorf("%s: description %q does not name the queue", name, desc)
+		}
+		url := r.Annotations["runbook_url"]
+		i := strings.Index(url, "/alerts/RUNBOOK.md#")
+		if i < 0 || !strings.HasPrefix(url, "https://") {
+			t.Errorf("%s: runbook_url %q does not point into alerts/RUNBOOK.md", name, url)
+		} else if a := url[i+len("/alerts/RUNBOOK.md#"):]; !anchors[a] {
+			t.Errorf("%s: RUNBOOK.md has no section with anchor #%s", name, a)
+		}
+		sels, err := parseSelectors(r.Expr)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, s := range sels {
+			jm := s.Label("job")
+			if len(jm) != 1 {
+				t.Errorf("%s: selector %s has no job matcher", name, s)
+				continue
+			}
+			jobMatchers[jm[0].Op+jm[0].Value] = true
 		}
 	}
 	// One job selector across every rule: the one set in alerts/mixin/config.go.
@@ -291,22 +285,18 @@ func TestRunbookSections(t *testing.T) {
 			sections[cur] += l + "\n"
 		}
 	}
-	for _, f := range RuleFiles(t) {
-		for _, g := range loadRules(t, f).Groups {
-			for _, r := range g.Rules {
-				if r.Alert == "" {
-					continue
-				}
-				s, ok := sections[r.Alert]
-				if !ok {
-					t.Errorf("RUNBOOK.md has no \"## %s\" section", r.Alert)
-					continue
-				}
-				for _, part := range []string{"**Meaning.**", "**Check.**", "**Act.**"} {
-					if !strings.Contains(s, part) {
-						t.Errorf("RUNBOOK.md section %s lacks %s", r.Alert, part)
-					}
-				}
+	for _, r := range shippedRules(t) {
+		if r.Alert == "" {
+			continue
+		}
+		s, ok := sections[r.Alert]
+		if !ok {
+			t.Errorf("RUNBOOK.md has no \"## %s\" section", r.Alert)
+			continue
+		}
+		for _, part := range []string{"**Meaning.**", "**Check.**", "**Act.**"} {
+			if !strings.Contains(s, part) {
+				t.Errorf("RUNBOOK.md section %s lacks %s", r.Alert, part)
 			}
 		}
 	}

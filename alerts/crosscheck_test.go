@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -57,7 +58,7 @@ func TestShippedMetricsAreEmitted(t *testing.T) {
 	onReplica := startCrosscheckExporter(t, bin, rds.URL(), replicaURL)
 
 	refs := ReferencedMetrics(t)
-	recording := RecordingRules(t)
+	recording := must(shipped.RecordingRules(root))(t)
 	wanted := map[string]bool{}
 	for m := range refs {
 		if m != "up" && !recording[m] { // up comes from Prometheus, not the exporter
@@ -145,7 +146,7 @@ func TestShippedMetricsAreEmitted(t *testing.T) {
 	}
 	sort.Strings(names)
 	t.Logf("%d metrics referenced by %d shipped queries, %d families served; took %s",
-		len(names), len(ShippedQueries(t)), len(fams), time.Since(start).Round(time.Millisecond))
+		len(names), len(shippedQueries(t)), len(fams), time.Since(start).Round(time.Millisecond))
 }
 
 // brokerState writes, in Dramatiq's own layout, a broker in which every
@@ -171,7 +172,7 @@ func brokerState(t *testing.T, rds *testserver.Redis) {
 // end-to-end test.
 func checkMatchers(t *testing.T, fams map[string]*dto.MetricFamily) {
 	t.Helper()
-	for _, q := range ShippedQueries(t) {
+	for _, q := range shippedQueries(t) {
 		sels, err := parseSelectors(q.Expr)
 		if err != nil {
 			t.Fatalf("%s: %v", q.Where, err)

@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
 // Grafana unit ids the dashboards may use; a typo would show raw numbers.
@@ -33,7 +36,7 @@ func dsUID(v any) string {
 // of a UI export.
 func TestDashboardLint(t *testing.T) {
 	uids := map[string]string{}
-	for _, f := range DashboardFiles(t) {
+	for _, f := range dashboardFiles(t) {
 		name := filepath.Base(f)
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -44,7 +47,7 @@ func TestDashboardLint(t *testing.T) {
 				t.Errorf("%s: UI-export leftover %s", name, leftover)
 			}
 		}
-		d := loadDashboard(t, f)
+		d := must(shipped.ReadDashboard(f))(t)
 		for _, k := range []string{"id", "iteration", "version"} {
 			if _, ok := d[k]; ok {
 				t.Errorf("%s: top-level %q is set by Grafana, not shipped", name, k)
@@ -82,7 +85,7 @@ func TestDashboardLint(t *testing.T) {
 		}
 
 		var occupied [][24]bool
-		for _, p := range dashboardPanels(d) {
+		for _, p := range shipped.Panels(d) {
 			title, _ := p["title"].(string)
 			where := fmt.Sprintf("%s: panel %q", name, title)
 			if _, ok := p["id"]; ok {
@@ -141,8 +144,8 @@ func TestDashboardLint(t *testing.T) {
 // variable), and every range is $__rate_interval.
 func TestDashboardQueriesUseVariables(t *testing.T) {
 	queueDashboards := map[string]bool{}
-	for _, f := range DashboardFiles(t) {
-		if templatingVars(loadDashboard(t, f))["queue"] != nil {
+	for _, f := range dashboardFiles(t) {
+		if templatingVars(must(shipped.ReadDashboard(f))(t))["queue"] != nil {
 			queueDashboards[filepath.Base(f)] = true
 		}
 	}
@@ -150,7 +153,7 @@ func TestDashboardQueriesUseVariables(t *testing.T) {
 		t.Error("no dashboard has a queue variable")
 	}
 	n := 0
-	for _, q := range ShippedQueries(t) {
+	for _, q := range shippedQueries(t) {
 		if !q.Grafana {
 			continue
 		}
@@ -196,7 +199,7 @@ func TestDashboardQueriesParse(t *testing.T) {
 	bin := promtool(t)
 	var rules []map[string]string
 	var where []string
-	for _, q := range ShippedQueries(t) {
+	for _, q := range shippedQueries(t) {
 		if !q.Grafana {
 			continue
 		}
@@ -232,13 +235,13 @@ func TestDashboardContents(t *testing.T) {
 			"dramatiq_database_in_recovery", "dramatiq_database_replication_lag_seconds", "dramatiq_database_size_bytes",
 			"dramatiq_database_ping_duration_seconds", "dramatiq_database_info"},
 	}
-	for _, f := range DashboardFiles(t) {
-		d := loadDashboard(t, f)
+	for _, f := range dashboardFiles(t) {
+		d := must(shipped.ReadDashboard(f))(t)
 		uid, _ := d["uid"].(string)
 		used := map[string]bool{}
 		var types []string
 		var exprs []string
-		for _, p := range dashboardPanels(d) {
+		for _, p := range shipped.Panels(d) {
 			types = append(types, fmt.Sprint(p["type"]))
 			targets, _ := p["targets"].([]any)
 			for _, tg := range targets {
@@ -273,6 +276,11 @@ func TestDashboardContents(t *testing.T) {
 	for uid := range want {
 		t.Errorf("dashboard %s is missing", uid)
 	}
+}
+
+// dashboardFiles returns the shipped dashboards.
+func dashboardFiles(t testing.TB) []string {
+	return must(shipped.DashboardFiles(testserver.RepoRoot(t)))(t)
 }
 
 func templatingVars(d map[string]any) map[string]map[string]any {

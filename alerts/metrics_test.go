@@ -1,184 +1,46 @@
 package alerts
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
-// Query is one PromQL expression shipped in alerts/ or dashboards/.
-type Query struct {
-	Where string // file and rule, panel or variable, for messages
-	Expr  string
-	// Grafana marks queries that are written with dashboard variables.
-	Grafana bool
-	// Variable marks the PromQL of a dashboard variable's label_values.
-	Variable bool
-}
-
-type promRuleFile struct {
-	Groups []struct {
-		Name  string `yaml:"name"`
-		Rules []struct {
-			Alert       string            `yaml:"alert"`
-			Record      string            `yaml:"record"`
-			Expr        string            `yaml:"expr"`
-			For         string            `yaml:"for"`
-			Labels      map[string]string `yaml:"labels"`
-			Annotations map[string]string `yaml:"annotations"`
-		} `yaml:"rules"`
-	} `yaml:"groups"`
-}
-
-// RuleFiles returns the shipped rule files, the ones a deployment loads as
-// alerts/*.rules.yml.
-func RuleFiles(t testing.TB) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(testserver.RepoRoot(t), "alerts", "*.rules.yml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no alerts/*.rules.yml: %v", err)
-	}
-	return files
-}
-
-func loadRules(t testing.TB, path string) promRuleFile {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rf promRuleFile
-	if err := yaml.Unmarshal(b, &rf); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return rf
-}
-
-// DashboardFiles returns the shipped Grafana dashboards.
-func DashboardFiles(t testing.TB) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(testserver.RepoRoot(t), "dashboards", "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no dashboards/*.json: %v", err)
-	}
-	return files
-}
-
-func loadDashboard(t testing.TB, path string) map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d map[string]any
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return d
-}
-
-// dashboardPanels flattens the panels of a dashboard, including those inside
-// collapsed rows.
-func dashboardPanels(d map[string]any) []map[string]any {
-	var out []map[string]any
-	var walk func(list []any)
-	walk = func(list []any) {
-		for _, p := range list {
-			pm, ok := p.(map[string]any)
-			if !ok {
-				continue
-			}
-			out = append(out, pm)
-			if sub, ok := pm["panels"].([]any); ok {
-				walk(sub)
-			}
+// must returns what a reader of alerts/shipped returned, ending the test on
+// its error: must(shipped.Rules(root))(t).
+func must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
 		}
+		return v
 	}
-	ps, _ := d["panels"].([]any)
-	walk(ps)
-	return out
 }
 
-// ShippedQueries returns every PromQL expression in alerts/*.rules.yml and
-// dashboards/*.json: rule expressions, panel targets and the selectors of
-// dashboard variables.
-func ShippedQueries(t testing.TB) []Query {
-	t.Helper()
-	root := testserver.RepoRoot(t)
-	var qs []Query
-	for _, f := range RuleFiles(t) {
-		rel, _ := filepath.Rel(root, f)
-		for _, g := range loadRules(t, f).Groups {
-			for _, r := range g.Rules {
-				name := r.Alert + r.Record
-				qs = append(qs, Query{Where: rel + ": " + name, Expr: r.Expr})
-			}
-		}
-	}
-	for _, f := range DashboardFiles(t) {
-		rel, _ := filepath.Rel(root, f)
-		d := loadDashboard(t, f)
-		for _, p := range dashboardPanels(d) {
-			targets, _ := p["targets"].([]any)
-			for _, tg := range targets {
-				tm, _ := tg.(map[string]any)
-				expr, _ := tm["expr"].(string)
-				ref, _ := tm["refId"].(string)
-				qs = append(qs, Query{Where: fmt.Sprintf("%s: panel %q %s", rel, p["title"], ref), Expr: expr, Grafana: true})
-			}
-		}
-		tmpl, _ := d["templating"].(map[string]any)
-		vars, _ := tmpl["list"].([]any)
-		for _, v := range vars {
-			vm, _ := v.(map[string]any)
-			if vm["type"] != "query" {
-				continue
-			}
-			q, _ := vm["query"].(string)
-			if qm, ok := vm["query"].(map[string]any); ok {
-				q, _ = qm["query"].(string)
-			}
-			if expr, ok := grafanaQueryExpr(q); ok {
-				qs = append(qs, Query{Where: fmt.Sprintf("%s: variable %s", rel, vm["name"]), Expr: expr, Grafana: true, Variable: true})
-			}
-		}
-	}
-	return qs
+// shippedRules returns every rule of alerts/*.rules.yml.
+func shippedRules(t testing.TB) []shipped.Rule {
+	return must(shipped.Rules(testserver.RepoRoot(t)))(t)
 }
 
-// RecordingRules returns the names of the shipped recording rules.
-func RecordingRules(t testing.TB) map[string]bool {
-	t.Helper()
-	out := map[string]bool{}
-	for _, f := range RuleFiles(t) {
-		for _, g := range loadRules(t, f).Groups {
-			for _, r := range g.Rules {
-				if r.Record != "" {
-					out[r.Record] = true
-				}
-			}
-		}
-	}
-	return out
+// shippedQueries returns every PromQL expression of the shipped rules and
+// dashboards.
+func shippedQueries(t testing.TB) []shipped.Query {
+	return must(shipped.Queries(testserver.RepoRoot(t)))(t)
 }
 
 // ReferencedMetrics returns every metric name that the shipped rules and
 // dashboards query, each with the places that use it. An end-to-end test
 // compares its keys with the metric names of a real exporter's /metrics
-// (plus RecordingRules and Prometheus's own "up").
+// (plus the recording rules and Prometheus's own "up").
 func ReferencedMetrics(t testing.TB) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	for _, q := range ShippedQueries(t) {
+	for _, q := range shippedQueries(t) {
 		sels, err := parseSelectors(q.Expr)
 		if err != nil {
 			t.Fatalf("%s: %v", q.Where, err)
@@ -234,7 +96,7 @@ func TestReferencedMetricsAreInContract(t *testing.T) {
 	for _, m := range contractMetrics {
 		known[m] = true
 	}
-	for m := range RecordingRules(t) {
+	for m := range must(shipped.RecordingRules(testserver.RepoRoot(t)))(t) {
 		known[m] = true
 	}
 	refs := ReferencedMetrics(t)
@@ -297,44 +159,6 @@ func TestParseSelectors(t *testing.T) {
 	for _, bad := range []string{`a{job="x}`, `sum(a`, `a{job}`, `a{job="x" b}`} {
 		if _, err := parseSelectors(bad); err == nil {
 			t.Errorf("%s: accepted", bad)
-		}
-	}
-}
-
-func TestGrafanaQueryExpr(t *testing.T) {
-	for q, want := range map[string]string{
-		`label_values(dramatiq_exporter_info, job)`:                                    `dramatiq_exporter_info`,
-		`label_values(m{job=~"$job",x="a,b"}, instance)`:                               `m{job=~"$job",x="a,b"}`,
-		`label_values(sum by (queue) (m{job=~"$job"}), queue)`:                         `sum by (queue) (m{job=~"$job"})`,
-		`  label_values(dramatiq_queue_ready_messages{instance=~"$instance"}, queue) `: `dramatiq_queue_ready_messages{instance=~"$instance"}`,
-		`up{job="a"}`: `up{job="a"}`,
-	} {
-		got, ok := grafanaQueryExpr(q)
-		if !ok || got != want {
-			t.Errorf("%s: got %q %v, want %q", q, got, ok, want)
-		}
-	}
-	if _, ok := grafanaQueryExpr(`label_values(job)`); ok {
-		t.Errorf("label_values(job) has no selector")
-	}
-}
-
-func TestExpandGrafanaVars(t *testing.T) {
-	vars := map[string]string{"job": "dramatiq", "instance": "127.0.0.1:1", "queue": ".+", "__rate_interval": "1m"}
-	got, err := ExpandGrafanaVars(`sum(rate(m{job=~"$job",instance=~"${instance}",queue=~"$queue"}[$__rate_interval]))`, vars)
-	if want := `sum(rate(m{job=~"dramatiq",instance=~"127.0.0.1:1",queue=~".+"}[1m]))`; err != nil || got != want {
-		t.Errorf("got %q %v, want %q", got, err, want)
-	}
-	if _, err := ExpandGrafanaVars(`m{x=~"$unknown"}`, vars); err == nil {
-		t.Error("unknown variable accepted")
-	}
-	// Every shipped dashboard query expands with the dashboards' variables.
-	for _, q := range ShippedQueries(t) {
-		if !q.Grafana {
-			continue
-		}
-		if _, err := ExpandGrafanaVars(q.Expr, vars); err != nil {
-			t.Errorf("%s: %v", q.Where, err)
 		}
 	}
 }

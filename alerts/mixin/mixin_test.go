@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -58,26 +57,13 @@ func firstDiff(got, want []byte) string {
 	return ""
 }
 
-type ruleFile struct {
-	Groups []struct {
-		Name  string
-		Rules []struct {
-			Alert       string
-			Expr        string
-			For         string
-			Labels      map[string]string
-			Annotations map[string]string
-		}
-	}
-}
-
-func parseRules(t *testing.T, b []byte) ruleFile {
+func parseRules(t *testing.T, b []byte) []shipped.Rule {
 	t.Helper()
-	var rf ruleFile
-	if err := yaml.Unmarshal(b, &rf); err != nil {
+	rules, err := shipped.ParseRules(b)
+	if err != nil {
 		t.Fatalf("generated rules are not YAML: %v", err)
 	}
-	return rf
+	return rules
 }
 
 // A copy for live tests shortens every for: and says so in its descriptions,
@@ -89,24 +75,20 @@ func TestForScale(t *testing.T) {
 	full := parseRules(t, DefaultConfig().RulesYAML())
 
 	fors := map[string]string{}
-	for _, g := range full.Groups {
-		for _, r := range g.Rules {
-			fors[r.Alert] = r.For
-		}
+	for _, r := range full {
+		fors[r.Alert] = r.For
 	}
 	n := 0
-	for _, g := range short.Groups {
-		for _, r := range g.Rules {
-			n++
-			switch {
-			case fors[r.Alert] == "" && r.For != "":
-				t.Errorf("%s: for %q appeared", r.Alert, r.For)
-			case fors[r.Alert] == "":
-			default:
-				d, err := time.ParseDuration(r.For)
-				if err != nil || d < time.Second || d > 10*time.Second {
-					t.Errorf("%s: scaled for = %q, want between 1s and 10s", r.Alert, r.For)
-				}
+	for _, r := range short {
+		n++
+		switch {
+		case fors[r.Alert] == "" && r.For != "":
+			t.Errorf("%s: for %q appeared", r.Alert, r.For)
+		case fors[r.Alert] == "":
+		default:
+			d, err := time.ParseDuration(r.For)
+			if err != nil || d < time.Second || d > 10*time.Second {
+				t.Errorf("%s: scaled for = %q, want between 1s and 10s", r.Alert, r.For)
 			}
 		}
 	}
@@ -114,15 +96,13 @@ func TestForScale(t *testing.T) {
 		t.Errorf("scaled copy has %d alerts, full has %d", n, len(fors))
 	}
 	want := map[string]string{"DramatiqQueueNotConsumed": "6s", "DramatiqRedisDown": "1s", "DramatiqExporterDown": "3s"}
-	for _, g := range short.Groups {
-		for _, r := range g.Rules {
-			if w, ok := want[r.Alert]; ok {
-				if r.For != w {
-					t.Errorf("%s: for = %q, want %q", r.Alert, r.For, w)
-				}
-				if !strings.Contains(r.Annotations["description"], " "+w) {
-					t.Errorf("%s: description %q does not give the scaled duration %s", r.Alert, r.Annotations["description"], w)
-				}
+	for _, r := range short {
+		if w, ok := want[r.Alert]; ok {
+			if r.For != w {
+				t.Errorf("%s: for = %q, want %q", r.Alert, r.For, w)
+			}
+			if !strings.Contains(r.Annotations["description"], " "+w) {
+				t.Errorf("%s: description %q does not give the scaled duration %s", r.Alert, r.Annotations["description"], w)
 			}
 		}
 	}
@@ -135,20 +115,18 @@ func TestSelectorEverywhere(t *testing.T) {
 	cfg.Selector = `job="dramatiq-prod",env="prod"`
 	rf := parseRules(t, cfg.RulesYAML())
 	selectorRE := regexp.MustCompile(`[a-z_:]+\{([^}]*)\}`)
-	for _, g := range rf.Groups {
-		for _, r := range g.Rules {
-			ms := selectorRE.FindAllStringSubmatch(r.Expr, -1)
-			if len(ms) == 0 {
-				t.Errorf("%s: no selector in %q", r.Alert, r.Expr)
+	for _, r := range rf {
+		ms := selectorRE.FindAllStringSubmatch(r.Expr, -1)
+		if len(ms) == 0 {
+			t.Errorf("%s: no selector in %q", r.Alert, r.Expr)
+		}
+		for _, m := range ms {
+			if !strings.HasPrefix(m[1], cfg.Selector) {
+				t.Errorf("%s: selector {%s} lacks %s", r.Alert, m[1], cfg.Selector)
 			}
-			for _, m := range ms {
-				if !strings.HasPrefix(m[1], cfg.Selector) {
-					t.Errorf("%s: selector {%s} lacks %s", r.Alert, m[1], cfg.Selector)
-				}
-			}
-			if strings.Contains(r.Expr, `job="dramatiq"`) {
-				t.Errorf("%s: default job selector left in %q", r.Alert, r.Expr)
-			}
+		}
+		if strings.Contains(r.Expr, `job="dramatiq"`) {
+			t.Errorf("%s: default job selector left in %q", r.Alert, r.Expr)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -96,10 +97,10 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ruleQs := ruleQueries(parseRules(t, rulesYAML), "alerts/dramatiq.rules.yml")
-	shipped := ruleQueries(parseRules(t, committed), "alerts/dramatiq.rules.yml")
-	if fmt.Sprint(ruleQs) != fmt.Sprint(shipped) {
-		t.Fatalf("the for-scaled rule copy differs from alerts/dramatiq.rules.yml beyond `for:`:\ncopy:    %v\nshipped: %v", ruleQs, shipped)
+	ruleQs := parseRules(t, rulesYAML, "alerts/dramatiq.rules.yml")
+	committedQs := parseRules(t, committed, "alerts/dramatiq.rules.yml")
+	if fmt.Sprint(ruleQs) != fmt.Sprint(committedQs) {
+		t.Fatalf("the for-scaled rule copy differs from alerts/dramatiq.rules.yml beyond `for:`:\ncopy:    %v\nshipped: %v", ruleQs, committedQs)
 	}
 	severity := map[string]string{}
 	for _, a := range cfg.Alerts() {
@@ -186,7 +187,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 
 	// Phase 1: every query evaluates, and returns data once the situations
 	// exist (the dead workers need the heartbeat timeout to turn stale).
-	all := append(append([]query{}, ruleQs...), dashQs...)
+	all := append(append([]shipped.Query{}, ruleQs...), dashQs...)
 	checkQueries(t, prom, all, logf)
 	checkRuleHealth(t, prom)
 	checkValues(t, prom, logf)
@@ -310,18 +311,18 @@ func databaseLoad(t *testing.T, pg *testserver.Postgres) {
 // checkQueries evaluates every query until each one has returned data at
 // least once, except those in expectedEmpty, which must never return any.
 // An evaluation error fails at once: Prometheus's answer does not change.
-func checkQueries(t *testing.T, prom *prometheus, qs []query, logf func(string, ...any)) {
+func checkQueries(t *testing.T, prom *prometheus, qs []shipped.Query, logf func(string, ...any)) {
 	t.Helper()
-	pending := map[string]query{}
+	pending := map[string]shipped.Query{}
 	for _, q := range qs {
-		if _, ok := expectedEmpty[q.where]; !ok && !firesLater[q.alert] {
-			pending[q.where] = q
+		if _, ok := expectedEmpty[q.Where]; !ok && !firesLater[q.Alert] {
+			pending[q.Where] = q
 		}
 	}
 	for where := range expectedEmpty {
 		found := false
 		for _, q := range qs {
-			found = found || q.where == where
+			found = found || q.Where == where
 		}
 		if !found {
 			t.Errorf("expectedEmpty names %q, which is no shipped query", where)
@@ -333,22 +334,22 @@ func checkQueries(t *testing.T, prom *prometheus, qs []query, logf func(string, 
 	for {
 		polls++
 		for _, q := range qs {
-			if failed[q.where] {
+			if failed[q.Where] {
 				continue
 			}
-			res, err := prom.query(q.expr)
+			res, err := prom.query(q.Expr)
 			if err != nil {
-				t.Errorf("%s: %v\n\tquery: %s", q.where, err, q.expr)
-				failed[q.where] = true
-				delete(pending, q.where)
+				t.Errorf("%s: %v\n\tquery: %s", q.Where, err, q.Expr)
+				failed[q.Where] = true
+				delete(pending, q.Where)
 				continue
 			}
-			if reason, ok := expectedEmpty[q.where]; ok && len(res) > 0 {
-				t.Errorf("%s returned %d series but is expected empty (%s): %v", q.where, len(res), reason, res)
-				failed[q.where] = true
+			if reason, ok := expectedEmpty[q.Where]; ok && len(res) > 0 {
+				t.Errorf("%s returned %d series but is expected empty (%s): %v", q.Where, len(res), reason, res)
+				failed[q.Where] = true
 			}
 			if len(res) > 0 {
-				delete(pending, q.where)
+				delete(pending, q.Where)
 			}
 		}
 		if len(pending) == 0 {
@@ -359,7 +360,7 @@ func checkQueries(t *testing.T, prom *prometheus, qs []query, logf func(string, 
 		if time.Now().After(deadline) {
 			var names []string
 			for where, q := range pending {
-				names = append(names, where+"\n\t\t"+q.expr)
+				names = append(names, where+"\n\t\t"+q.Expr)
 			}
 			sort.Strings(names)
 			t.Errorf("%d queries never returned data while their situation was present:\n\t%s", len(names), strings.Join(names, "\n\t"))
