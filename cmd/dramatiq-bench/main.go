@@ -50,8 +50,8 @@ func main() {
 
 	fmt.Printf("dramatiq_exporter scrape benchmark: %d messages, %d unrelated keys, %d processes, %d scrapes per size, %d CPUs\n\n",
 		*messages, *unrelated, *processes, *scrapes, runtime.NumCPU())
-	fmt.Println("| queues | messages | scrape p50 | scrape p99 | Redis commands / scrape | round trips / scrape | allocs / scrape | alloc bytes / scrape | peak RSS |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| queues | messages | scrape p50 | scrape p99 | Redis commands / scrape | round trips / scrape | allocs / scrape | alloc bytes / scrape | peak RSS | discovery SCAN (background) |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var runs []run
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -69,8 +69,8 @@ func main() {
 		if err != nil {
 			fatal(fmt.Errorf("%d queues: %w", r.queues, err))
 		}
-		fmt.Printf("| %d | %d | %s | %s | %.0f | %.0f | %.0f | %s | %s |\n", r.queues, r.messages,
-			ms(res.p50), ms(res.p99), res.commands, res.trips, res.allocs, bytes(res.allocBytes), bytes(float64(res.rssPeak)))
+		fmt.Printf("| %d | %d | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s |\n", r.queues, r.messages,
+			ms(res.p50), ms(res.p99), res.commands, res.trips, res.allocs, bytes(res.allocBytes), bytes(float64(res.rssPeak)), ms(res.discovery))
 	}
 }
 
@@ -80,7 +80,7 @@ type run struct {
 }
 
 type result struct {
-	p50, p99                            time.Duration
+	p50, p99, discovery                 time.Duration
 	commands, trips, allocs, allocBytes float64
 	rssPeak                             int64
 }
@@ -134,9 +134,11 @@ func (r run) measure() (*result, error) {
 	hook := &countingHook{}
 	client.AddHook(hook)
 	reader := broker.NewReader(client, broker.Options{MaxQueues: 0})
+	begin := time.Now()
 	if err := reader.Discover(ctx); err != nil {
 		return nil, err
 	}
+	discovery := time.Since(begin)
 	if _, err := reader.Snapshot(ctx); err != nil { // warm the pool
 		return nil, err
 	}
@@ -157,6 +159,7 @@ func (r run) measure() (*result, error) {
 		trips:      float64(hook.trips.Load()) / inproc,
 		allocs:     float64(after.Mallocs-before.Mallocs) / inproc,
 		allocBytes: float64(after.TotalAlloc-before.TotalAlloc) / inproc,
+		discovery:  discovery,
 	}
 
 	// Through the real binary over HTTP: latency and peak RSS.
