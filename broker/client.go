@@ -81,11 +81,16 @@ func sanitize(err error, raw string) string {
 	return s
 }
 
-// RedactURL returns the URL with its password masked, for logs.
+// RedactURL returns the URL with its password masked, for logs: the user
+// part, and the password query parameter unix:// URLs may carry.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<invalid URL>"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

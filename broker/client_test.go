@@ -19,8 +19,10 @@ func TestNewClientErrorsHideThePassword(t *testing.T) {
 			t.Fatalf("error leaks the password: %v", err)
 		}
 	}
-	if got := RedactURL("redis://user:hunter2@host:6379/0"); strings.Contains(got, "hunter2") {
-		t.Fatalf("RedactURL = %q", got)
+	for _, u := range []string{"redis://user:hunter2@host:6379/0", "unix:///run/redis.sock?db=1&password=hunter2"} {
+		if got := RedactURL(u); strings.Contains(got, "hunter2") || !strings.Contains(got, "xxxxx") {
+			t.Fatalf("RedactURL = %q", got)
+		}
 	}
 }
 
