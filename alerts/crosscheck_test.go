@@ -128,7 +128,7 @@ func TestShippedMetricsAreEmitted(t *testing.T) {
 		{"dramatiq_database_up", nil, func(v float64) bool { return v == 1 }, "1"},
 		{"dramatiq_database_in_recovery", nil, func(v float64) bool { return v == 1 }, "1 (from the replica's exporter)"},
 	} {
-		vals := sampleValues(fams[c.metric], c.labels)
+		vals := testserver.Samples(fams[c.metric], c.labels)
 		ok := false
 		for _, v := range vals {
 			ok = ok || c.test(v)
@@ -274,31 +274,6 @@ func labelNames(mf *dto.MetricFamily) string {
 		return "no labels"
 	}
 	return strings.Join(out, ", ")
-}
-
-func sampleValues(mf *dto.MetricFamily, labels map[string]string) []float64 {
-	var out []float64
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			out = append(out, m.GetGauge().GetValue())
-		case m.Counter != nil:
-			out = append(out, m.GetCounter().GetValue())
-		case m.Untyped != nil:
-			out = append(out, m.GetUntyped().GetValue())
-		}
-	}
-	return out
 }
 
 // buildExporterBinary builds cmd/dramatiq_exporter into a temporary

@@ -416,25 +416,8 @@ func (sc *scrape) value(name string, labels map[string]string) (float64, bool) {
 	if !ok {
 		return 0, false
 	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue(), true
-		case m.Counter != nil:
-			return m.GetCounter().GetValue(), true
-		case m.Untyped != nil:
-			return m.GetUntyped().GetValue(), true
-		}
+	if v := testserver.Samples(mf, labels); len(v) > 0 {
+		return v[0], true
 	}
 	return 0, false
 }
