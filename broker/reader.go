@@ -218,6 +218,7 @@ func (r *Reader) discover(ctx context.Context) error {
 			}
 		}
 	}
+	r.forgetOverflow(started)
 	r.ackKeys = acks
 	r.discovered = started
 	if legacy && !r.legacyLog {
@@ -227,28 +228,63 @@ func (r *Reader) discover(ctx context.Context) error {
 	return nil
 }
 
-// queueList returns the queues to report, sorted, and how many the cap
-// dropped. Configured queues are kept first.
-func (r *Reader) queueList() (queues []string, dropped int, acks []ackKey) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var conf, rest []string
-	for q := range r.configured {
-		conf = append(conf, q)
-	}
+// byRecency lists the discovered, unconfigured queues: those found by the
+// latest discovery first, then the most recently seen, then by name.
+func (r *Reader) byRecency() []string {
+	var rest []string
 	for q := range r.seen {
 		if !r.configured[q] {
 			rest = append(rest, q)
 		}
 	}
-	sort.Strings(conf)
-	sort.Strings(rest)
-	queues = append(conf, rest...)
+	sort.Slice(rest, func(i, j int) bool {
+		a, b := r.seen[rest[i]], r.seen[rest[j]]
+		if !a.Equal(b) {
+			return a.After(b)
+		}
+		return rest[i] < rest[j]
+	})
+	return rest
+}
+
+// forgetOverflow keeps memory bounded under the queue cap: of the queues
+// whose keys are gone (they would only report zeros), it remembers no more
+// than the cap leaves room for. Queues that exist now are all kept, so the
+// overflow they cause is counted, not hidden.
+func (r *Reader) forgetOverflow(now time.Time) {
+	m := r.opts.MaxQueues
+	if m <= 0 || len(r.seen) <= m {
+		return
+	}
+	room := max(m-len(r.configured), 0)
+	forgotten := 0
+	for i, q := range r.byRecency() {
+		if i >= room && !r.seen[q].Equal(now) {
+			delete(r.seen, q)
+			forgotten++
+		}
+	}
+	if forgotten > 0 {
+		r.logger.Warn("queue cap reached: forgot queues whose keys are gone", "forgotten", forgotten, "max_queues", m)
+	}
+}
+
+// queueList returns the queues to report, sorted, and how many the cap
+// dropped. Configured queues come first, then the queues that exist now,
+// then the most recently seen.
+func (r *Reader) queueList() (queues []string, dropped int, acks []ackKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for q := range r.configured {
+		queues = append(queues, q)
+	}
+	sort.Strings(queues)
+	queues = append(queues, r.byRecency()...)
 	if m := r.opts.MaxQueues; m > 0 && len(queues) > m {
 		dropped = len(queues) - m
 		queues = queues[:m]
-		sort.Strings(queues)
 	}
+	sort.Strings(queues)
 	return queues, dropped, r.ackKeys
 }
 

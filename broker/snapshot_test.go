@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -63,5 +64,41 @@ func TestOldestAgeSurvivesAHeadRace(t *testing.T) {
 		if n != 0 {
 			t.Errorf("anomaly %s = %d", kind, n)
 		}
+	}
+}
+
+// Ephemeral queues (one per tenant or per day, say) must not make the
+// exporter remember names forever once the cap is reached.
+func TestSeenQueuesStayBoundedUnderTheCap(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now := time.Now()
+	b := r.NewBroker(t, "dramatiq")
+	client, err := NewClient(ClientOptions{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	reader := NewReader(client, Options{MaxQueues: 10, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	for round := 0; round < 5; round++ {
+		var names []string
+		for i := 0; i < 8; i++ {
+			q := fmt.Sprintf("tenant_%d_%d", round, i)
+			names = append(names, q)
+			b.Enqueue(q, 1, now)
+		}
+		now = now.Add(time.Minute)
+		if err := reader.Discover(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range names {
+			b.Purge(q)
+		}
+	}
+	reader.mu.Lock()
+	n := len(reader.seen)
+	reader.mu.Unlock()
+	if n > 10 {
+		t.Fatalf("remembers %d queues with a cap of 10", n)
 	}
 }

@@ -503,3 +503,46 @@ func TestPausedRedisRespectsDeadline(t *testing.T) {
 	time.Sleep(1300 * time.Millisecond)
 	f.compare(header+"dramatiq_redis_up 1\n", "dramatiq_redis_up")
 }
+
+// Under the cap, queues that exist now win over queues that only report
+// zeros, and the gone ones beyond the cap are forgotten, so memory stays
+// bounded by the cap while real overflow is still counted.
+func TestMaxQueuesPrefersLiveQueues(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	b := r.NewBroker(t, "dramatiq")
+	f := newFixture(t, r, r.URL(), broker.Options{Now: clock, MaxQueues: 2})
+	step := func(purge []string, enqueue []string, want string) {
+		t.Helper()
+		for _, q := range purge {
+			b.Purge(q)
+		}
+		for _, q := range enqueue {
+			b.Enqueue(q, 1, now)
+		}
+		now = now.Add(time.Minute)
+		f.discover()
+		f.compare(header+want, "dramatiq_queue_ready_messages", "dramatiq_exporter_queues_dropped")
+	}
+	step(nil, []string{"a", "b"}, `
+dramatiq_queue_ready_messages{queue="a"} 1
+dramatiq_queue_ready_messages{queue="b"} 1
+dramatiq_exporter_queues_dropped 0
+`)
+	step([]string{"a", "b"}, []string{"c"}, `
+dramatiq_queue_ready_messages{queue="a"} 0
+dramatiq_queue_ready_messages{queue="c"} 1
+dramatiq_exporter_queues_dropped 0
+`)
+	step([]string{"c"}, []string{"d", "e"}, `
+dramatiq_queue_ready_messages{queue="d"} 1
+dramatiq_queue_ready_messages{queue="e"} 1
+dramatiq_exporter_queues_dropped 0
+`)
+	step([]string{"d", "e"}, []string{"f", "g", "h"}, `
+dramatiq_queue_ready_messages{queue="f"} 1
+dramatiq_queue_ready_messages{queue="g"} 1
+dramatiq_exporter_queues_dropped 1
+`)
+}
