@@ -47,7 +47,7 @@ unit:
 	$(GO) test -count=1 ./...
 
 bench: deps
-	$(GO) run ./cmd/dramatiq-bench $(BENCH_ARGS)
+	$(GO) run ./tools/dramatiq-bench $(BENCH_ARGS)
 
 demo: deps build
 	@scripts/demo.sh

@@ -15,7 +15,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,8 +27,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -500,21 +497,10 @@ func (e *exporter) output() string {
 func (e *exporter) scrape(ctx context.Context) (*scrape, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url, nil)
 	before := float64(time.Now().UnixNano()) / 1e9
-	resp, err := http.DefaultClient.Do(req)
+	fams, err := testserver.ScrapeMetrics(ctx, e.url)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("GET %s: %s: %s", e.url, resp.Status, b)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse /metrics: %w", err)
 	}
 	after := float64(time.Now().UnixNano()) / 1e9
 	return &scrape{families: fams, before: before, after: after}, nil
