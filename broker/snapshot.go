@@ -23,7 +23,6 @@ const headProbe = 3
 // trip are close to consistent, but not atomic: ids move list → ack set →
 // gone while we read, so derived values are clamped at zero.
 type Snapshot struct {
-	Time             time.Time
 	MemoryUsedBytes  float64 // NaN when INFO is not allowed
 	ConnectedClients float64 // NaN when INFO is not allowed
 	Queues           []QueueStats
@@ -57,15 +56,15 @@ type queueCmds struct {
 }
 
 // Snapshot reads every reported queue and the heartbeat set in two
-// pipelined round trips. Its command count grows with queues and
-// processes, never with messages.
+// pipelined round trips (a third only after a head race). Its command
+// count grows with queues and processes, never with messages.
 func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if err := r.ensureDiscovered(ctx); err != nil {
 		return nil, err
 	}
 	queues, dropped, acks := r.queueList()
 	now := r.now()
-	snap := &Snapshot{Time: now, QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN()}
+	snap := &Snapshot{QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN()}
 
 	// Round trip 1: counts, DLQ heads, ready-list heads, heartbeats, INFO.
 	// Only the alive members of the heartbeat set are read, so stale ids

@@ -12,9 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/repo"
 )
 
 func main() { os.Exit(run()) }
@@ -29,9 +29,9 @@ func run() int {
 
 	root := *out
 	if root == "" {
-		r, err := repoRoot()
+		r, err := repo.Root()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "gen:", err)
+			fmt.Fprintln(os.Stderr, "gen:", err, "(pass -out)")
 			return 1
 		}
 		root = r
@@ -45,22 +45,4 @@ func run() int {
 		fmt.Println(p)
 	}
 	return 0
-}
-
-// repoRoot walks up from the working directory to go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory; pass -out")
-		}
-		dir = parent
-	}
 }

@@ -1,47 +1,30 @@
 package testserver
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/repo"
 )
 
 // RepoRoot is the directory holding go.mod, found upwards from the test's
 // working directory (its package directory).
 func RepoRoot(t testing.TB) string {
 	t.Helper()
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return root
 }
 
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
 // BuildExporter builds cmd/dramatiq_exporter into dir and returns the
 // binary's path, so tests run exactly what users run. It takes no
 // testing.TB so that TestMain and goroutines can call it.
 func BuildExporter(dir string) (string, error) {
-	root, err := repoRoot()
+	root, err := repo.Root()
 	if err != nil {
 		return "", err
 	}
