@@ -4,7 +4,8 @@
 #   - .venv/ with the pinned current Dramatiq (test/dramatiq/requirements.txt),
 #   - .build/venv-dramatiq-oldest/ with the oldest Dramatiq release that has
 #     the current Redis layout (test/dramatiq/requirements-oldest.txt),
-#   - .build/bin/staticcheck at a pinned version (what `make lint` runs).
+#   - .build/bin/staticcheck at a pinned version (what `make lint` runs),
+#   - Prometheus 3 / Alertmanager tools built from Go modules (scripts/tools.sh).
 # Re-runs are fast: each step checks first and says what it skipped.
 set -euo pipefail
 
@@ -99,5 +100,10 @@ else
 	mkdir -p "$ROOT/.build/bin"
 	GOBIN="$ROOT/.build/bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
+
+# ---------------------------------------------------------------- Go tools
+# Prometheus 3, Alertmanager 0.35 and their CLIs, built from their Go modules
+# (Debian's packages above are the 2.x/0.25 line; the tests run both).
+"$ROOT/scripts/tools.sh"
 
 say "done"
