@@ -126,7 +126,51 @@ type promRuleTestFile struct {
 				ExpAnnotations map[string]string `yaml:"exp_annotations"`
 			} `yaml:"exp_alerts"`
 		} `yaml:"alert_rule_test"`
+		PromQLExprTest []struct {
+			Expr       string `yaml:"expr"`
+			ExpSamples []struct {
+				Labels string `yaml:"labels"`
+			} `yaml:"exp_samples"`
+		} `yaml:"promql_expr_test"`
 	} `yaml:"tests"`
+}
+
+// Every recording rule's output is asserted by a promql_expr_test: its
+// value, and its labels (what KEDA's query selects on).
+func TestEveryRecordingRuleIsUnitTested(t *testing.T) {
+	tested := map[string]int{}
+	for _, f := range ruleTestFiles(t) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tf promRuleTestFile
+		if err := yaml.Unmarshal(b, &tf); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, tc := range tf.Tests {
+			for _, e := range tc.PromQLExprTest {
+				for _, s := range e.ExpSamples {
+					if i := strings.IndexByte(s.Labels, '{'); i > 0 {
+						tested[s.Labels[:i]]++
+					}
+				}
+			}
+		}
+	}
+	n := 0
+	for _, r := range shippedRules(t) {
+		if r.Record == "" {
+			continue
+		}
+		n++
+		if tested[r.Record] == 0 {
+			t.Errorf("recording rule %s: no promql_expr_test expects a sample of it", r.Record)
+		}
+	}
+	if n == 0 {
+		t.Error("no recording rules shipped")
+	}
 }
 
 // Every alert has a silent case and a firing case that asserts its labels
