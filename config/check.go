@@ -2,7 +2,8 @@ package config
 
 // Flags of the `check` subcommand. They live apart from config.go because
 // only `check` has them; every other setting (Redis, database, collectors,
-// environment) is shared with the server through AddFlags.
+// environment) is shared with the server through AddFlags. They share the
+// config file, whose check: section the server ignores.
 
 import (
 	"fmt"
@@ -39,15 +40,53 @@ type CheckFlags struct {
 	timeout      *time.Duration
 }
 
-// AddCheckFlags declares the check thresholds on the check subcommand.
-func AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
-	return &CheckFlags{
-		minProcesses: cmd.Flag("check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout.").Default("1").Int(),
-		maxReady:     cmd.Flag("check.max-ready", "Unhealthy when a queue has more ready messages: N for every queue, or QUEUE=N for one. Repeatable.").PlaceHolder("[QUEUE=]N").Strings(),
-		maxOldestAge: cmd.Flag("check.max-oldest-age", "Unhealthy when the oldest ready message of a queue is older: DURATION for every queue, or QUEUE=DURATION for one. Repeatable.").PlaceHolder("[QUEUE=]DURATION").Strings(),
-		noOrphans:    cmd.Flag("check.no-orphans", "Unhealthy when any message is held by a process whose heartbeat stopped (orphaned).").Bool(),
-		timeout:      cmd.Flag("check.timeout", "The check answers within this time, even when Redis or the database hangs.").Default(DefaultCheckTimeout.String()).Duration(),
+// AddCheckFlags declares the check thresholds on the check subcommand. The
+// config file sets them under check:, below the flags, as for every other
+// setting.
+func (fl *Flags) AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
+	cf := &CheckFlags{}
+	c, b := fl.bind(cmd, "check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout.", "")
+	cf.minProcesses = c.Default("1").Int()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Check.MinProcesses != nil {
+			*cf.minProcesses = *f.Check.MinProcesses
+		}
+		return nil
 	}
+
+	c, b = fl.bind(cmd, "check.max-ready", "Unhealthy when a queue has more ready messages: N for every queue, or QUEUE=N for one. Repeatable.", "")
+	cf.maxReady = c.PlaceHolder("[QUEUE=]N").Strings()
+	b.fromFile = func(f *fileConfig) error {
+		if len(f.Check.MaxReady) > 0 {
+			*cf.maxReady = f.Check.MaxReady
+		}
+		return nil
+	}
+
+	c, b = fl.bind(cmd, "check.max-oldest-age", "Unhealthy when the oldest ready message of a queue is older: DURATION for every queue, or QUEUE=DURATION for one. Repeatable.", "")
+	cf.maxOldestAge = c.PlaceHolder("[QUEUE=]DURATION").Strings()
+	b.fromFile = func(f *fileConfig) error {
+		if len(f.Check.MaxOldestAge) > 0 {
+			*cf.maxOldestAge = f.Check.MaxOldestAge
+		}
+		return nil
+	}
+
+	c, b = fl.bind(cmd, "check.no-orphans", "Unhealthy when any message is held by a process whose heartbeat stopped (orphaned).", "")
+	cf.noOrphans = c.Bool()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Check.NoOrphans != nil {
+			*cf.noOrphans = *f.Check.NoOrphans
+		}
+		return nil
+	}
+
+	c, b = fl.bind(cmd, "check.timeout", "The check answers within this time, even when Redis or the database hangs.", "")
+	cf.timeout = c.Default(DefaultCheckTimeout.String()).Duration()
+	// The file's value goes through the flag's own parser (Go durations).
+	timeout := c.Model().Value
+	b.fromFile = func(f *fileConfig) error { return setValue(timeout, f.Check.Timeout) }
+	return cf
 }
 
 // Load validates the check flags; errors name the flag at fault.

@@ -13,7 +13,7 @@ func parseCheck(t *testing.T, args ...string) (*Check, error) {
 	t.Helper()
 	app := kingpin.New("test", "")
 	cmd := app.Command("check", "")
-	f := AddCheckFlags(cmd)
+	f := AddFlags(app, nil).AddCheckFlags(cmd)
 	if _, err := app.Parse(append([]string{"check"}, args...)); err != nil {
 		return nil, err
 	}

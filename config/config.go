@@ -17,6 +17,10 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	"gopkg.in/yaml.v3"
 )
 
@@ -55,6 +59,15 @@ type Config struct {
 	MaxRequests     int
 	ShowMessageArgs bool
 
+	// ListenAddresses, WebConfigFile and SystemdSocket are the
+	// exporter-toolkit's web settings; see Config.Web.
+	ListenAddresses []string
+	WebConfigFile   string
+	SystemdSocket   bool
+
+	// LogLevel and LogFormat are promslog's; see Config.Log.
+	LogLevel, LogFormat string
+
 	// Collectors maps collector names to an explicit on/off choice.
 	Collectors map[string]bool
 }
@@ -83,24 +96,50 @@ type Flags struct {
 	maxRequests                                   *int
 	showMessageArgs                               *bool
 	collectors                                    map[string]*bool
+	web                                           *web.FlagConfig
+	log                                           *promslog.Config
 }
 
-// binding ties a flag to its environment variable and its file field, so
-// the file only fills what neither the command line nor the environment set.
+// binding ties a flag to its environment variable and its file key, so the
+// file only fills what neither the command line nor the environment set.
 type binding struct {
-	name, envar string
-	set         bool
-	fromFile    func(f *fileConfig) error
+	name, envar, key string
+	set              bool
+	fromFile         func(f *fileConfig) error
 }
 
-func (fl *Flags) bind(app *kingpin.Application, name, help, envar string) (*kingpin.FlagClause, *binding) {
-	b := &binding{name: name, envar: envar}
-	fl.bindings = append(fl.bindings, b)
-	c := app.Flag(name, help).IsSetByUser(&b.set)
+// flagGroup is an application or a subcommand.
+type flagGroup interface {
+	Flag(name, help string) *kingpin.FlagClause
+}
+
+// bind declares a flag whose file key is its name with - turned into _.
+func (fl *Flags) bind(g flagGroup, name, help, envar string) (*kingpin.FlagClause, *binding) {
+	c := g.Flag(name, help)
 	if envar != "" {
 		c = c.Envar(envar)
 	}
-	return c, b
+	return c, fl.adopt(c, name, strings.ReplaceAll(name, "-", "_"), envar)
+}
+
+// adopt binds a flag that a library declared to the file key key.
+func (fl *Flags) adopt(c *kingpin.FlagClause, name, key, envar string) *binding {
+	b := &binding{name: name, envar: envar, key: key}
+	fl.bindings = append(fl.bindings, b)
+	if c != nil {
+		c.IsSetByUser(&b.set)
+	}
+	return b
+}
+
+// FileKey is the config-file key of a flag, "" if the file cannot set it.
+func (fl *Flags) FileKey(flag string) string {
+	for _, b := range fl.bindings {
+		if b.name == flag {
+			return b.key
+		}
+	}
+	return ""
 }
 
 // AddFlags declares every setting on app. collectors become
@@ -202,6 +241,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 		}
 		name := col.Name
 		c, b := fl.bind(app, "collector."+name, fmt.Sprintf("%s (default: %s)", col.Help, state), "")
+		b.key = "collectors." + name
 		fl.collectors[name] = c.Default(fmt.Sprint(col.DefaultEnabled)).Bool()
 		b.fromFile = func(f *fileConfig) error {
 			if v, ok := f.Collectors[name]; ok {
@@ -209,6 +249,41 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 			}
 			return nil
 		}
+	}
+
+	// The web and log flags are the exporter-toolkit's and promslog's, as
+	// in every Prometheus exporter; the file reaches them through the
+	// values those packages parse into.
+	fl.log = &promslog.Config{}
+	promslogflag.AddFlags(app, fl.log)
+	b = fl.adopt(app.GetFlag(promslogflag.LevelFlagName), promslogflag.LevelFlagName, "log.level", "")
+	b.fromFile = func(f *fileConfig) error { return setValue(fl.log.Level, f.Log.Level) }
+	b = fl.adopt(app.GetFlag(promslogflag.FormatFlagName), promslogflag.FormatFlagName, "log.format", "")
+	b.fromFile = func(f *fileConfig) error { return setValue(fl.log.Format, f.Log.Format) }
+
+	fl.web = kingpinflag.AddFlags(app, DefaultListenAddress)
+	b = fl.adopt(app.GetFlag("web.listen-address"), "web.listen-address", "web.listen_addresses", "")
+	b.fromFile = func(f *fileConfig) error {
+		if len(f.Web.ListenAddresses) > 0 {
+			*fl.web.WebListenAddresses = f.Web.ListenAddresses
+		}
+		return nil
+	}
+	b = fl.adopt(app.GetFlag("web.config.file"), "web.config.file", "web.config_file", "")
+	b.fromFile = func(f *fileConfig) error { return setString(fl.web.WebConfigFile, f.Web.ConfigFile) }
+	// Socket activation exists only on Linux, where the toolkit declares
+	// the flag; elsewhere the key can only say false.
+	socket := app.GetFlag("web.systemd-socket")
+	b = fl.adopt(socket, "web.systemd-socket", "web.systemd_socket", "")
+	b.fromFile = func(f *fileConfig) error {
+		if f.Web.SystemdSocket == nil {
+			return nil
+		}
+		if socket == nil && *f.Web.SystemdSocket {
+			return errors.New("systemd socket activation is only available on Linux")
+		}
+		*fl.web.WebSystemdSocket = *f.Web.SystemdSocket
+		return nil
 	}
 	return fl
 }
@@ -234,15 +309,40 @@ type fileConfig struct {
 	} `yaml:"database"`
 	Environment string `yaml:"environment"`
 	Web         struct {
-		TelemetryPath   string `yaml:"telemetry_path"`
-		MaxRequests     *int   `yaml:"max_requests"`
-		ShowMessageArgs *bool  `yaml:"show_message_args"`
+		ListenAddresses []string `yaml:"listen_addresses"`
+		ConfigFile      string   `yaml:"config_file"`
+		SystemdSocket   *bool    `yaml:"systemd_socket"`
+		TelemetryPath   string   `yaml:"telemetry_path"`
+		MaxRequests     *int     `yaml:"max_requests"`
+		ShowMessageArgs *bool    `yaml:"show_message_args"`
 	} `yaml:"web"`
 	Scrape struct {
 		Timeout       string `yaml:"timeout"`
 		TimeoutOffset string `yaml:"timeout_offset"`
 	} `yaml:"scrape"`
+	Log struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+	// Check holds the thresholds of the check subcommand; the server
+	// ignores them, so one file serves both.
+	Check struct {
+		MinProcesses *int     `yaml:"min_processes"`
+		MaxReady     []string `yaml:"max_ready"`
+		MaxOldestAge []string `yaml:"max_oldest_age"`
+		NoOrphans    *bool    `yaml:"no_orphans"`
+		Timeout      string   `yaml:"timeout"`
+	} `yaml:"check"`
 	Collectors map[string]bool `yaml:"collectors"`
+}
+
+// setValue feeds a file value to a flag's own parser, so both are checked
+// alike.
+func setValue(dst interface{ Set(string) error }, v string) error {
+	if v == "" {
+		return nil
+	}
+	return dst.Set(v)
 }
 
 func setString(dst *string, v string) error {
@@ -286,6 +386,11 @@ func (fl *Flags) Load() (*Config, error) {
 		TimeoutOffset:     *fl.timeoutOffset,
 		MaxRequests:       *fl.maxRequests,
 		ShowMessageArgs:   *fl.showMessageArgs,
+		ListenAddresses:   append([]string(nil), *fl.web.WebListenAddresses...),
+		WebConfigFile:     *fl.web.WebConfigFile,
+		SystemdSocket:     *fl.web.WebSystemdSocket,
+		LogLevel:          fl.log.Level.String(),
+		LogFormat:         fl.log.Format.String(),
 		Collectors:        map[string]bool{},
 	}
 	for name, v := range fl.collectors {
@@ -336,18 +441,26 @@ func (fl *Flags) applyFile(path string) error {
 			continue
 		}
 		if err := b.fromFile(&f); err != nil {
-			return fmt.Errorf("--config.file %s: %s: %v", path, fileKey(b.name), err)
+			return fmt.Errorf("--config.file %s: %s: %v", path, b.key, err)
 		}
 	}
 	return nil
 }
 
-// fileKey maps a flag name to its key in the file, for error messages.
-func fileKey(flag string) string {
-	if name, ok := strings.CutPrefix(flag, "collector."); ok {
-		return "collectors." + name
-	}
-	return strings.ReplaceAll(flag, "-", "_")
+// Web is the exporter-toolkit's view of the web settings.
+func (c *Config) Web() *web.FlagConfig {
+	addrs := append([]string(nil), c.ListenAddresses...)
+	socket, file := c.SystemdSocket, c.WebConfigFile
+	return &web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &socket, WebConfigFile: &file}
+}
+
+// Log is promslog's view of the log settings, writing to w.
+func (c *Config) Log(w io.Writer) *promslog.Config {
+	lc := &promslog.Config{Level: promslog.NewLevel(), Format: promslog.NewFormat(), Writer: w}
+	// Both were parsed by the same values when loaded.
+	_ = lc.Level.Set(c.LogLevel)
+	_ = lc.Format.Set(c.LogFormat)
+	return lc
 }
 
 func secret(direct, file, flag string) (string, error) {

@@ -3,14 +3,24 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"gopkg.in/yaml.v3"
 )
 
 func load(t *testing.T, env map[string]string, args ...string) (*Config, error) {
+	t.Helper()
+	c, _, err := loadCommand(t, env, "serve", args...)
+	return c, err
+}
+
+// loadCommand parses args for the subcommand command ("serve" or "check")
+// of an application declared like the real one, and loads the result.
+func loadCommand(t *testing.T, env map[string]string, command string, args ...string) (*Config, *Check, error) {
 	t.Helper()
 	for _, k := range []string{"REDIS_URL", "REDIS_PASSWORD", "REDIS_PASSWORD_FILE", "DATABASE_URL", "DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE", "ENVIRONMENT", "DRAMATIQ_NAMESPACE", "DRAMATIQ_QUEUES", "DRAMATIQ_EXPORTER_CONFIG"} {
 		t.Setenv(k, "")
@@ -21,10 +31,17 @@ func load(t *testing.T, env map[string]string, args ...string) (*Config, error) 
 	}
 	app := kingpin.New("test", "")
 	fl := AddFlags(app, []Collector{{Name: "broker", DefaultEnabled: true}, {Name: "database", DefaultEnabled: true}})
-	if _, err := app.Parse(args); err != nil {
-		return nil, err
+	app.Command("serve", "").Default()
+	cf := fl.AddCheckFlags(app.Command("check", ""))
+	if _, err := app.Parse(append([]string{command}, args...)); err != nil {
+		return nil, nil, err
 	}
-	return fl.Load()
+	c, err := fl.Load()
+	if err != nil || command != "check" {
+		return c, nil, err
+	}
+	chk, err := cf.Load()
+	return c, chk, err
 }
 
 func TestDefaults(t *testing.T) {
@@ -34,7 +51,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.RedisURL != DefaultRedisURL || c.Namespace != "dramatiq" || c.HeartbeatTimeout != time.Minute ||
 		c.Environment != "development" || c.TelemetryPath != "/metrics" || c.DiscoveryInterval != 30*time.Second ||
-		!c.Collectors["broker"] || c.DatabaseURL != "" {
+		!c.Collectors["broker"] || c.DatabaseURL != "" ||
+		strings.Join(c.ListenAddresses, ",") != DefaultListenAddress || c.WebConfigFile != "" || c.SystemdSocket ||
+		c.LogLevel != "info" || c.LogFormat != "logfmt" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -131,6 +150,9 @@ func TestErrorsNameTheCulprit(t *testing.T) {
 		{[]string{"--config.file", "testdata/bad-collector.yml"}, `unknown collector "nonsense"`},
 		{[]string{"--config.file", "testdata/bad-queue.yml"}, `--dramatiq.queues: "has space"`},
 		{[]string{"--config.file", "testdata/missing.yml"}, "--config.file"},
+		{[]string{"--config.file", "testdata/bad-log-level.yml"}, `log.level: unrecognized log level loud`},
+		{[]string{"--config.file", "testdata/bad-web-key.yml"}, "field listen_address not found"},
+		{[]string{"--config.file", "testdata/bad-check-timeout.yml"}, `check.timeout: time: invalid duration "soon"`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -145,5 +167,73 @@ func TestErrorsNameTheCulprit(t *testing.T) {
 				t.Fatalf("error leaks the password: %q", err)
 			}
 		})
+	}
+}
+
+// The settings that libraries declare (web.*, log.*) and the check
+// subcommand's follow the same precedence as the others: flag, then file,
+// then default. None of them has an environment variable.
+func TestLibraryAndCheckKeys(t *testing.T) {
+	file := filepath.Join("testdata", "good.yml")
+	c, chk, err := loadCommand(t, nil, "check", "--config.file", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.ListenAddresses, " ") != "127.0.0.1:9999 [::1]:9999" || c.WebConfigFile != "/etc/dramatiq_exporter/web.yml" ||
+		c.SystemdSocket || c.LogLevel != "debug" || c.LogFormat != "json" {
+		t.Errorf("file over defaults: %+v", c)
+	}
+	want := &Check{
+		MinProcesses: 3, NoOrphans: true, Timeout: 7 * time.Second,
+		MaxReady:     map[string]int64{AllQueues: 100, "emails.high": 5},
+		MaxOldestAge: map[string]time.Duration{AllQueues: 10 * time.Minute, "emails.high": time.Hour},
+	}
+	if !reflect.DeepEqual(chk, want) {
+		t.Errorf("check from file = %+v, want %+v", chk, want)
+	}
+
+	c, chk, err = loadCommand(t, nil, "check", "--config.file", file,
+		"--web.listen-address=:1", "--web.config.file=web.yml", "--log.level=warn", "--log.format=logfmt",
+		"--check.min-processes=0", "--check.max-ready=7", "--check.max-oldest-age=1m", "--no-check.no-orphans", "--check.timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.ListenAddresses, " ") != ":1" || c.WebConfigFile != "web.yml" || c.LogLevel != "warn" || c.LogFormat != "logfmt" {
+		t.Errorf("flags over file: %+v", c)
+	}
+	want = &Check{
+		MinProcesses: 0, NoOrphans: false, Timeout: 2 * time.Second,
+		MaxReady:     map[string]int64{AllQueues: 7},
+		MaxOldestAge: map[string]time.Duration{AllQueues: time.Minute},
+	}
+	if !reflect.DeepEqual(chk, want) {
+		t.Errorf("check flags over file = %+v, want %+v", chk, want)
+	}
+
+	// The server reads the same file and ignores its check: section.
+	if _, err := load(t, nil, "--config.file", file); err != nil {
+		t.Errorf("serve with a check: section: %v", err)
+	}
+}
+
+// The README's example file is what users copy: every key in it must exist.
+func TestREADMEExampleKeys(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "### Config file\n\n```yaml\n")
+	if !ok {
+		t.Fatal("README has no ### Config file example")
+	}
+	example, _, _ := strings.Cut(after, "```")
+	var f fileConfig
+	dec := yaml.NewDecoder(strings.NewReader(example))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		t.Fatalf("README's example config: %v", err)
+	}
+	if len(f.Web.ListenAddresses) == 0 || f.Log.Level == "" || f.Check.Timeout == "" {
+		t.Fatalf("README's example lacks web, log or check keys: %+v", f)
 	}
 }

@@ -22,9 +22,9 @@ const (
 	exitUsage     = 2
 )
 
-func addCheckCommand(app *kingpin.Application) (*kingpin.CmdClause, *config.CheckFlags) {
+func addCheckCommand(app *kingpin.Application, flags *config.Flags) (*kingpin.CmdClause, *config.CheckFlags) {
 	cmd := app.Command("check", "Check once that the broker's Redis (and the database, when configured) answers and that enough Dramatiq processes are alive; print the result as JSON and exit 0 when healthy, 1 when not, 2 on a usage error. For HEALTHCHECK and exec probes.")
-	return cmd, config.AddCheckFlags(cmd)
+	return cmd, flags.AddCheckFlags(cmd)
 }
 
 // check runs the exporter's collectors once, exactly as a scrape would, and

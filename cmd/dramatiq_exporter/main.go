@@ -17,10 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/common/promslog"
-	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
-	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
@@ -32,45 +30,56 @@ const name = "dramatiq_exporter"
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	app := kingpin.New(name, "Prometheus exporter for Dramatiq's Redis broker: queues, workers, dead letters and orphaned messages, plus the application's PostgreSQL.").UsageWriter(stdout).ErrorWriter(stderr)
-	app.HelpFlag.Short('h')
-	app.Version(version.Print(name))
-	exit := -1
-	app.Terminate(func(code int) { exit = code })
+// cli is the command line: the flags, subcommands and the config file
+// they share.
+type cli struct {
+	app        *kingpin.Application
+	flags      *config.Flags
+	serve      *kingpin.CmdClause
+	check      *kingpin.CmdClause
+	checkFlags *config.CheckFlags
+	exit       int // set by --help and --version, else -1
+}
+
+func newCLI(stdout, stderr io.Writer) *cli {
+	c := &cli{exit: -1}
+	c.app = kingpin.New(name, "Prometheus exporter for Dramatiq's Redis broker: queues, workers, dead letters and orphaned messages, plus the application's PostgreSQL.").UsageWriter(stdout).ErrorWriter(stderr)
+	c.app.HelpFlag.Short('h')
+	c.app.Version(version.Print(name))
+	c.app.Terminate(func(code int) { c.exit = code })
 
 	var available []config.Collector
-	for _, c := range collector.List() {
-		available = append(available, config.Collector{Name: c.Name, DefaultEnabled: c.DefaultEnabled, Help: c.Help})
+	for _, col := range collector.List() {
+		available = append(available, config.Collector{Name: col.Name, DefaultEnabled: col.DefaultEnabled, Help: col.Help})
 	}
-	flags := config.AddFlags(app, available)
-	logConfig := &promslog.Config{}
-	promslogflag.AddFlags(app, logConfig)
-	webFlags := kingpinflag.AddFlags(app, config.DefaultListenAddress)
-	serveCmd := app.Command("serve", "Serve metrics over HTTP (the default).").Default()
-	checkCmd, checkFlags := addCheckCommand(app)
+	c.flags = config.AddFlags(c.app, available)
+	c.serve = c.app.Command("serve", "Serve metrics over HTTP (the default).").Default()
+	c.check, c.checkFlags = addCheckCommand(c.app, c.flags)
+	return c
+}
 
-	cmd, err := app.Parse(args)
-	if exit >= 0 { // --help or --version
-		return exit
+func run(args []string, stdout, stderr io.Writer) int {
+	c := newCLI(stdout, stderr)
+	cmd, err := c.app.Parse(args)
+	if c.exit >= 0 { // --help or --version
+		return c.exit
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v; try --help\n", name, err)
 		return 2
 	}
-	cfg, err := flags.Load()
+	cfg, err := c.flags.Load()
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return 2
 	}
-	logConfig.Writer = stderr
-	logger := promslog.New(logConfig)
+	logger := promslog.New(cfg.Log(stderr))
 
 	switch cmd {
-	case serveCmd.FullCommand():
-		return serve(cfg, webFlags, logger)
-	case checkCmd.FullCommand():
-		return check(cfg, checkFlags, checkLogger(logger), stdout, stderr)
+	case c.serve.FullCommand():
+		return serve(cfg, cfg.Web(), logger)
+	case c.check.FullCommand():
+		return check(cfg, c.checkFlags, checkLogger(logger), stdout, stderr)
 	}
 	return 2
 }

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/repo"
+)
+
+// notInFile are the flags the config file deliberately cannot set.
+var notInFile = map[string]string{
+	"help": "kingpin's", "help-long": "kingpin's", "help-man": "kingpin's", "version": "kingpin's",
+	"completion-bash": "kingpin's", "completion-script-bash": "kingpin's", "completion-script-zsh": "kingpin's",
+	"config.file": "names the file itself",
+	// Secrets stay out of the file; it names a password file instead.
+	"redis.password": "secret", "database.password": "secret",
+}
+
+// sample is a non-default value for a flag, as command-line arguments and
+// as the YAML value of its config-file key.
+type sample struct {
+	args []string
+	file any
+}
+
+func samples(t *testing.T) map[string]sample {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("not-the-default"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	one := func(flag string, v any) sample { return sample{[]string{fmt.Sprintf("--%s=%v", flag, v)}, v} }
+	on := func(flag string) sample { return sample{[]string{"--" + flag}, true} }
+	s := map[string]sample{}
+	for _, x := range []sample{
+		one("redis.url", "redis://elsewhere:6380/3"),
+		one("redis.password-file", pw),
+		one("dramatiq.namespace", "myapp"),
+		one("dramatiq.heartbeat-timeout", "2m"),
+		{[]string{"--dramatiq.queues=a,b", "--dramatiq.queues=c"}, []string{"a,b", "c"}},
+		one("dramatiq.discovery-interval", "10s"),
+		one("dramatiq.max-queues", 5),
+		one("dramatiq.queue-retention", "1h"),
+		one("database.url", "postgres://u@db.internal/app"),
+		one("database.password-file", pw),
+		one("environment", "production"),
+		{[]string{"--web.listen-address=127.0.0.1:1", "--web.listen-address=[::1]:2"}, []string{"127.0.0.1:1", "[::1]:2"}},
+		one("web.config.file", "web.yml"),
+		on("web.systemd-socket"),
+		one("web.telemetry-path", "/dramatiq/metrics"),
+		one("web.max-requests", 3),
+		on("web.show-message-args"),
+		one("scrape.timeout", "3s"),
+		one("scrape.timeout-offset", "1s"),
+		one("log.level", "debug"),
+		one("log.format", "json"),
+		one("check.min-processes", 4),
+		{[]string{"--check.max-ready=9", "--check.max-ready=emails=3"}, []string{"9", "emails=3"}},
+		{[]string{"--check.max-oldest-age=1m"}, []string{"1m"}},
+		on("check.no-orphans"),
+		one("check.timeout", "3s"),
+	} {
+		s[strings.SplitN(strings.TrimPrefix(x.args[0], "--"), "=", 2)[0]] = x
+	}
+	return s
+}
+
+// effective parses args for `check` (whose flags are a superset of the
+// server's) with the real command line, and returns every loaded setting.
+func effective(t *testing.T, args ...string) (*config.Config, *config.Check) {
+	t.Helper()
+	c := newCLI(io.Discard, io.Discard)
+	if _, err := c.app.Parse(append([]string{"check"}, args...)); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	cfg, err := c.flags.Load()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	chk, err := c.checkFlags.Load()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return cfg, chk
+}
+
+// nested turns a dotted key and a value into the YAML document setting it.
+func nested(key string, v any) []byte {
+	parts := strings.Split(key, ".")
+	doc := map[string]any{parts[len(parts)-1]: v}
+	for i := len(parts) - 2; i >= 0; i-- {
+		doc = map[string]any{parts[i]: doc}
+	}
+	out, _ := yaml.Marshal(doc)
+	return out
+}
+
+// Every flag of the real command line, a later one included, must be
+// settable from the config file with the same effect as the flag, and be
+// in the README's table with its key.
+func TestEveryFlagHasAConfigKey(t *testing.T) {
+	for _, k := range []string{"REDIS_URL", "REDIS_PASSWORD", "REDIS_PASSWORD_FILE", "DATABASE_URL", "DATABASE_PASSWORD",
+		"DATABASE_PASSWORD_FILE", "ENVIRONMENT", "DRAMATIQ_NAMESPACE", "DRAMATIQ_QUEUES", "DRAMATIQ_EXPORTER_CONFIG"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	root, err := repo.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `--") {
+			name := strings.TrimPrefix(strings.SplitN(line, "`", 3)[1], "--")
+			rows[strings.TrimPrefix(name, "[no-]")] = line
+		}
+	}
+
+	c := newCLI(io.Discard, io.Discard)
+	model := c.app.Model()
+	flags := model.Flags
+	for _, cmd := range model.Commands {
+		flags = append(flags, cmd.Flags...)
+	}
+	defCfg, defChk := effective(t)
+	all := samples(t)
+	dir := t.TempDir()
+	seen := 0
+	for _, f := range flags {
+		if _, ok := notInFile[f.Name]; ok {
+			continue
+		}
+		seen++
+		t.Run(f.Name, func(t *testing.T) {
+			key := c.flags.FileKey(f.Name)
+			if key == "" {
+				t.Fatalf("--%s has no config-file key: bind it in config (see Flags.bind)", f.Name)
+			}
+			row, wantKey := f.Name, key
+			if _, isCollector := strings.CutPrefix(f.Name, "collector."); isCollector {
+				row, wantKey = "collector.<name>", "collectors.<name>"
+			}
+			if line, ok := rows[row]; !ok || !strings.Contains(line, "`"+wantKey+"`") {
+				t.Errorf("README's flag table has no row for --%s naming its key `%s`", row, wantKey)
+			}
+			s, ok := all[f.Name]
+			if name, isCollector := strings.CutPrefix(f.Name, "collector."); isCollector {
+				def := f.Default[0] == "true"
+				s, ok = sample{[]string{"--collector." + name}, !def}, true
+				if def {
+					s.args[0] = "--no-collector." + name
+				}
+			}
+			if !ok {
+				t.Fatalf("no sample value for --%s in samples(): add one", f.Name)
+			}
+			file := filepath.Join(dir, strings.ReplaceAll(key, ".", "_")+".yml")
+			if err := os.WriteFile(file, nested(key, s.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			flagCfg, flagChk := effective(t, s.args...)
+			fileCfg, fileChk := effective(t, "--config.file", file)
+			if reflect.DeepEqual(flagCfg, defCfg) && reflect.DeepEqual(flagChk, defChk) {
+				t.Fatalf("sample %v changes nothing; pick a non-default value", s.args)
+			}
+			if !reflect.DeepEqual(flagCfg, fileCfg) || !reflect.DeepEqual(flagChk, fileChk) {
+				t.Errorf("%v and %s: %v differ:\nflag: %+v %+v\nfile: %+v %+v", s.args, key, s.file, flagCfg, flagChk, fileCfg, fileChk)
+			}
+		})
+	}
+	if seen < 25 {
+		t.Fatalf("walked only %d flags; is the command line built as in main?", seen)
+	}
+}
