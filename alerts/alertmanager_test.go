@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
+	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -28,7 +30,7 @@ func TestAmtoolCheckConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("amtool check-config: %v\n%s", err, out)
 	}
-	for _, want := range []string{"SUCCESS", "3 inhibit rules"} {
+	for _, want := range []string{"SUCCESS", "5 inhibit rules"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("amtool check-config output lacks %q:\n%s", want, out)
 		}
@@ -175,18 +177,22 @@ func TestAlertmanagerInhibition(t *testing.T) {
 		a("NodeDown", "critical", job, "a", false),
 
 		// b: Redis is down. Queue and process alerts and the failing broker
-		// collector are its symptoms; database alerts are not.
+		// collector are its symptoms; database alerts and the failing
+		// database collectors are not.
 		a("DramatiqRedisDown", "critical", job, "b", false),
 		a("DramatiqQueueNotConsumed", "critical", job, "b", true, "queue", "default"),
 		a("DramatiqOrphanedMessages", "warning", job, "b", true, "queue", "emails"),
 		a("DramatiqNoAliveProcesses", "warning", job, "b", true, "state", "alive"),
 		a("DramatiqWorkersDying", "warning", job, "b", true, "state", "stale"),
 		a("DramatiqExporterCollectorFailing", "warning", job, "b", true, "collector", "broker"),
+		a("DramatiqExporterCollectorFailing", "warning", job, "b", false, "collector", "database"),
+		a("DramatiqExporterCollectorFailing", "warning", job, "b", false, "collector", "database_activity"),
 		a("DramatiqDatabaseConnectionsNearLimit", "warning", job, "b", false),
 		a("DramatiqExporterQueuesDropped", "info", job, "b", false),
 
-		// c: the database is down. Queue alerts and the database details
-		// are silenced.
+		// c: the database is down. Queue alerts, the database details and
+		// the failing database collectors are silenced, not a failing
+		// broker collector.
 		a("DramatiqDatabaseDown", "critical", job, "c", false),
 		a("DramatiqDeadLetters", "warning", job, "c", true, "queue", "reports"),
 		a("DramatiqQueueLatencyHigh", "warning", job, "c", true, "queue", "reports"),
@@ -194,6 +200,8 @@ func TestAlertmanagerInhibition(t *testing.T) {
 		a("DramatiqDatabaseLongTransaction", "warning", job, "c", true),
 		a("DramatiqDatabaseBlockedConnections", "warning", job, "c", true),
 		a("DramatiqExporterCollectorFailing", "warning", job, "c", true, "collector", "database"),
+		a("DramatiqExporterCollectorFailing", "warning", job, "c", true, "collector", "database_activity"),
+		a("DramatiqExporterCollectorFailing", "warning", job, "c", false, "collector", "broker"),
 
 		// d: nothing is down here; a Redis outage of another job with the
 		// same instance name does not count.
@@ -284,4 +292,25 @@ func getAlerts(t *testing.T, base string) []amAlert {
 		t.Fatalf("decode alerts: %v", err)
 	}
 	return out
+}
+
+// The inhibit rules name the collectors by the server they read; every
+// collector the exporter has must be in one of the lists, so a new one is
+// not left out of them.
+func TestInhibitionsKnowEveryCollector(t *testing.T) {
+	known := map[string]bool{}
+	for _, list := range []string{mixin.BrokerCollectors, mixin.DatabaseCollectors} {
+		for _, name := range strings.Split(list, "|") {
+			known[name] = true
+		}
+	}
+	for _, c := range collector.List() {
+		if !known[c.Name] {
+			t.Errorf("collector %q is in neither mixin.BrokerCollectors nor mixin.DatabaseCollectors", c.Name)
+		}
+		delete(known, c.Name)
+	}
+	for name := range known {
+		t.Errorf("mixin names collector %q, which does not exist", name)
+	}
 }

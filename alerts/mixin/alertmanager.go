@@ -11,7 +11,18 @@ import (
 type Inhibition struct {
 	Source  string
 	Targets []string
+	// Matchers narrow the targets further, e.g. to one collector.
+	Matchers []string
 }
+
+// The collectors that read Redis and PostgreSQL. A failing collector is a
+// symptom of its own server's outage only: the database collectors keep
+// failing while Redis is down for reasons of their own, and the other way
+// round.
+const (
+	BrokerCollectors   = "broker"
+	DatabaseCollectors = "database|database_activity"
+)
 
 // Inhibitions lists the inhibit rules of the Alertmanager example. They are
 // derived from the alert classes so that a new alert is covered by adding it
@@ -38,12 +49,15 @@ func (c Config) Inhibitions() []Inhibition {
 	return []Inhibition{
 		// Without a scrape every other signal is stale or absent.
 		{Source: "DramatiqExporterDown", Targets: all},
-		// Queue and process series vanish or freeze while Redis is down;
-		// the broker collector may fail with it.
-		{Source: "DramatiqRedisDown", Targets: cat(byClass[classWorkload], collector)},
+		// Queue and process series vanish or freeze while Redis is down.
+		{Source: "DramatiqRedisDown", Targets: byClass[classWorkload]},
+		// The broker collector fails with it; the database ones must not be
+		// hidden by it.
+		{Source: "DramatiqRedisDown", Targets: collector, Matchers: []string{`collector=~"` + BrokerCollectors + `"`}},
 		// Workers fail or stall without their database, so queue alerts are
 		// symptoms of it; the database details are unknown.
-		{Source: "DramatiqDatabaseDown", Targets: cat(byClass[classWorkload], byClass[classDatabase], collector)},
+		{Source: "DramatiqDatabaseDown", Targets: cat(byClass[classWorkload], byClass[classDatabase])},
+		{Source: "DramatiqDatabaseDown", Targets: collector, Matchers: []string{`collector=~"` + DatabaseCollectors + `"`}},
 	}
 }
 
@@ -77,11 +91,15 @@ func (c Config) AlertmanagerYAML() []byte {
 
 	var inhibits []*yaml.Node
 	for _, in := range c.Inhibitions() {
-		targets := yflow(`alertname=~"` + strings.Join(in.Targets, "|") + `"`)
+		matchers := []string{`alertname=~"` + strings.Join(in.Targets, "|") + `"`}
+		if len(in.Targets) == 1 {
+			matchers[0] = `alertname="` + in.Targets[0] + `"`
+		}
 		if in.Source == "DramatiqExporterDown" {
 			// Every alert of this target, including ones added later.
-			targets = yflow(`alertname=~"Dramatiq.+"`, `alertname!="DramatiqExporterDown"`)
+			matchers = []string{`alertname=~"Dramatiq.+"`, `alertname!="DramatiqExporterDown"`}
 		}
+		targets := yflow(append(matchers, in.Matchers...)...)
 		inhibits = append(inhibits, ymap(
 			"source_matchers", yflow(`alertname="`+in.Source+`"`),
 			"target_matchers", targets,

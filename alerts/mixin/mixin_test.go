@@ -5,10 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
@@ -192,6 +195,45 @@ func TestInhibitionsNameRealAlerts(t *testing.T) {
 		}
 		if len(in.Targets) == 0 {
 			t.Errorf("%s inhibits nothing", in.Source)
+		}
+	}
+}
+
+// A failing collector is inhibited only by the outage of the server it
+// reads: Redis down must not hide a failing database collector.
+func TestCollectorFailingInhibitedOnlyByItsServer(t *testing.T) {
+	var am struct {
+		InhibitRules []struct {
+			Source []string `yaml:"source_matchers"`
+			Target []string `yaml:"target_matchers"`
+		} `yaml:"inhibit_rules"`
+	}
+	if err := yaml.Unmarshal(DefaultConfig().AlertmanagerYAML(), &am); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		`alertname="DramatiqRedisDown"`:    `collector=~"broker"`,
+		`alertname="DramatiqDatabaseDown"`: `collector=~"database|database_activity"`,
+	}
+	seen := map[string]bool{}
+	for _, r := range am.InhibitRules {
+		src := strings.Join(r.Source, ",")
+		collectorMatcher, ok := want[src]
+		if !ok {
+			continue
+		}
+		targets := strings.Join(r.Target, ",")
+		if !strings.Contains(targets, "DramatiqExporterCollectorFailing") && !strings.Contains(targets, `"Dramatiq.+"`) {
+			continue
+		}
+		seen[src] = true
+		if !slices.Contains(r.Target, collectorMatcher) {
+			t.Errorf("%s inhibits DramatiqExporterCollectorFailing with %v, want it limited by %s", src, r.Target, collectorMatcher)
+		}
+	}
+	for src := range want {
+		if !seen[src] {
+			t.Errorf("%s no longer inhibits its own failing collector", src)
 		}
 	}
 }
