@@ -154,11 +154,15 @@ func chain(fs ...func(map[string]any)) func(map[string]any) {
 	}
 }
 
-func queryVar(name, label, query string, multi bool) map[string]any {
-	return map[string]any{
+// queryVar is a variable filled by a PromQL query. Its label is its name, and
+// a multi-select one matches "All" with allValue ".+" rather than a regex of
+// every value, as Grafana's dashboard linter asks: the query stays short
+// however many instances or queues there are, and a new one shows at once.
+func queryVar(name, query string, multi bool) map[string]any {
+	v := map[string]any{
 		"type":       "query",
 		"name":       name,
-		"label":      label,
+		"label":      name,
 		"datasource": promDS,
 		"definition": query,
 		"query":      query,
@@ -170,6 +174,10 @@ func queryVar(name, label, query string, multi bool) map[string]any {
 		"hide":       0,
 		"options":    []any{},
 	}
+	if multi {
+		v["allValue"] = ".+"
+	}
+	return v
 }
 
 func (d dashboard) render() []byte {
@@ -178,8 +186,8 @@ func (d dashboard) render() []byte {
 			"type": "datasource", "name": "datasource", "label": "Data source",
 			"query": "prometheus", "regex": "", "refresh": 1, "hide": 0, "options": []any{},
 		},
-		queryVar("job", "Job", "label_values(dramatiq_exporter_info, job)", false),
-		queryVar("instance", "Instance", `label_values(dramatiq_exporter_info{job=~"$job"}, instance)`, true),
+		queryVar("job", "label_values(dramatiq_exporter_info, job)", true),
+		queryVar("instance", `label_values(dramatiq_exporter_info{job=~"$job"}, instance)`, true),
 	}
 	for _, v := range d.ExtraVars {
 		vars = append(vars, v)
@@ -210,7 +218,8 @@ func (d dashboard) render() []byte {
 		"title":         d.Title,
 		"description":   d.Description,
 		"tags":          []any{"dramatiq", "dramatiq-exporter"},
-		"editable":      true,
+		// Provisioned from these files: edits in the UI would be lost.
+		"editable":      false,
 		"graphTooltip":  1,
 		"schemaVersion": 39,
 		"refresh":       "30s",

@@ -6,13 +6,14 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/shipped"
 )
 
-// grafanaVars are the values Grafana would substitute with every variable
-// set to All; $__rate_interval is what Grafana computes for a 1s scrape
-// interval and a short time range.
+// grafanaVars are the values Grafana would substitute with job set to the
+// test's job and every other variable set to All (the dashboards' allValue,
+// ".+"); $__rate_interval is what Grafana computes for a 1s scrape interval
+// and a short time range.
 var grafanaVars = map[string]string{
 	"job":             "dramatiq",
-	"instance":        ".*",
-	"queue":           ".*",
+	"instance":        ".+",
+	"queue":           ".+",
 	"__rate_interval": "1m",
 }
 
@@ -54,7 +55,7 @@ func dashboardQueries(t *testing.T, root string) []shipped.Query {
 
 func TestExpandGrafanaVars(t *testing.T) {
 	got, err := shipped.ExpandGrafanaVars(`sum(rate(m{job=~"$job",instance=~"${instance}",queue=~"${queue:regex}"}[$__rate_interval]))`, grafanaVars)
-	if want := `sum(rate(m{job=~"dramatiq",instance=~".*",queue=~".*"}[1m]))`; err != nil || got != want {
+	if want := `sum(rate(m{job=~"dramatiq",instance=~".+",queue=~".+"}[1m]))`; err != nil || got != want {
 		t.Errorf("got %q %v, want %q", got, err, want)
 	}
 	if _, err := shipped.ExpandGrafanaVars(`m{x=~"$unknown"}`, grafanaVars); err == nil {
