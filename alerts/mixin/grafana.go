@@ -218,8 +218,7 @@ func (d dashboard) render() []byte {
 		"title":         d.Title,
 		"description":   d.Description,
 		"tags":          []any{"dramatiq", "dramatiq-exporter"},
-		// Provisioned from these files: edits in the UI would be lost.
-		"editable":      false,
+		"editable":      false, // provisioned from files: UI edits would be lost
 		"graphTooltip":  1,
 		"schemaVersion": 39,
 		"refresh":       "30s",
