@@ -225,7 +225,7 @@ var (
 	severities   = map[string]bool{"critical": true, "warning": true, "info": true}
 )
 
-// The monitoring-mixin conventions of the house style, checked on the
+// The monitoring-mixin conventions (as in kubernetes-mixin), checked on the
 // committed file rather than on the generator, so a hand edit is caught too.
 func TestRuleConventions(t *testing.T) {
 	anchors := runbookAnchors(t)

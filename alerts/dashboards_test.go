@@ -31,7 +31,7 @@ func dsUID(v any) string {
 	return s
 }
 
-// The house style for dashboards: datasource, job and instance variables
+// The mixin conventions for dashboards: datasource, job and instance variables
 // used everywhere, a unit on every panel, a fixed uid and tags, no leftovers
 // of a UI export.
 func TestDashboardLint(t *testing.T) {

@@ -56,8 +56,8 @@ func ReferencedMetrics(t testing.TB) map[string][]string {
 	return out
 }
 
-// contractMetrics is the metric contract of the exporter (the common brief
-// and issue 4). Tests here check the shipped queries against it; the
+// contractMetrics is the metric contract of the exporter (the README's
+// metric tables). Tests here check the shipped queries against it; the
 // end-to-end test checks them against a real exporter.
 var contractMetrics = []string{
 	"dramatiq_redis_up",

@@ -56,7 +56,8 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 		opt.Password = o.Password
 	}
 	// Retrying inside one scrape only spends the deadline; the next scrape
-	// is the retry. MaxRetries 0 would mean "default 3" (pitfalls.md).
+	// is the retry. MaxRetries 0 would mean "default 3", and the dialer
+	// has retries of its own (docs/clients.md).
 	opt.MaxRetries = -1
 	opt.DialerRetries = 1
 	opt.DialTimeout = o.Timeout

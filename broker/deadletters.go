@@ -31,7 +31,8 @@ type DeadLetter struct {
 	DeadLetteredAt time.Time
 	// Retries is options.retries of the body stored at the last enqueue, nil
 	// when absent. Dramatiq dead-letters the body it last enqueued, so this
-	// is the failure count before the final attempt (layout §3.4).
+	// is the failure count before the final attempt (see "Dead-letter bodies"
+	// in docs/dramatiq-redis-layout.md).
 	Retries *int
 	// TracebackLast is the last non-empty line of options.traceback, i.e.
 	// the exception of the failure that led to the last retry, if any.

@@ -1,7 +1,8 @@
 // Package broker reads the state that Dramatiq's RedisBroker keeps in Redis.
 // It only ever sends read commands: it never runs Dramatiq's dispatch script
 // (which records a heartbeat and may requeue or delete messages) and never
-// uses KEYS. See ../shared/dramatiq-redis-layout.md for the layout itself.
+// uses KEYS. docs/dramatiq-redis-layout.md describes the layout and what
+// the exporter relies on.
 package broker
 
 import (

@@ -9,7 +9,7 @@ package collector
 // Background processes (autovacuum, WAL sender, parallel workers) are left
 // out by backend_type.
 //
-// Privileges (PostgreSQL 15; pitfalls.md): a role without pg_monitor (or
+// Privileges (PostgreSQL 15; docs/clients.md): a role without pg_monitor (or
 // pg_read_all_stats, or superuser) sees other roles' sessions with state,
 // backend_type and xact_start all NULL. Those sessions are counted under
 // state="unknown" instead of being dropped, so the total stays right and the

@@ -16,7 +16,7 @@ import (
 )
 
 // chromium runs Debian's headless Chromium with the flags it needs here
-// (shared/pitfalls.md) and returns its stdout.
+// (docs/testing.md) and returns its stdout.
 func chromium(t *testing.T, bin string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -11,8 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Broker writes Dramatiq state into a test Redis exactly as dispatch.lua
-// does (shared/dramatiq-redis-layout.md §2), so that collector tests can set
+// Broker writes Dramatiq state into a test Redis exactly as Dramatiq's
+// broker script does (docs/dramatiq-redis-layout.md), so that tests can set
 // up any situation without running Python. The conformance suite checks the
 // same numbers against real Dramatiq.
 type Broker struct {
