@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,27 +33,34 @@ type Redis struct {
 	bin    string
 	dir    string
 	cmd    *exec.Cmd
+	exited chan error // receives the child's exit; Stop waits on it
 	t      testing.TB
 	paused bool
 	extra  []string
 }
 
+// startAttempts bounds how often StartRedis picks a new port: FreePort's
+// port can be taken by another process before redis-server binds it.
+const startAttempts = 3
+
 // StartRedis starts redis-server on a free loopback port with no
 // persistence. extra are appended to the command line.
 func StartRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
-	r := &Redis{bin: LookPath(t, "redis-server"), dir: t.TempDir(), t: t}
-	r.Port = FreePort(t)
-	r.Addr = "127.0.0.1:" + strconv.Itoa(r.Port)
-	r.extra = extra
-	r.start()
-	password := ""
-	for i, a := range extra {
-		if a == "--requirepass" && i+1 < len(extra) {
-			password = extra[i+1]
+	r := &Redis{bin: LookPath(t, "redis-server"), dir: t.TempDir(), t: t, extra: extra}
+	var err error
+	for range startAttempts {
+		r.Port = FreePort(t)
+		r.Addr = "127.0.0.1:" + strconv.Itoa(r.Port)
+		if err = r.start(); err == nil {
+			break
 		}
+		t.Logf("redis-server on %s: %v; trying another port", r.Addr, err)
 	}
-	r.Admin = redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, Password: password})
+	if err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	r.Admin = redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, Password: r.password()})
 	t.Cleanup(func() {
 		r.Admin.Close()
 		r.Stop()
@@ -60,35 +68,86 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 	return r
 }
 
-func (r *Redis) start() {
-	r.t.Helper()
+func (r *Redis) password() string {
+	for i, a := range r.extra {
+		if a == "--requirepass" && i+1 < len(r.extra) {
+			return r.extra[i+1]
+		}
+	}
+	return ""
+}
+
+func (r *Redis) logFile() string { return filepath.Join(r.dir, "redis.log") }
+
+// start runs redis-server on r.Port and waits until it answers. It fails if
+// the child exits first (the port was taken, say), or if the server that
+// answers on the port is not the child: a PING alone would be answered by
+// whatever holds the port.
+func (r *Redis) start() error {
 	args := append([]string{
 		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir,
+		"--logfile", r.logFile(),
 		"--enable-debug-command", "local",
 	}, r.extra...)
-	r.cmd = exec.Command(r.bin, args...)
-	r.cmd.Stdout, r.cmd.Stderr = nil, nil
+	cmd := exec.Command(r.bin, args...)
 	// Pdeathsig: a test binary killed by -timeout takes its server along.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
 	}
-	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialerRetries: 1})
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	fail := func(format string, a ...any) error {
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf(format+"\n%s", append(a, r.logTail())...)
+	}
+
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialerRetries: 1, Password: r.password()})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("redis-server exited during start-up: %v\n%s", err, r.logTail())
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		info, err := c.Info(ctx, "server").Result()
 		cancel()
-		if err == nil || strings.HasPrefix(err.Error(), "NOAUTH") {
-			return
+		if err == nil {
+			pid := infoField(info, "process_id")
+			if pid != strconv.Itoa(cmd.Process.Pid) {
+				return fail("%s is answered by another redis-server (process_id %s), not by ours (pid %d)", r.Addr, pid, cmd.Process.Pid)
+			}
+			r.cmd, r.exited = cmd, exited
+			return nil
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on %s did not answer PING: %v", r.Addr, err)
+			return fail("redis-server on %s did not answer: %v", r.Addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// infoField reads one "name:value" line of an INFO reply.
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// logTail is the end of the server's log, for failure messages.
+func (r *Redis) logTail() string {
+	b, _ := os.ReadFile(r.logFile())
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
 }
 
 // Stop kills the server. It is safe to call twice.
@@ -101,7 +160,7 @@ func (r *Redis) Stop() {
 		r.paused = false
 	}
 	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
+	<-r.exited
 	r.cmd = nil
 }
 
@@ -109,7 +168,9 @@ func (r *Redis) Stop() {
 func (r *Redis) Restart() {
 	r.t.Helper()
 	r.Stop()
-	r.start()
+	if err := r.start(); err != nil {
+		r.t.Fatalf("restart redis-server: %v", err)
+	}
 }
 
 // Freeze stops the process with SIGSTOP: connections are accepted by the
