@@ -1,13 +1,8 @@
 package broker
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,8 +19,10 @@ type Options struct {
 	HeartbeatTimeout time.Duration
 	// Queues are always reported, found in Redis or not.
 	Queues []string
-	// DiscoveryInterval is how often Run SCANs the namespace for queues and
-	// ack sets. SCAN walks the whole keyspace, so it stays off the scrape path.
+	// DiscoveryInterval is the shortest time between the starts of two
+	// discovery passes (SCANs of the namespace for queues and ack sets).
+	// Passes that cost Redis more are spaced further apart; see
+	// discoveryDuty.
 	DiscoveryInterval time.Duration
 	// MaxQueues caps how many queues are reported (0: no cap).
 	MaxQueues int
@@ -66,14 +63,17 @@ type Reader struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	discoverMu sync.Mutex // one discovery at a time
+	configured map[string]bool // read-only after NewReader
 
-	mu         sync.Mutex
-	configured map[string]bool
-	seen       map[string]time.Time // queue → when discovery last found a key of it
-	ackKeys    []ackKey
-	discovered time.Time // last successful discovery
-	legacyLog  bool
+	// Discovery's state: one page at a time, under sem.
+	sem       chan struct{}
+	pass      pass
+	seen      map[string]time.Time // queue → when discovery last found a key of it
+	legacyLog bool
+
+	background atomic.Bool // Start or Run was called: reads never discover
+	view       atomic.Pointer[view]
+	status     atomic.Pointer[DiscoveryStatus]
 
 	anomalies map[string]*atomic.Uint64
 }
@@ -102,6 +102,7 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 		now:        opts.Now,
 		logger:     opts.Logger,
 		configured: map[string]bool{},
+		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
 		anomalies:  map[string]*atomic.Uint64{},
 	}
@@ -111,6 +112,8 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 	for _, k := range AnomalyKinds {
 		r.anomalies[k] = new(atomic.Uint64)
 	}
+	r.view.Store(r.buildView(nil))
+	r.status.Store(&DiscoveryStatus{Keyspace: -1})
 	return r
 }
 
@@ -130,162 +133,6 @@ func (r *Reader) anomaly(kind string, n int) {
 	if n > 0 {
 		r.anomalies[kind].Add(uint64(n))
 	}
-}
-
-// Run rediscovers queues every DiscoveryInterval until ctx ends.
-func (r *Reader) Run(ctx context.Context) {
-	t := time.NewTicker(r.opts.DiscoveryInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		// A pass may take longer than one interval on a huge keyspace; give it
-		// room, but never let it hang forever.
-		dctx, cancel := context.WithTimeout(ctx, max(r.opts.DiscoveryInterval, time.Minute))
-		if err := r.Discover(dctx); err != nil && ctx.Err() == nil {
-			r.logger.Warn("queue discovery failed", "err", err)
-		}
-		cancel()
-	}
-}
-
-// Discover SCANs the namespace once and records the queues and ack sets it
-// finds. Its cost grows with the size of the whole keyspace, not only the
-// namespace, which is why scrapes use its cached result.
-func (r *Reader) Discover(ctx context.Context) error {
-	r.discoverMu.Lock()
-	defer r.discoverMu.Unlock()
-	return r.discover(ctx)
-}
-
-func (r *Reader) discover(ctx context.Context) error {
-	started := r.now()
-	prefix := r.opts.Namespace + ":"
-	found := map[string]bool{}
-	var acks []ackKey
-	legacy := false
-
-	var cursor uint64
-	for {
-		batch, next, err := r.client.Scan(ctx, cursor, r.keys.scanPattern(), 1000).Result()
-		if err != nil {
-			return fmt.Errorf("scan: %w", err)
-		}
-		if len(batch) > 0 {
-			pipe := r.client.Pipeline()
-			types := make([]*redis.StatusCmd, len(batch))
-			for i, k := range batch {
-				types[i] = pipe.Type(ctx, k)
-			}
-			if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
-				return fmt.Errorf("type: %w", err)
-			}
-			for i, k := range batch {
-				typ, err := types[i].Result()
-				if err != nil || !strings.HasPrefix(k, prefix) {
-					continue
-				}
-				c := classify(k[len(prefix):], typ)
-				switch c.kind {
-				case kindQueue:
-					found[c.queue] = true
-				case kindAck:
-					found[c.queue] = true
-					acks = append(acks, ackKey{key: k, wid: c.wid, queue: c.queue})
-				case kindLegacyAcks:
-					legacy = true
-				}
-			}
-		}
-		cursor = next
-		if cursor == 0 {
-			break
-		}
-	}
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for q := range found {
-		r.seen[q] = started
-	}
-	if ret := r.opts.QueueRetention; ret > 0 {
-		for q, at := range r.seen {
-			if started.Sub(at) > ret && !r.configured[q] {
-				delete(r.seen, q)
-			}
-		}
-	}
-	r.forgetOverflow(started)
-	r.ackKeys = acks
-	r.discovered = started
-	if legacy && !r.legacyLog {
-		r.legacyLog = true
-		r.logger.Warn("found pre-1.2 Dramatiq .acks keys; messages in them are not counted", "namespace", r.opts.Namespace)
-	}
-	return nil
-}
-
-// byRecency lists the discovered, unconfigured queues: those found by the
-// latest discovery first, then the most recently seen, then by name.
-func (r *Reader) byRecency() []string {
-	var rest []string
-	for q := range r.seen {
-		if !r.configured[q] {
-			rest = append(rest, q)
-		}
-	}
-	sort.Slice(rest, func(i, j int) bool {
-		a, b := r.seen[rest[i]], r.seen[rest[j]]
-		if !a.Equal(b) {
-			return a.After(b)
-		}
-		return rest[i] < rest[j]
-	})
-	return rest
-}
-
-// forgetOverflow keeps memory bounded under the queue cap: of the queues
-// whose keys are gone (they would only report zeros), it remembers no more
-// than the cap leaves room for. Queues that exist now are all kept, so the
-// overflow they cause is counted, not hidden.
-func (r *Reader) forgetOverflow(now time.Time) {
-	m := r.opts.MaxQueues
-	if m <= 0 || len(r.seen) <= m {
-		return
-	}
-	room := max(m-len(r.configured), 0)
-	forgotten := 0
-	for i, q := range r.byRecency() {
-		if i >= room && !r.seen[q].Equal(now) {
-			delete(r.seen, q)
-			forgotten++
-		}
-	}
-	if forgotten > 0 {
-		r.logger.Warn("queue cap reached: forgot queues whose keys are gone", "forgotten", forgotten, "max_queues", m)
-	}
-}
-
-// queueList returns the queues to report, sorted, and how many the cap
-// dropped. Configured queues come first, then the queues that exist now,
-// then the most recently seen.
-func (r *Reader) queueList() (queues []string, dropped int, acks []ackKey) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for q := range r.configured {
-		queues = append(queues, q)
-	}
-	sort.Strings(queues)
-	queues = append(queues, r.byRecency()...)
-	if m := r.opts.MaxQueues; m > 0 && len(queues) > m {
-		dropped = len(queues) - m
-		queues = queues[:m]
-	}
-	sort.Strings(queues)
-	return queues, dropped, r.ackKeys
 }
 
 // isServerError tells an error Redis replied with (WRONGTYPE, NOPERM, nil)

@@ -230,27 +230,6 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	return snap, nil
 }
 
-func (r *Reader) ensureDiscovered(ctx context.Context) error {
-	if r.opts.SkipDiscovery {
-		return nil
-	}
-	r.mu.Lock()
-	done := !r.discovered.IsZero()
-	r.mu.Unlock()
-	if done {
-		return nil
-	}
-	r.discoverMu.Lock()
-	defer r.discoverMu.Unlock()
-	r.mu.Lock()
-	done = !r.discovered.IsZero()
-	r.mu.Unlock()
-	if done {
-		return nil
-	}
-	return r.discover(ctx)
-}
-
 // count reads an integer reply. A key of an unexpected type reads as 0 and
 // is counted as an anomaly; other server errors (NOPERM, say) fail the read.
 func (r *Reader) count(c *redis.IntCmd) (int64, error) {

@@ -95,9 +95,11 @@ func TestSeenQueuesStayBoundedUnderTheCap(t *testing.T) {
 			b.Purge(q)
 		}
 	}
-	reader.mu.Lock()
+	if err := reader.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
 	n := len(reader.seen)
-	reader.mu.Unlock()
+	reader.unlock()
 	if n > 10 {
 		t.Fatalf("remembers %d queues with a cap of 10", n)
 	}

@@ -45,6 +45,25 @@ var (
 		"Queues found but not reported because of --dramatiq.max-queues.", nil, nil)
 	anomaliesDesc = prometheus.NewDesc("dramatiq_exporter_broker_anomalies_total",
 		"Odd broker data seen since start: keys of an unexpected type, undecodable head bodies, head ids missing from .msgs.", []string{"kind"}, nil)
+
+	// Discovery runs in the background; these describe its latest
+	// completed pass, not this scrape.
+	discoveryCompleteDesc = prometheus.NewDesc("dramatiq_exporter_discovery_complete",
+		"1 once a queue discovery pass has completed since start, else 0. Until then only --dramatiq.queues are reported and orphaned counts read 0.", nil, nil)
+	discoveryLastDesc = prometheus.NewDesc("dramatiq_exporter_discovery_last_completed_timestamp_seconds",
+		"Unix time the latest discovery pass completed. Queues and the ack sets behind orphaned counts are as fresh as this. Absent until the first pass completes.", nil, nil)
+	discoveryPassesDesc = prometheus.NewDesc("dramatiq_exporter_discovery_passes_total",
+		"Queue discovery passes (SCANs of the whole keyspace) completed since start.", nil, nil)
+	discoveryDurationDesc = prometheus.NewDesc("dramatiq_exporter_discovery_duration_seconds",
+		"Wall-clock time of the latest completed discovery pass, pacing and retries included.", nil, nil)
+	discoveryRedisDesc = prometheus.NewDesc("dramatiq_exporter_discovery_redis_seconds",
+		"Redis main-thread time the latest completed discovery pass cost (SCAN and TYPE usec from INFO commandstats, or the client's round trips when smaller or when INFO is refused).", nil, nil)
+	discoveryKeysDesc = prometheus.NewDesc("dramatiq_exporter_discovery_keys",
+		"Keys of the namespace the latest completed discovery pass returned.", nil, nil)
+	discoveryScannedDesc = prometheus.NewDesc("dramatiq_exporter_discovery_scanned_keys",
+		"Keys in the Redis database (DBSIZE) when the latest discovery pass started: SCAN walks all of them. Absent when DBSIZE is refused.", nil, nil)
+	discoveryIntervalDesc = prometheus.NewDesc("dramatiq_exporter_discovery_interval_seconds",
+		"Time between the starts of discovery passes: --dramatiq.discovery-interval, or longer so that discovery takes at most about 1% of Redis's time.", nil, nil)
 )
 
 type brokerCollector struct {
@@ -54,7 +73,9 @@ type brokerCollector struct {
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{redisUpDesc, redisMemoryDesc, redisClientsDesc, queueReadyDesc,
 		queueInflightDesc, queueDelayedDesc, queueDeadDesc, queueDeadLastDesc, queueOldestDesc,
-		queueOrphanedDesc, processesDesc, queuesDroppedDesc, anomaliesDesc} {
+		queueOrphanedDesc, processesDesc, queuesDroppedDesc, anomaliesDesc,
+		discoveryCompleteDesc, discoveryLastDesc, discoveryPassesDesc, discoveryDurationDesc, discoveryRedisDesc,
+		discoveryKeysDesc, discoveryScannedDesc, discoveryIntervalDesc} {
 		ch <- d
 	}
 }
@@ -62,6 +83,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *brokerCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
 	snap, err := c.reader.Snapshot(ctx)
 	c.anomalies(ch)
+	c.discovery(ch)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, 0)
 		return err
@@ -75,6 +97,32 @@ func (c *brokerCollector) anomalies(ch chan<- prometheus.Metric) {
 	for _, kind := range broker.AnomalyKinds {
 		ch <- prometheus.MustNewConstMetric(anomaliesDesc, prometheus.CounterValue, float64(counts[kind]), kind)
 	}
+}
+
+// discovery reports the background discovery, whether or not Redis
+// answered this scrape: it is the exporter's state, not the broker's.
+func (c *brokerCollector) discovery(ch chan<- prometheus.Metric) {
+	if !c.reader.DiscoveryEnabled() {
+		return
+	}
+	st := c.reader.DiscoveryStatus()
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	ch <- prometheus.MustNewConstMetric(discoveryPassesDesc, prometheus.CounterValue, float64(st.Passes))
+	if st.Passes == 0 {
+		gauge(discoveryCompleteDesc, 0)
+		return
+	}
+	gauge(discoveryCompleteDesc, 1)
+	gauge(discoveryLastDesc, float64(st.Completed.UnixMilli())/1000)
+	gauge(discoveryDurationDesc, st.Duration.Seconds())
+	gauge(discoveryRedisDesc, st.RedisTime.Seconds())
+	gauge(discoveryKeysDesc, float64(st.Keys))
+	if st.Keyspace >= 0 {
+		gauge(discoveryScannedDesc, float64(st.Keyspace))
+	}
+	gauge(discoveryIntervalDesc, st.Interval.Seconds())
 }
 
 // emitSnapshot turns one broker read into metrics.

@@ -174,7 +174,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 		return nil
 	}
 
-	c, b = fl.bind(app, "dramatiq.discovery-interval", "How often to SCAN the namespace for new queues and ack sets. SCAN walks the whole keyspace, so it never runs on the scrape path.", "")
+	c, b = fl.bind(app, "dramatiq.discovery-interval", "Shortest time between the starts of two passes that SCAN the namespace for queues and ack sets, in the background. A pass that costs Redis more than 1% of this time stretches it.", "")
 	fl.discoveryInterval = durationFlag(c, "dramatiq.discovery-interval", DefaultDiscoveryInterval)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.discoveryInterval, f.Dramatiq.DiscoveryInterval) }
 

@@ -103,7 +103,8 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 		return 1
 	}
 	logger.Info("collectors enabled", "collectors", exporter.Names())
-	go sources.Broker.Run(ctx)
+	// Discovery starts now, in the background: scrapes never wait for it.
+	sources.Broker.Start(ctx)
 
 	base := prometheus.NewRegistry()
 	base.MustRegister(

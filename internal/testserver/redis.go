@@ -211,3 +211,16 @@ func (r *Redis) ReadOnlyUser(t testing.TB, name, password string) string {
 
 // Env returns os.Environ with k=v added, for starting child processes.
 func Env(kv ...string) []string { return append(os.Environ(), kv...) }
+
+// Populate adds n string keys named prefix0, prefix1, … with DEBUG
+// POPULATE: a large unrelated keyspace (a cache sharing the database) in
+// a fraction of the time SETs would take. It may take seconds under load,
+// longer than Admin's read timeout.
+func (r *Redis) Populate(t testing.TB, n int, prefix string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, ReadTimeout: 2 * time.Minute})
+	defer c.Close()
+	if err := c.Do(context.Background(), "DEBUG", "POPULATE", n, prefix).Err(); err != nil {
+		t.Fatalf("DEBUG POPULATE %d: %v", n, err)
+	}
+}

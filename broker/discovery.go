@@ -1,0 +1,461 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Discovery finds the namespace's queues and ack sets with SCAN, because
+// Dramatiq keeps no registry of them. SCAN walks the whole keyspace, so on
+// a Redis shared with a large cache one pass costs Redis seconds of its
+// single thread: it runs in the background, never on a scrape's deadline,
+// and is paced so that it takes a bounded share of Redis's time.
+const (
+	// discoveryDuty is the share of Redis's main thread discovery may take
+	// over a whole cycle: the next pass starts no sooner than the last
+	// pass's Redis time divided by it (and never sooner than
+	// --dramatiq.discovery-interval).
+	discoveryDuty = 0.01
+	// pageDuty is that share within a pass: after each SCAN page the
+	// background pass sleeps (1/pageDuty - 1) times what the page took, so
+	// other clients never queue behind a burst of pages.
+	pageDuty = 0.1
+	// scanCount is SCAN's COUNT hint. A page of 1000 keys holds Redis for
+	// well under a millisecond; raising it barely shortens a pass.
+	scanCount = 1000
+	// pageTimeout bounds one page in the background. A pass is never
+	// bounded as a whole: a page that fails or times out is retried from
+	// the same cursor, so a pass over any keyspace finishes.
+	pageTimeout = 10 * time.Second
+)
+
+// DiscoveryStatus describes discovery's progress and its latest completed
+// pass. It is the zero value (Passes 0) until a first pass completes.
+type DiscoveryStatus struct {
+	// Passes counts the passes completed since start.
+	Passes uint64
+	// Started and Completed bound the latest completed pass (wall clock).
+	Started, Completed time.Time
+	// Duration is Completed - Started: pacing and retries included.
+	Duration time.Duration
+	// RedisTime estimates the time Redis's main thread spent on the pass:
+	// the smaller of the client-side round trips and the usec INFO
+	// commandstats counted for SCAN and TYPE during the pass (both are
+	// upper bounds: the first includes the network, the second other
+	// clients' SCAN and TYPE).
+	RedisTime time.Duration
+	// Keys is how many keys of the namespace the pass returned.
+	Keys int
+	// Keyspace is DBSIZE when the pass started: the keys SCAN walked. -1
+	// when DBSIZE was refused.
+	Keyspace int64
+	// Interval is the time from this pass's start to the next one's:
+	// --dramatiq.discovery-interval, or longer when the pass cost more
+	// than discoveryDuty allows.
+	Interval time.Duration
+}
+
+// pass is the state of the pass in progress; it outlives an interrupted
+// page so that the next page resumes from the cursor.
+type pass struct {
+	active     bool
+	cursor     uint64
+	began      time.Time // wall clock, for durations and scheduling
+	seenAt     time.Time // r.now(), for the seen marks queue retention reads
+	found      map[string]bool
+	acks       []ackKey
+	legacy     bool
+	keys       int
+	client     time.Duration // sum of page round trips, sleeps excluded
+	usecBefore float64       // SCAN+TYPE usec from commandstats; NaN if unknown
+	keyspace   int64
+}
+
+// view is what scrapes read: built by discovery, replaced whole, never
+// modified, so scrapes take no lock.
+type view struct {
+	queues  []string
+	dropped int
+	acks    []ackKey
+}
+
+// lock takes the discovery lock, or gives up when ctx ends. A channel,
+// not a sync.Mutex, so that no caller waits past its deadline.
+func (r *Reader) lock(ctx context.Context) error {
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Reader) unlock() { <-r.sem }
+
+// DiscoveryStatus returns discovery's latest completed pass. It never
+// waits.
+func (r *Reader) DiscoveryStatus() DiscoveryStatus { return *r.status.Load() }
+
+// DiscoveryEnabled tells whether this Reader discovers queues at all.
+func (r *Reader) DiscoveryEnabled() bool { return !r.opts.SkipDiscovery }
+
+// Start runs discovery in the background until ctx ends, beginning at
+// once. From then on scrapes never discover: until the first pass
+// completes they report the configured queues, and after it what the
+// latest pass found.
+func (r *Reader) Start(ctx context.Context) {
+	if r.opts.SkipDiscovery {
+		return
+	}
+	r.background.Store(true)
+	go r.Run(ctx)
+}
+
+// Run is Start's loop, for callers that run it in their own goroutine.
+// Pages are paced, the interval between passes adapts to their cost, and
+// a failed page is retried from its cursor with backoff.
+func (r *Reader) Run(ctx context.Context) {
+	if r.opts.SkipDiscovery {
+		return
+	}
+	r.background.Store(true)
+	var backoff time.Duration
+	for {
+		pctx, cancel := context.WithTimeout(ctx, pageTimeout)
+		rtt, done, err := r.step(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		var wait time.Duration
+		switch {
+		case err != nil:
+			backoff = min(max(2*backoff, time.Second), max(r.opts.DiscoveryInterval, time.Second))
+			r.logger.Warn("queue discovery failed; it resumes where it stopped", "err", err, "retry_in", backoff)
+			wait = backoff
+		case done:
+			backoff = 0
+			st := r.status.Load()
+			wait = time.Until(st.Started.Add(st.Interval))
+		default:
+			backoff = 0
+			wait = time.Duration(float64(rtt) * (1/pageDuty - 1))
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// Discover completes a pass that starts no earlier than this call, unpaced,
+// within ctx: for one-shot readers and tests. A pass already in progress
+// (in the background, say) is finished first. If ctx ends first, the next
+// call resumes from where this one stopped.
+func (r *Reader) Discover(ctx context.Context) error {
+	if err := r.lock(ctx); err != nil {
+		return err
+	}
+	target := r.status.Load().Passes + 1
+	if r.pass.active {
+		target++
+	}
+	r.unlock()
+	return r.discoverUntil(ctx, target)
+}
+
+func (r *Reader) discoverUntil(ctx context.Context, passes uint64) error {
+	for r.status.Load().Passes < passes {
+		if _, _, err := r.step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureDiscovered lets a Reader without background discovery (the check
+// command, one-shot tools) complete one pass on its first read. With
+// background discovery a read never waits for it.
+func (r *Reader) ensureDiscovered(ctx context.Context) error {
+	if r.opts.SkipDiscovery || r.background.Load() {
+		return nil
+	}
+	return r.discoverUntil(ctx, 1)
+}
+
+// step reads one SCAN page of the current pass, starting a pass if none is
+// in progress. The cursor advances only once the page is fully classified,
+// so a failed page is read again, not skipped.
+func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err error) {
+	if err := r.lock(ctx); err != nil {
+		return 0, false, err
+	}
+	defer r.unlock()
+	p := &r.pass
+	if !p.active {
+		if err := r.beginPass(ctx); err != nil {
+			return 0, false, err
+		}
+	}
+	begin := time.Now()
+	batch, next, err := r.client.Scan(ctx, p.cursor, r.keys.scanPattern(), scanCount).Result()
+	if err != nil {
+		return time.Since(begin), false, fmt.Errorf("scan: %w", err)
+	}
+	prefix := r.opts.Namespace + ":"
+	var candidates []string
+	for _, k := range batch {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && mayClassify(rest) {
+			candidates = append(candidates, k)
+		}
+	}
+	var found []classified
+	var foundKeys []string
+	if len(candidates) > 0 {
+		pipe := r.client.Pipeline()
+		types := make([]*redis.StatusCmd, len(candidates))
+		for i, k := range candidates {
+			types[i] = pipe.Type(ctx, k)
+		}
+		// TYPE has no expected error reply: NOPERM or NOAUTH here would
+		// otherwise hide a queue, so the page fails and is read again.
+		if _, err := pipe.Exec(ctx); err != nil {
+			return time.Since(begin), false, fmt.Errorf("type: %w", err)
+		}
+		for i, k := range candidates {
+			c := classify(k[len(prefix):], types[i].Val())
+			if c.kind != kindUnknown {
+				found = append(found, c)
+				foundKeys = append(foundKeys, k)
+			}
+		}
+	}
+	rtt = time.Since(begin)
+	for i, c := range found {
+		switch c.kind {
+		case kindQueue:
+			p.found[c.queue] = true
+		case kindAck:
+			p.found[c.queue] = true
+			p.acks = append(p.acks, ackKey{key: foundKeys[i], wid: c.wid, queue: c.queue})
+		case kindLegacyAcks:
+			p.legacy = true
+		}
+	}
+	p.keys += len(batch)
+	p.client += rtt
+	p.cursor = next
+	if next != 0 {
+		return rtt, false, nil
+	}
+	r.finishPass(ctx)
+	return rtt, true, nil
+}
+
+// beginPass records where the pass starts: DBSIZE, and the SCAN and TYPE
+// counters of INFO commandstats to measure Redis's own time. A user may be
+// refused either; the pass then goes on without them.
+func (r *Reader) beginPass(ctx context.Context) error {
+	pipe := r.client.Pipeline()
+	size := pipe.DBSize(ctx)
+	stats := pipe.Info(ctx, "commandstats")
+	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+		return fmt.Errorf("dbsize: %w", err)
+	}
+	r.pass = pass{
+		active:     true,
+		began:      time.Now(),
+		seenAt:     r.now(),
+		found:      map[string]bool{},
+		usecBefore: scanUsec(stats),
+		keyspace:   -1,
+	}
+	if n, err := size.Result(); err == nil {
+		r.pass.keyspace = n
+	}
+	return nil
+}
+
+// finishPass publishes a completed pass: a new view for scrapes and a new
+// status. Called with the discovery lock held.
+func (r *Reader) finishPass(ctx context.Context) {
+	p := r.pass
+	r.pass = pass{}
+	ended := time.Now()
+
+	redisTime := p.client
+	if !math.IsNaN(p.usecBefore) {
+		after := scanUsec(r.client.Info(ctx, "commandstats"))
+		// A restart in between resets the counters: keep the client's time.
+		if d := after - p.usecBefore; d >= 0 && !math.IsNaN(d) {
+			redisTime = min(redisTime, time.Duration(d*float64(time.Microsecond)))
+		}
+	}
+
+	for q := range p.found {
+		r.seen[q] = p.seenAt
+	}
+	if ret := r.opts.QueueRetention; ret > 0 {
+		for q, at := range r.seen {
+			if p.seenAt.Sub(at) > ret && !r.configured[q] {
+				delete(r.seen, q)
+			}
+		}
+	}
+	r.forgetOverflow(p.seenAt)
+	r.view.Store(r.buildView(p.acks))
+	if p.legacy && !r.legacyLog {
+		r.legacyLog = true
+		r.logger.Warn("found pre-1.2 Dramatiq .acks keys; messages in them are not counted", "namespace", r.opts.Namespace)
+	}
+
+	interval := max(r.opts.DiscoveryInterval, time.Duration(float64(redisTime)/discoveryDuty))
+	prev := r.status.Load()
+	r.status.Store(&DiscoveryStatus{
+		Passes:    prev.Passes + 1,
+		Started:   p.began,
+		Completed: ended,
+		Duration:  ended.Sub(p.began),
+		RedisTime: redisTime,
+		Keys:      p.keys,
+		Keyspace:  p.keyspace,
+		Interval:  interval,
+	})
+	if interval > r.opts.DiscoveryInterval && prev.Interval <= r.opts.DiscoveryInterval {
+		r.logger.Info("queue discovery is costly on this Redis; passes are spaced out to keep its share of Redis's time low",
+			"redis_time", redisTime, "keyspace", p.keyspace, "interval", interval)
+	}
+}
+
+// scanUsec sums the usec INFO commandstats reports for SCAN and TYPE, or
+// NaN when INFO was refused or lacks them.
+func scanUsec(c *redis.StringCmd) float64 {
+	s, err := c.Result()
+	if err != nil {
+		return math.NaN()
+	}
+	total, seen := 0.0, false
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		var rest string
+		var ok bool
+		if rest, ok = strings.CutPrefix(line, "cmdstat_scan:"); !ok {
+			if rest, ok = strings.CutPrefix(line, "cmdstat_type:"); !ok {
+				continue
+			}
+		}
+		for _, f := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				if n, err := strconv.ParseFloat(v, 64); err == nil {
+					total += n
+					seen = true
+				}
+			}
+		}
+	}
+	if !seen {
+		// Neither command has run since Redis started (or the stats were
+		// reset): that is a count of zero only if INFO answered at all.
+		if strings.Contains(s, "# Commandstats") {
+			return 0
+		}
+		return math.NaN()
+	}
+	return total
+}
+
+// mayClassify tells from a key's name alone (without the namespace prefix)
+// whether classify could accept it with some type, so that foreign keys
+// under the prefix cost no TYPE. Every queue key is a queue name plus
+// suffixes made of queue-name characters.
+func mayClassify(rest string) bool {
+	switch {
+	case rest == heartbeatKey:
+		return false // the heartbeat set is read by name on every scrape
+	case strings.HasPrefix(rest, acksPrefix):
+		tail := rest[len(acksPrefix):]
+		return len(tail) >= workerIDLen+2 && tail[workerIDLen] == '.'
+	case strings.HasSuffix(rest, legacyAcks):
+		return true
+	}
+	return validQueueName(rest)
+}
+
+// buildView lists the queues to report, sorted, and how many the cap
+// drops: configured queues first, then the queues that exist now, then
+// the most recently seen. Called with the discovery lock held.
+func (r *Reader) buildView(acks []ackKey) *view {
+	var queues []string
+	for q := range r.configured {
+		queues = append(queues, q)
+	}
+	sort.Strings(queues)
+	queues = append(queues, r.byRecency()...)
+	dropped := 0
+	if m := r.opts.MaxQueues; m > 0 && len(queues) > m {
+		dropped = len(queues) - m
+		queues = queues[:m]
+	}
+	sort.Strings(queues)
+	return &view{queues: queues, dropped: dropped, acks: acks}
+}
+
+// queueList returns what the latest pass found (or only the configured
+// queues before the first). It never waits.
+func (r *Reader) queueList() (queues []string, dropped int, acks []ackKey) {
+	v := r.view.Load()
+	return v.queues, v.dropped, v.acks
+}
+
+// byRecency lists the discovered, unconfigured queues: those found by the
+// latest discovery first, then the most recently seen, then by name.
+func (r *Reader) byRecency() []string {
+	var rest []string
+	for q := range r.seen {
+		if !r.configured[q] {
+			rest = append(rest, q)
+		}
+	}
+	sort.Slice(rest, func(i, j int) bool {
+		a, b := r.seen[rest[i]], r.seen[rest[j]]
+		if !a.Equal(b) {
+			return a.After(b)
+		}
+		return rest[i] < rest[j]
+	})
+	return rest
+}
+
+// forgetOverflow keeps memory bounded under the queue cap: of the queues
+// whose keys are gone (they would only report zeros), it remembers no more
+// than the cap leaves room for. Queues that exist now are all kept, so the
+// overflow they cause is counted, not hidden.
+func (r *Reader) forgetOverflow(now time.Time) {
+	m := r.opts.MaxQueues
+	if m <= 0 || len(r.seen) <= m {
+		return
+	}
+	room := max(m-len(r.configured), 0)
+	forgotten := 0
+	for i, q := range r.byRecency() {
+		if i >= room && !r.seen[q].Equal(now) {
+			delete(r.seen, q)
+			forgotten++
+		}
+	}
+	if forgotten > 0 {
+		r.logger.Warn("queue cap reached: forgot queues whose keys are gone", "forgotten", forgotten, "max_queues", m)
+	}
+}

@@ -1,0 +1,185 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+// scanRecorder records the cursor of every SCAN the client sends, and can
+// cancel a context right after the n-th SCAN returns.
+type scanRecorder struct {
+	mu       sync.Mutex
+	cursors  []uint64
+	cancelAt int
+	cancel   context.CancelFunc
+}
+
+func (h *scanRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scanRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "scan" {
+			h.mu.Lock()
+			h.cursors = append(h.cursors, uint64(cmd.Args()[1].(uint64)))
+			if len(h.cursors) == h.cancelAt && h.cancel != nil {
+				h.cancel()
+			}
+			h.mu.Unlock()
+		}
+		return err
+	}
+}
+
+func (h *scanRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *scanRecorder) take() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.cursors
+	h.cursors = nil
+	return c
+}
+
+func newTestReader(t *testing.T, r *testserver.Redis, opts Options) (*Reader, *scanRecorder) {
+	t.Helper()
+	client, err := NewClient(ClientOptions{URL: r.URL(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	rec := &scanRecorder{}
+	client.AddHook(rec)
+	return NewReader(client, opts), rec
+}
+
+// A pass interrupted part-way (a deadline, an error) continues from its
+// cursor: it does not start over, so a pass over any keyspace finishes
+// however short the time it gets at once.
+func TestDiscoveryResumesFromItsCursor(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	r.Populate(t, 20_000, "cache:")
+	now := time.Now()
+	b := r.NewBroker(t, "dramatiq")
+	for _, q := range []string{"a", "b", "c", "d"} {
+		b.Enqueue(q, 1, now)
+	}
+	reader, rec := newTestReader(t, r, Options{})
+
+	// One uninterrupted pass: the pages a whole pass takes.
+	if err := reader.Discover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	full := rec.take()
+	if len(full) < 5 || full[0] != 0 {
+		t.Fatalf("a pass over 20,000 keys took %d pages starting at %v", len(full), full)
+	}
+
+	// Cut the next pass off after its third page.
+	cut, cancel := context.WithCancel(ctx)
+	rec.mu.Lock()
+	rec.cancelAt, rec.cancel = 3, cancel
+	rec.mu.Unlock()
+	if err := reader.Discover(cut); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted pass: err %v, want context.Canceled", err)
+	}
+	first := rec.take()
+	if reader.DiscoveryStatus().Passes != 1 {
+		t.Fatalf("an interrupted pass counted as complete")
+	}
+	if err := reader.discoverUntil(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	rest := rec.take()
+	if len(rest) == 0 || rest[0] == 0 {
+		t.Fatalf("the pass restarted from cursor 0 after an interruption: %v then %v", first, rest)
+	}
+	// The cut page is read again when the cancellation caught its TYPE
+	// pipeline, and only then.
+	if n := len(first) + len(rest); n > len(full)+1 || (n == len(full)+1) != (rest[0] == first[len(first)-1]) {
+		t.Errorf("interrupted and resumed pass read pages %v then %v; an uninterrupted one %d pages", first, rest, len(full))
+	}
+	queues, _, _ := reader.queueList()
+	if len(queues) != 4 {
+		t.Errorf("resumed pass found %v, want a b c d", queues)
+	}
+}
+
+// Waits on the scrape path end with the scrape's context: a read that has
+// to discover (no background discovery) gives up when its deadline passes
+// while another holds the discovery lock, and with background discovery a
+// read never waits for it at all.
+func TestReadsDoNotWaitPastTheirDeadlineForDiscovery(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	b := r.NewBroker(t, "dramatiq")
+	b.Enqueue("emails", 2, time.Now())
+
+	oneShot, _ := newTestReader(t, r, Options{})
+	if err := oneShot.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	begin := time.Now()
+	go func() { _, err := oneShot.Snapshot(short); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("err %v, want the deadline", err)
+		}
+		if took := time.Since(begin); took > 3*time.Second {
+			t.Errorf("a read with a 200ms deadline took %s", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a read waited on the discovery lock past its deadline")
+	}
+	oneShot.unlock()
+
+	background, _ := newTestReader(t, r, Options{Queues: []string{"emails"}})
+	background.background.Store(true) // as Start does, without its goroutine
+	if err := background.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer background.unlock()
+	short2, cancel2 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel2()
+	snap, err := background.Snapshot(short2)
+	if err != nil {
+		t.Fatalf("with background discovery holding its lock: %v", err)
+	}
+	if len(snap.Queues) != 1 || snap.Queues[0].Ready != 2 {
+		t.Errorf("configured queue: %+v", snap.Queues)
+	}
+}
+
+// The name check that spares foreign keys a TYPE must never refuse a key
+// that classify accepts with some type.
+func FuzzMayClassify(f *testing.F) {
+	for _, s := range []string{"emails", "emails.DQ", "emails.msgs", "emails.DQ.msgs", "emails.XQ", "emails.XQ.msgs",
+		"x.acks", "__acks__.0123456789abcdef0123456789abcdef0123.emails", "__heartbeats__", "not a queue", "9lives", "",
+		"__acks__.short.q", "caf\xc3\xa9", "a\xffb.DQ"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		if mayClassify(rest) {
+			return
+		}
+		for _, typ := range []string{"list", "hash", "zset", "set", "string", "stream", "none"} {
+			if c := classify(rest, typ); c.kind != kindUnknown && c.kind != kindHeartbeats {
+				t.Fatalf("mayClassify(%q) is false, but classify accepts it as a %s", rest, typ)
+			}
+		}
+	})
+}
