@@ -2,21 +2,27 @@ package collector_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
 // gather scrapes the fixture once under timeout and returns its families
-// by name, and how long the scrape took.
+// by name, and how long the scrape took. The scrape's context carries
+// scrapeMark, so a hook can tell the scrape's commands from discovery's.
 func (f *fixture) gather(timeout time.Duration) (map[string]*dto.MetricFamily, time.Duration) {
 	f.t.Helper()
-	reg, cancel := f.registry(timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), scrapeMark{}, true), timeout)
 	defer cancel()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(f.exp.Bind(ctx))
 	begin := time.Now()
 	mfs, err := reg.Gather()
 	took := time.Since(begin)
@@ -28,6 +34,26 @@ func (f *fixture) gather(timeout time.Duration) (map[string]*dto.MetricFamily, t
 		out[mf.GetName()] = mf
 	}
 	return out, took
+}
+
+type scrapeMark struct{}
+
+// scanInScrape counts SCANs sent under a scrape's context.
+type scanInScrape struct{ n atomic.Int64 }
+
+func (h *scanInScrape) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scanInScrape) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "scan" && ctx.Value(scrapeMark{}) != nil {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *scanInScrape) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // value is the one sample of a family with those labels; NaN-free tests
@@ -52,8 +78,8 @@ func value(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels m
 func TestScrapesDuringTheFirstDiscoveryPass(t *testing.T) {
 	r := testserver.StartRedis(t)
 	ctx := context.Background()
-	// An unpaced pass over this many keys takes several hundred ms here,
-	// longer than the scrapes' deadline below.
+	// A pass over this many keys takes several hundred ms unpaced, and
+	// seconds paced: scrapes run while it does.
 	r.Populate(t, 500_000, "django.cache:")
 	now, clock := fixedClock()
 	b := r.NewBroker(t, "dramatiq")
@@ -61,12 +87,21 @@ func TestScrapesDuringTheFirstDiscoveryPass(t *testing.T) {
 	b.Enqueue("reports", 2, now)
 	b.Heartbeat(testserver.UUID(), now)
 	f := newFixture(t, r, r.URL(), broker.Options{Now: clock, Queues: []string{"emails"}, DiscoveryInterval: 100 * time.Millisecond})
+	client, err := broker.NewClient(broker.ClientOptions{URL: r.URL(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	scans := &scanInScrape{}
+	client.AddHook(scans)
+	f.reader = broker.NewReader(client, f.reader.Options())
+	f.exp = newExporter(t, f.reader)
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	f.reader.Start(runCtx)
 
-	const deadline = 200 * time.Millisecond
+	const deadline = time.Second
 	during := 0
 	giveUp := time.Now().Add(2 * time.Minute)
 	for f.reader.DiscoveryStatus().Passes == 0 {
@@ -74,7 +109,7 @@ func TestScrapesDuringTheFirstDiscoveryPass(t *testing.T) {
 			t.Fatal("the first discovery pass did not complete in 2 minutes")
 		}
 		mfs, took := f.gather(deadline)
-		if took > 2*time.Second {
+		if took > 3*deadline {
 			t.Fatalf("a scrape with a %s deadline took %s", deadline, took)
 		}
 		if up := value(t, mfs, "dramatiq_redis_up", nil); up != 1 {
@@ -100,6 +135,9 @@ func TestScrapesDuringTheFirstDiscoveryPass(t *testing.T) {
 	}
 	if during == 0 {
 		t.Fatal("no scrape ran during the first pass: the test proves nothing")
+	}
+	if n := scans.n.Load(); n > 0 {
+		t.Fatalf("scrapes sent %d SCANs: discovery ran on their deadline", n)
 	}
 	mfs, _ := f.gather(5 * time.Second)
 	if v := value(t, mfs, "dramatiq_queue_ready_messages", map[string]string{"queue": "reports"}); v != 2 {
