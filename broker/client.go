@@ -2,13 +2,14 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/urlsafe"
 )
 
 func init() {
@@ -40,17 +41,13 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
 	}
-	if _, err := url.Parse(o.URL); err != nil {
-		// url.Error repeats the whole URL, password included: keep only why.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
+	u, err := urlsafe.Check(o.URL)
+	if err != nil {
 		return nil, fmt.Errorf("invalid Redis URL: %v", err)
 	}
 	opt, err := redis.ParseURL(o.URL)
 	if err != nil {
-		return nil, fmt.Errorf("invalid Redis URL: %v", sanitize(err, o.URL))
+		return nil, fmt.Errorf("invalid Redis URL: %s", sanitize(err, u))
 	}
 	if o.Password != "" {
 		opt.Password = o.Password
@@ -71,10 +68,16 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	return redis.NewClient(opt), nil
 }
 
-// sanitize keeps a secret-bearing URL out of an error's text.
-func sanitize(err error, raw string) string {
+// sanitize keeps a secret-bearing URL out of an error's text. Check has
+// made sure the password is whole, in the user info or the password query
+// parameter of a unix:// URL; go-redis names a query's unknown options, so
+// with a query password nothing of its error is kept.
+func sanitize(err error, u *url.URL) string {
+	if u.Query().Has("password") {
+		return "go-redis cannot use it (" + urlsafe.ErrNotShown.Error() + ")"
+	}
 	s := err.Error()
-	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+	if u.User != nil {
 		if p, ok := u.User.Password(); ok && p != "" {
 			s = strings.ReplaceAll(s, p, "xxxxx")
 		}
@@ -83,15 +86,12 @@ func sanitize(err error, raw string) string {
 }
 
 // RedactURL returns the URL with its password masked, for logs: the user
-// part, and the password query parameter unix:// URLs may carry.
+// part, and the password query parameter unix:// URLs may carry. A URL
+// that does not parse cleanly is not shown at all.
 func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
+	u, err := urlsafe.Check(raw)
 	if err != nil {
-		return "<invalid URL>"
+		return "<invalid URL, not shown>"
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
+	return urlsafe.Redacted(u)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/urlsafe"
 )
 
 // DatabaseApplicationName is the application_name the exporter's sessions
@@ -37,6 +39,13 @@ const databasePoolMaxConns = 3
 func NewDatabasePool(ctx context.Context, dsn, password string, logger *slog.Logger) (*pgxpool.Pool, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		// A password with an unescaped # / ? or @ would move into the host
+		// or the database name, which the log line below shows.
+		if _, err := urlsafe.Check(dsn); err != nil {
+			return nil, fmt.Errorf("cannot use the database URL: %w", err)
+		}
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/model"
@@ -22,6 +24,8 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/urlsafe"
 )
 
 // Defaults that flags, docs and tests share.
@@ -35,6 +39,8 @@ const (
 	DefaultListenAddress     = ":10191"
 	DefaultScrapeTimeout     = 10 * time.Second
 	DefaultTimeoutOffset     = 500 * time.Millisecond
+	DefaultMaxConnections    = 64
+	DefaultIdleTimeout       = 2 * time.Minute
 )
 
 // Config is the validated configuration. Secrets are resolved into
@@ -58,6 +64,8 @@ type Config struct {
 	TimeoutOffset   time.Duration
 	MaxRequests     int
 	ShowMessageArgs bool
+	MaxConnections  int
+	IdleTimeout     time.Duration
 
 	// ListenAddresses, WebConfigFile and SystemdSocket are the
 	// exporter-toolkit's web settings; see Config.Web.
@@ -83,6 +91,10 @@ type Collector struct {
 type Flags struct {
 	configFile *string
 	bindings   []*binding
+	// filePath is the config file read, and fromFile the flags whose value
+	// it supplied, for error messages.
+	filePath string
+	fromFile map[string]bool
 
 	redisURL, redisPasswordFile, redisPassword    *string
 	namespace                                     *string
@@ -93,7 +105,8 @@ type Flags struct {
 	databaseURL, dbPasswordFile, databasePassword *string
 	environment, telemetryPath                    *string
 	scrapeTimeout, timeoutOffset                  *time.Duration
-	maxRequests                                   *int
+	maxRequests, maxConnections                   *int
+	idleTimeout                                   *time.Duration
 	showMessageArgs                               *bool
 	collectors                                    map[string]*bool
 	web                                           *web.FlagConfig
@@ -217,6 +230,19 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 		return nil
 	}
 
+	c, b = fl.bind(app, "web.max-connections", "Maximum number of open HTTP connections (0: no limit). At the limit, idle keep-alive connections are closed first; a new connection waits only while every one is busy.", "")
+	fl.maxConnections = intFlag(c, "web.max-connections", DefaultMaxConnections)
+	b.fromFile = func(f *fileConfig) error {
+		if f.Web.MaxConnections != nil {
+			*fl.maxConnections = *f.Web.MaxConnections
+		}
+		return nil
+	}
+
+	c, b = fl.bind(app, "web.idle-timeout", "Close a keep-alive connection idle for this long.", "")
+	fl.idleTimeout = durationFlag(c, "web.idle-timeout", DefaultIdleTimeout)
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.idleTimeout, f.Web.IdleTimeout) }
+
 	c, b = fl.bind(app, "web.show-message-args", "Show message args and kwargs (user data) in the status page and API.", "")
 	fl.showMessageArgs = c.Bool()
 	b.fromFile = func(f *fileConfig) error {
@@ -315,6 +341,8 @@ type fileConfig struct {
 		TelemetryPath   string   `yaml:"telemetry_path"`
 		MaxRequests     *int     `yaml:"max_requests"`
 		ShowMessageArgs *bool    `yaml:"show_message_args"`
+		MaxConnections  *int   `yaml:"max_connections"`
+		IdleTimeout     string `yaml:"idle_timeout"`
 	} `yaml:"web"`
 	Scrape struct {
 		Timeout       string `yaml:"timeout"`
@@ -391,6 +419,8 @@ func (fl *Flags) Load() (*Config, error) {
 		SystemdSocket:     *fl.web.WebSystemdSocket,
 		LogLevel:          fl.log.Level.String(),
 		LogFormat:         fl.log.Format.String(),
+		MaxConnections:    *fl.maxConnections,
+		IdleTimeout:       *fl.idleTimeout,
 		Collectors:        map[string]bool{},
 	}
 	for name, v := range fl.collectors {
@@ -408,20 +438,29 @@ func (fl *Flags) Load() (*Config, error) {
 	sort.Strings(cfg.Queues)
 
 	var err error
-	if cfg.RedisPassword, err = secret(*fl.redisPassword, *fl.redisPasswordFile, "--redis.password-file"); err != nil {
-		return nil, err
+	if cfg.RedisPassword, err = secret(*fl.redisPassword, *fl.redisPasswordFile, "redis.password-file"); err != nil {
+		return nil, fl.where(err)
 	}
-	if cfg.DatabasePassword, err = secret(*fl.databasePassword, *fl.dbPasswordFile, "--database.password-file"); err != nil {
-		return nil, err
+	if cfg.DatabasePassword, err = secret(*fl.databasePassword, *fl.dbPasswordFile, "database.password-file"); err != nil {
+		return nil, fl.where(err)
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fl.where(err)
 	}
 	return cfg, nil
 }
 
+// where names the config file's key instead of the flag when the file
+// supplied the bad value.
+func (fl *Flags) where(err error) error {
+	if fe, ok := asFieldError(err); ok && fl.fromFile[fe.Flag] {
+		return fmt.Errorf("--config.file %s: %s: %s", fl.filePath, fl.FileKey(fe.Flag), fe.Msg)
+	}
+	return err
+}
+
 func (fl *Flags) applyFile(path string) error {
-	data, err := os.ReadFile(path)
+	data, err := readRegularFile(path, MaxConfigFileBytes)
 	if err != nil {
 		return fmt.Errorf("--config.file: %v", err)
 	}
@@ -429,13 +468,29 @@ func (fl *Flags) applyFile(path string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("--config.file %s: %v", path, err)
+		return fmt.Errorf("--config.file %s: %v", path, shortYAMLError(err))
 	}
+	// A second document would be parsed by nobody: its keys, typos
+	// included, would silently do nothing.
+	var rest yaml.Node
+	if err := dec.Decode(&rest); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return fmt.Errorf("--config.file %s: %v", path, shortYAMLError(err))
+		}
+		return fmt.Errorf("--config.file %s: line %d: a second YAML document (after ---); put every setting in one document", path, rest.Line)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("--config.file %s: %v", path, shortYAMLError(err))
+	}
+	present := keysOf(&doc)
 	for name := range f.Collectors {
 		if _, ok := fl.collectors[name]; !ok {
 			return fmt.Errorf("--config.file %s: collectors: unknown collector %q", path, name)
 		}
 	}
+	fl.filePath = path
+	fl.fromFile = map[string]bool{}
 	for _, b := range fl.bindings {
 		if b.set || (b.envar != "" && os.Getenv(b.envar) != "") || b.fromFile == nil {
 			continue
@@ -443,6 +498,7 @@ func (fl *Flags) applyFile(path string) error {
 		if err := b.fromFile(&f); err != nil {
 			return fmt.Errorf("--config.file %s: %s: %v", path, b.key, err)
 		}
+		fl.fromFile[b.name] = present[b.key]
 	}
 	return nil
 }
@@ -463,77 +519,188 @@ func (c *Config) Log(w io.Writer) *promslog.Config {
 	return lc
 }
 
+// keysOf lists the dotted paths of the mappings in a YAML document
+// ("web", "web.telemetry_path", ...), to tell which settings it supplied.
+func keysOf(doc *yaml.Node) map[string]bool {
+	out := map[string]bool{}
+	var walk func(n *yaml.Node, prefix string, depth int)
+	walk = func(n *yaml.Node, prefix string, depth int) {
+		for n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+			n = n.Content[0]
+		}
+		if n.Kind != yaml.MappingNode || depth > 2 {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := prefix + n.Content[i].Value
+			out[k] = true
+			walk(n.Content[i+1], k+".", depth+1)
+		}
+	}
+	walk(doc, "", 0)
+	return out
+}
+
+// shortYAMLError keeps the first few of yaml's per-field errors: a large
+// wrong file must not make a megabyte of error text.
+func shortYAMLError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) <= 5 {
+		return err
+	}
+	return fmt.Errorf("yaml: unmarshal errors:\n  %s\n  ... and %d more", strings.Join(te.Errors[:5], "\n  "), len(te.Errors)-5)
+}
+
 func secret(direct, file, flag string) (string, error) {
 	if file == "" {
 		return direct, nil
 	}
-	b, err := os.ReadFile(file)
+	b, err := readRegularFile(file, MaxSecretFileBytes)
 	if err != nil {
 		// The error names the file, never its contents.
-		return "", fmt.Errorf("%s: %v", flag, err)
+		return "", fieldErr(flag, "%v", err)
 	}
 	// Editors and echo add a final line break; it is not part of the secret.
 	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
 	if pw == "" {
-		return "", fmt.Errorf("%s: %s is empty", flag, file)
+		return "", fieldErr(flag, "%s is empty", file)
 	}
 	return pw, nil
 }
 
 var queueName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9._-]*$`)
 
+// MaxNameBytes bounds the settings that become label values or key
+// prefixes (environment, namespace, queue names): each is repeated in
+// every series or key that carries it.
+const MaxNameBytes = 256
+
+// checkName refuses what cannot be a Prometheus label value (invalid
+// UTF-8) and what would bloat every series.
+func checkName(flag, v string) error {
+	if v == "" {
+		return fieldErr(flag, "must not be empty")
+	}
+	if !utf8.ValidString(v) {
+		return fieldErr(flag, "%q is not valid UTF-8 (it becomes a label value)", v)
+	}
+	if len(v) > MaxNameBytes {
+		return fieldErr(flag, "is %d bytes long, more than %d", len(v), MaxNameBytes)
+	}
+	return nil
+}
+
+// Paths the exporter serves besides the metrics; the telemetry path must
+// not shadow them.
+var reservedPaths = []string{"/", "/api/v1/status", "/-/healthy", "/-/ready"}
+
+// checkTelemetryPath: the path is served as a literal (not an
+// http.ServeMux pattern), so braces, spaces and % are fine; it only has to
+// be an absolute path a client can ask for.
+func checkTelemetryPath(p string) error {
+	const flag = "web.telemetry-path"
+	if !strings.HasPrefix(p, "/") {
+		return fieldErr(flag, "must start with /, not %q", p)
+	}
+	if slices.Contains(reservedPaths, p) {
+		return fieldErr(flag, "%q is taken by the exporter's own pages (%s)", p, strings.Join(reservedPaths, ", "))
+	}
+	if !utf8.ValidString(p) {
+		return fieldErr(flag, "%q is not valid UTF-8", p)
+	}
+	if strings.IndexFunc(p, unicode.IsControl) >= 0 {
+		return fieldErr(flag, "%q holds a control character", p)
+	}
+	if len(p) > 1024 {
+		return fieldErr(flag, "is %d bytes long, more than 1024", len(p))
+	}
+	return nil
+}
+
 // Validate checks every value and names the flag of the first bad one.
 func (c *Config) Validate() error {
-	u, err := url.Parse(c.RedisURL)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
+	if err := checkRedisURL(c.RedisURL); err != nil {
+		return err
+	}
+	if err := checkName("dramatiq.namespace", c.Namespace); err != nil {
+		return err
+	}
+	if c.HeartbeatTimeout <= 0 {
+		return fieldErr("dramatiq.heartbeat-timeout", "must be positive, not %s", c.HeartbeatTimeout)
+	}
+	if c.DiscoveryInterval < 100*time.Millisecond {
+		return fieldErr("dramatiq.discovery-interval", "must be at least 100ms, not %s", c.DiscoveryInterval)
+	}
+	if c.MaxQueues < 0 {
+		return fieldErr("dramatiq.max-queues", "must be 0 or more, not %d", c.MaxQueues)
+	}
+	if c.QueueRetention < 0 {
+		return fieldErr("dramatiq.queue-retention", "must be 0 or more, not %s", c.QueueRetention)
+	}
+	for _, q := range c.Queues {
+		if !queueName.MatchString(q) {
+			return fieldErr("dramatiq.queues", "%q is not a Dramatiq queue name ([a-zA-Z_][a-zA-Z0-9._-]*)", q)
 		}
-		return fmt.Errorf("--redis.url: not a URL: %v", err)
+		if len(q) > MaxNameBytes {
+			return fieldErr("dramatiq.queues", "a queue name is %d bytes long, more than %d", len(q), MaxNameBytes)
+		}
+	}
+	if c.DatabaseURL != "" {
+		if err := checkDatabaseURL(c.DatabaseURL); err != nil {
+			return err
+		}
+	}
+	if err := checkName("environment", c.Environment); err != nil {
+		return err
+	}
+	if err := checkTelemetryPath(c.TelemetryPath); err != nil {
+		return err
+	}
+	if c.ScrapeTimeout <= 0 {
+		return fieldErr("scrape.timeout", "must be positive, not %s", c.ScrapeTimeout)
+	}
+	if c.TimeoutOffset < 0 {
+		return fieldErr("scrape.timeout-offset", "must be 0 or more, not %s", c.TimeoutOffset)
+	}
+	if c.MaxRequests < 0 {
+		return fieldErr("web.max-requests", "must be 0 or more, not %d", c.MaxRequests)
+	}
+	if c.MaxConnections < 0 {
+		return fieldErr("web.max-connections", "must be 0 or more, not %d", c.MaxConnections)
+	}
+	if c.IdleTimeout <= 0 {
+		return fieldErr("web.idle-timeout", "must be positive, not %s", c.IdleTimeout)
+	}
+	return nil
+}
+
+func checkRedisURL(raw string) error {
+	const flag = "redis.url"
+	u, err := urlsafe.Check(raw)
+	if err != nil {
+		return fieldErr(flag, "%v, or put the password in REDIS_PASSWORD or in a file named by --redis.password-file", err)
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "unix":
 	default:
-		return fmt.Errorf("--redis.url: scheme must be redis, rediss or unix, not %q", u.Scheme)
+		return fieldErr(flag, "scheme must be redis, rediss or unix, not %q", u.Scheme)
 	}
-	if c.Namespace == "" {
-		return errors.New("--dramatiq.namespace: must not be empty")
+	return nil
+}
+
+// checkDatabaseURL checks the URL form; the key=value form has no
+// delimiters a password could break, and pgx's own parser judges it.
+func checkDatabaseURL(raw string) error {
+	const flag = "database.url"
+	if strings.ContainsAny(raw, "\n\r") {
+		return fieldErr(flag, "must be one line")
 	}
-	if c.HeartbeatTimeout <= 0 {
-		return fmt.Errorf("--dramatiq.heartbeat-timeout: must be positive, not %s", c.HeartbeatTimeout)
+	scheme, _, ok := strings.Cut(raw, "://")
+	if !ok || (scheme != "postgres" && scheme != "postgresql") {
+		return nil
 	}
-	if c.DiscoveryInterval < 100*time.Millisecond {
-		return fmt.Errorf("--dramatiq.discovery-interval: must be at least 100ms, not %s", c.DiscoveryInterval)
-	}
-	if c.MaxQueues < 0 {
-		return fmt.Errorf("--dramatiq.max-queues: must be 0 or more, not %d", c.MaxQueues)
-	}
-	if c.QueueRetention < 0 {
-		return fmt.Errorf("--dramatiq.queue-retention: must be 0 or more, not %s", c.QueueRetention)
-	}
-	for _, q := range c.Queues {
-		if !queueName.MatchString(q) {
-			return fmt.Errorf("--dramatiq.queues: %q is not a Dramatiq queue name ([a-zA-Z_][a-zA-Z0-9._-]*)", q)
-		}
-	}
-	if c.DatabaseURL != "" && strings.ContainsAny(c.DatabaseURL, "\n\r") {
-		return errors.New("--database.url: must be one line")
-	}
-	if c.Environment == "" {
-		return errors.New("--environment: must not be empty")
-	}
-	if !strings.HasPrefix(c.TelemetryPath, "/") || c.TelemetryPath == "/" {
-		return fmt.Errorf("--web.telemetry-path: must start with / and not be /, not %q", c.TelemetryPath)
-	}
-	if c.ScrapeTimeout <= 0 {
-		return fmt.Errorf("--scrape.timeout: must be positive, not %s", c.ScrapeTimeout)
-	}
-	if c.TimeoutOffset < 0 {
-		return fmt.Errorf("--scrape.timeout-offset: must be 0 or more, not %s", c.TimeoutOffset)
-	}
-	if c.MaxRequests < 0 {
-		return fmt.Errorf("--web.max-requests: must be 0 or more, not %d", c.MaxRequests)
+	if _, err := urlsafe.Check(raw); err != nil {
+		return fieldErr(flag, "%v, or put the password in DATABASE_PASSWORD or in a file named by --database.password-file", err)
 	}
 	return nil
 }

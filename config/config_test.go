@@ -135,7 +135,7 @@ func TestErrorsNameTheCulprit(t *testing.T) {
 		want string
 	}{
 		{[]string{"--redis.url", "http://x"}, "--redis.url: scheme must be redis, rediss or unix"},
-		{[]string{"--redis.url", "redis://user:hunter2@host:port/0"}, "--redis.url: not a URL"},
+		{[]string{"--redis.url", "redis://user:hunter2@host:port/0"}, "--redis.url: cannot be parsed as a URL"},
 		{[]string{"--dramatiq.namespace", ""}, "--dramatiq.namespace"},
 		{[]string{"--dramatiq.heartbeat-timeout", "0s"}, "--dramatiq.heartbeat-timeout: must be positive"},
 		{[]string{"--dramatiq.discovery-interval", "1ms"}, "--dramatiq.discovery-interval"},
@@ -148,7 +148,7 @@ func TestErrorsNameTheCulprit(t *testing.T) {
 		{[]string{"--config.file", "testdata/bad-key.yml"}, "field namespcae not found"},
 		{[]string{"--config.file", "testdata/bad-duration.yml"}, "dramatiq.heartbeat_timeout: invalid duration \"soon\""},
 		{[]string{"--config.file", "testdata/bad-collector.yml"}, `unknown collector "nonsense"`},
-		{[]string{"--config.file", "testdata/bad-queue.yml"}, `--dramatiq.queues: "has space"`},
+		{[]string{"--config.file", "testdata/bad-queue.yml"}, `--config.file testdata/bad-queue.yml: dramatiq.queues: "has space"`},
 		{[]string{"--config.file", "testdata/missing.yml"}, "--config.file"},
 		{[]string{"--config.file", "testdata/bad-log-level.yml"}, `log.level: unrecognized log level loud`},
 		{[]string{"--config.file", "testdata/bad-web-key.yml"}, "field listen_address not found"},

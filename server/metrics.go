@@ -30,16 +30,19 @@ type MetricsOptions struct {
 // ScrapeTimeout derives one scrape's budget from Prometheus's
 // X-Prometheus-Scrape-Timeout-Seconds header, the offset and our own cap.
 func ScrapeTimeout(r *http.Request, limit, offset time.Duration) time.Duration {
-	timeout := limit
-	if h := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"); h != "" {
-		if secs, err := strconv.ParseFloat(h, 64); err == nil && secs > 0 {
-			t := time.Duration(secs*float64(time.Second)) - offset
-			// A header smaller than the offset still leaves a sliver to try.
-			t = max(t, 100*time.Millisecond)
-			timeout = min(timeout, t)
-		}
+	h := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds")
+	if h == "" {
+		return limit
 	}
-	return timeout
+	secs, err := strconv.ParseFloat(h, 64)
+	// !(secs > 0) also refuses NaN. Compared in float seconds, before any
+	// conversion: 9.3e9 s or Inf do not fit a time.Duration, and its
+	// overflow once made the deadline 100 ms.
+	if err != nil || !(secs > 0) || secs >= limit.Seconds()+offset.Seconds() {
+		return limit
+	}
+	// A header smaller than the offset still leaves a sliver to try.
+	return min(limit, max(time.Duration(secs*float64(time.Second))-offset, 100*time.Millisecond))
 }
 
 // MetricsHandler gathers base (process, Go and build info, shared by every

@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -243,7 +244,8 @@ func (s *StatusSource) PageHandler() http.Handler {
 			S: st, CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds,
 			TelemetryPath: s.o.TelemetryPath,
 			// Relative, so the page also works behind a path-prefix proxy.
-			MetricsHref: "." + s.o.TelemetryPath,
+			// Escaped: the path is a literal and may hold % or spaces.
+			MetricsHref: "." + (&url.URL{Path: s.o.TelemetryPath}).EscapedPath(),
 		})
 		if err != nil {
 			s.o.Logger.Error("rendering the status page failed", "err", err)

@@ -56,6 +56,8 @@ func samples(t *testing.T) map[string]sample {
 		on("web.systemd-socket"),
 		one("web.telemetry-path", "/dramatiq/metrics"),
 		one("web.max-requests", 3),
+		one("web.max-connections", 7),
+		one("web.idle-timeout", "45s"),
 		on("web.show-message-args"),
 		one("scrape.timeout", "3s"),
 		one("scrape.timeout-offset", "1s"),

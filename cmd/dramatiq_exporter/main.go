@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) int {
 	logger.Info("starting "+name, "version", version.Info(), "build_context", version.BuildContext())
+	// Both are start-up mistakes: refuse them before anything runs, rather
+	// than fail (or hang, on a FIFO) at the first connection.
+	if err := server.CheckWebConfig(*webFlags.WebConfigFile); err != nil {
+		logger.Error("cannot start", "err", err)
+		return 2
+	}
+	listeners, err := server.Listen(webFlags)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 2
+	}
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -112,29 +129,40 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector(name),
 	)
-	mux := http.NewServeMux()
-	mux.Handle(cfg.TelemetryPath, server.MetricsHandler(exporter, base, server.MetricsOptions{
+	metrics := server.MetricsHandler(exporter, base, server.MetricsOptions{
 		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
-	}))
+	})
 	// The status page and its API read the same collectors as /metrics.
 	status := server.NewStatusSource(server.StatusOptions{
 		Exporter: exporter, Reader: sources.Broker, Thresholds: server.DefaultThresholds,
 		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
 		TelemetryPath: cfg.TelemetryPath, Logger: logger,
 	})
+	health := &server.Health{}
+	mux := http.NewServeMux()
+	health.Register(mux)
 	mux.Handle("/api/v1/status", status.APIHandler())
 	mux.Handle("/", status.PageHandler())
 
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * 1e9}
+	srv, limiter := server.NewHTTPServer(server.Route(cfg.TelemetryPath, metrics, mux), server.HTTPOptions{
+		HandlerTimeout: cfg.ScrapeTimeout, IdleTimeout: cfg.IdleTimeout, MaxConnections: cfg.MaxConnections,
+	})
+	for i, l := range listeners {
+		listeners[i] = limiter.Listener(l)
+	}
+	health.SetReady(true)
 	errc := make(chan error, 1)
-	go func() { errc <- web.ListenAndServe(srv, webFlags, logger) }()
+	// ServeMultiple applies --web.config.file (TLS, basic auth) as
+	// web.ListenAndServe would, on listeners that bound the connections.
+	go func() { errc <- web.ServeMultiple(listeners, srv, webFlags, logger) }()
 	select {
 	case err := <-errc:
 		logger.Error("server stopped", "err", err)
 		return 1
 	case <-ctx.Done():
 		logger.Info("shutting down")
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*1e9)
+		health.SetReady(false)
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
 		return 0
