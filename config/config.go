@@ -341,8 +341,8 @@ type fileConfig struct {
 		TelemetryPath   string   `yaml:"telemetry_path"`
 		MaxRequests     *int     `yaml:"max_requests"`
 		ShowMessageArgs *bool    `yaml:"show_message_args"`
-		MaxConnections  *int   `yaml:"max_connections"`
-		IdleTimeout     string `yaml:"idle_timeout"`
+		MaxConnections  *int     `yaml:"max_connections"`
+		IdleTimeout     string   `yaml:"idle_timeout"`
 	} `yaml:"web"`
 	Scrape struct {
 		Timeout       string `yaml:"timeout"`
