@@ -72,7 +72,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	for i, q := range queues {
 		ranges[i] = pipe.ZRevRangeWithScores(ctx, r.keys.dead(q), 0, int64(limit-1))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+	if err := execPipe(ctx, pipe); err != nil {
 		return nil, err
 	}
 
@@ -98,7 +98,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	if n == 0 {
 		return out, nil
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+	if err := execPipe(ctx, pipe); err != nil {
 		return nil, err
 	}
 	for i, q := range queues {

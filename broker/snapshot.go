@@ -86,7 +86,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 			head:     pipe.LRange(ctx, r.keys.queue(q), 0, headProbe-1),
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+	if err := execPipe(ctx, pipe); err != nil {
 		return nil, err
 	}
 	snap.MemoryUsedBytes = infoField(infoMem, "used_memory")
@@ -169,7 +169,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		n++
 	}
 	if n > 0 {
-		if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+		if err := execPipe(ctx, pipe); err != nil {
 			return nil, err
 		}
 	}
@@ -206,7 +206,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		for _, i := range retry {
 			retryCmds[i] = pipe.HMGet(ctx, r.keys.queueMsgs(queues[i]), cmds[i].head.Val()[1:]...)
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
+		if err := execPipe(ctx, pipe); err != nil {
 			return nil, err
 		}
 		for _, i := range retry {
