@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -113,7 +114,10 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 		list := make([]DeadLetter, 0, len(zs))
 		for j, z := range zs {
 			id, _ := z.Member.(string)
-			d := DeadLetter{RedisID: id, DeadLetteredAt: time.UnixMilli(int64(z.Score))}
+			d := DeadLetter{RedisID: clip(id)}
+			if at, ok := millisTime(z.Score); ok {
+				d.DeadLetteredAt = at
+			}
 			var body string
 			if j < len(vals) {
 				body, _ = vals[j].(string)
@@ -128,44 +132,69 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	return out, nil
 }
 
-// decodeDeadLetter fills d from a Dramatiq JSON body. Only the fields shown
-// are decoded; args and kwargs are not even kept unless withArgs.
+// decodeDeadLetter fills d from a Dramatiq JSON body, field by field: a
+// field of an unexpected type (options.retries as a string, an actor name
+// that is a number) is left zero, and the others are still decoded. The
+// body is undecodable only when it is not a JSON object at all. Only the
+// fields shown are decoded; args and kwargs are not even kept unless
+// withArgs.
 func decodeDeadLetter(body string, withArgs bool, d *DeadLetter) bool {
-	if body == "" {
+	var top map[string]json.RawMessage
+	if body == "" || json.Unmarshal([]byte(body), &top) != nil || top == nil {
 		return false
 	}
-	var m struct {
-		MessageID string `json:"message_id"`
-		ActorName string `json:"actor_name"`
-		Options   struct {
-			Retries   *json.Number `json:"retries"`
-			Traceback *string      `json:"traceback"`
-		} `json:"options"`
-	}
-	if err := json.Unmarshal([]byte(body), &m); err != nil || m.MessageID == "" {
-		return false
-	}
-	d.MessageID = m.MessageID
-	d.Actor = m.ActorName
-	if m.Options.Retries != nil {
-		if v, err := m.Options.Retries.Int64(); err == nil {
-			n := int(v)
-			d.Retries = &n
+	d.MessageID = clip(jsonString(top["message_id"]))
+	d.Actor = clip(jsonString(top["actor_name"]))
+	var opts map[string]json.RawMessage
+	if json.Unmarshal(top["options"], &opts) == nil {
+		var n int64
+		if json.Unmarshal(opts["retries"], &n) == nil && opts["retries"] != nil && n >= 0 && n <= math.MaxInt32 {
+			r := int(n)
+			d.Retries = &r
 		}
-	}
-	if m.Options.Traceback != nil {
-		d.TracebackLast = lastLine(*m.Options.Traceback)
+		if tb := jsonString(opts["traceback"]); tb != "" {
+			d.TracebackLast = lastLine(tb)
+		}
 	}
 	if withArgs {
-		var a struct {
-			Args   json.RawMessage `json:"args"`
-			Kwargs json.RawMessage `json:"kwargs"`
-		}
-		if json.Unmarshal([]byte(body), &a) == nil {
-			d.Args, d.Kwargs = a.Args, a.Kwargs
-		}
+		d.Args, d.Kwargs = validJSON(top["args"]), validJSON(top["kwargs"])
 	}
 	return true
+}
+
+// jsonString decodes a JSON string, or returns "" for anything else. The
+// decoder turns invalid UTF-8 into U+FFFD, so the result is valid UTF-8.
+func jsonString(raw json.RawMessage) string {
+	var s string
+	if raw == nil || json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+func validJSON(raw json.RawMessage) json.RawMessage {
+	if raw == nil || !json.Valid(raw) {
+		return nil
+	}
+	return raw
+}
+
+// maxIDLen bounds ids and actor names handed on: a writer can make them
+// any size, and they end up in the API and on the status page.
+const maxIDLen = 200
+
+// clip shortens s to maxIDLen bytes on a rune boundary and makes it valid
+// UTF-8 (a hash field, unlike a JSON string, is raw bytes).
+func clip(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > maxIDLen {
+		cut := maxIDLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
 }
 
 // lastLine returns the last non-blank line, which in a Python traceback is

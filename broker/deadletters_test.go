@@ -191,3 +191,44 @@ func keysOf[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// A field of an unexpected type blanks only that field: id, actor and time
+// are still decoded.
+func TestRecentDeadLettersUnexpectedFieldTypes(t *testing.T) {
+	r := testserver.StartRedis(t)
+	at := time.UnixMilli(1795727800000)
+	bodies := map[string]string{
+		"rid-retries-string": `{"queue_name":"q","actor_name":"send","args":[],"kwargs":{},"options":{"retries":"3","traceback":"Traceback\nValueError: x\n"},"message_id":"m1","message_timestamp":1}`,
+		"rid-options-list":   `{"actor_name":"send","options":[1,2],"message_id":"m2"}`,
+		"rid-actor-number":   `{"actor_name":42,"options":{"retries":2,"traceback":{"not":"a string"}},"message_id":"m3"}`,
+		"rid-bad-utf8":       "{\"actor_name\":\"s\xffnd\",\"options\":{\"retries\":-4},\"message_id\":\"m4\"}",
+	}
+	i := 0
+	for rid, body := range bodies {
+		deadLetter(t, r, "q", rid, at.Add(time.Duration(i)*time.Second), body)
+		i++
+	}
+	got, err := readerFor(t, r).RecentDeadLetters(context.Background(), []string{"q"}, broker.DeadLetterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]broker.DeadLetter{}
+	for _, d := range got["q"] {
+		byID[d.RedisID] = d
+		if d.Undecodable || d.DeadLetteredAt.IsZero() {
+			t.Errorf("%s: %+v", d.RedisID, d)
+		}
+	}
+	if d := byID["rid-retries-string"]; d.MessageID != "m1" || d.Actor != "send" || d.Retries != nil || d.TracebackLast != "ValueError: x" {
+		t.Errorf("retries as a string: %+v", d)
+	}
+	if d := byID["rid-options-list"]; d.MessageID != "m2" || d.Actor != "send" {
+		t.Errorf("options as a list: %+v", d)
+	}
+	if d := byID["rid-actor-number"]; d.MessageID != "m3" || d.Actor != "" || d.Retries == nil || *d.Retries != 2 || d.TracebackLast != "" {
+		t.Errorf("actor as a number: %+v", d)
+	}
+	if d := byID["rid-bad-utf8"]; d.MessageID != "m4" || d.Actor != "s\uFFFDnd" || d.Retries != nil {
+		t.Errorf("invalid UTF-8: %+v", d)
+	}
+}

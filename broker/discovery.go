@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -72,6 +73,7 @@ type pass struct {
 	found      map[string]bool
 	acks       []ackKey
 	legacy     bool
+	invalid    int // keys skipped for a queue name that cannot be a label
 	keys       int
 	client     time.Duration // sum of page round trips, sleeps excluded
 	usecBefore float64       // SCAN+TYPE usec from commandstats; NaN if unknown
@@ -219,6 +221,8 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 	for _, k := range batch {
 		if rest, ok := strings.CutPrefix(k, prefix); ok && mayClassify(rest) {
 			candidates = append(candidates, k)
+		} else if ok && hostileName(rest) {
+			p.invalid++
 		}
 	}
 	var found []classified
@@ -236,7 +240,9 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 		}
 		for i, k := range candidates {
 			c := classify(k[len(prefix):], types[i].Val())
-			if c.kind != kindUnknown {
+			if c.kind == kindInvalidName {
+				p.invalid++
+			} else if c.kind != kindUnknown {
 				found = append(found, c)
 				foundKeys = append(foundKeys, k)
 			}
@@ -316,6 +322,7 @@ func (r *Reader) finishPass(ctx context.Context) {
 	}
 	r.forgetOverflow(p.seenAt)
 	r.view.Store(r.buildView(p.acks))
+	r.anomaly(AnomalyInvalidQueueName, p.invalid)
 	if p.legacy && !r.legacyLog {
 		r.legacyLog = true
 		r.logger.Warn("found pre-1.2 Dramatiq .acks keys; messages in them are not counted", "namespace", r.opts.Namespace)
@@ -390,7 +397,14 @@ func mayClassify(rest string) bool {
 	case strings.HasSuffix(rest, legacyAcks):
 		return true
 	}
-	return validQueueName(rest)
+	return len(rest) <= maxQueueNameLen+len(deadSuffix+msgsSuffix) && queueNameChars(rest)
+}
+
+// hostileName tells a key name that is no queue's and could not even be
+// shown as one (not valid UTF-8, or absurdly long) from a merely foreign
+// key: the first kind is counted as an anomaly, the second ignored.
+func hostileName(rest string) bool {
+	return !utf8.ValidString(rest) || len(rest) > maxQueueNameLen+len(deadSuffix+msgsSuffix)
 }
 
 // buildView lists the queues to report, sorted, and how many the cap

@@ -58,6 +58,9 @@ const (
 	kindAck             // __acks__.{wid}.{queue}
 	kindHeartbeats
 	kindLegacyAcks
+	// kindInvalidName is a key shaped like a queue's or an ack set's whose
+	// queue part cannot be a queue name: skipped, and counted.
+	kindInvalidName
 )
 
 // classified is one key of the namespace, understood.
@@ -90,6 +93,9 @@ func classify(rest, typ string) classified {
 			return classified{}
 		}
 		qn := tail[workerIDLen+1:]
+		if !validQueueName(canonical(qn)) {
+			return classified{kind: kindInvalidName}
+		}
 		return classified{kind: kindAck, wid: tail[:workerIDLen], queue: canonical(qn), delay: strings.HasSuffix(qn, delaySuffix)}
 	}
 	switch typ {
@@ -118,15 +124,25 @@ func classify(rest, typ string) classified {
 
 func queueKey(q string) classified {
 	if !validQueueName(q) {
-		return classified{}
+		return classified{kind: kindInvalidName}
 	}
 	return classified{kind: kindQueue, queue: q}
 }
 
+// maxQueueNameLen bounds a queue name, which becomes a label on every
+// queue series. Dramatiq sets no limit; real names are short.
+const maxQueueNameLen = 200
+
 // validQueueName mirrors Dramatiq's actor registration rule
 // [a-zA-Z_][a-zA-Z0-9._-]*, so foreign keys in the namespace (a cache entry
-// that happens to share the prefix) do not become queues.
+// that happens to share the prefix) do not become queues. Being ASCII, a
+// valid name is also valid UTF-8, which a Prometheus label must be.
 func validQueueName(q string) bool {
+	return len(q) <= maxQueueNameLen && queueNameChars(q)
+}
+
+// queueNameChars is validQueueName without the length bound.
+func queueNameChars(q string) bool {
 	if q == "" {
 		return false
 	}

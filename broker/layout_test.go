@@ -1,6 +1,9 @@
 package broker
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestClassify(t *testing.T) {
 	const wid = "d6983b7f-ea1b-4058-9567-f011eba61602"
@@ -25,8 +28,16 @@ func TestClassify(t *testing.T) {
 		{"__acks__.short.emails", "set", classified{}},
 		{"__acks__." + wid + ".emails", "list", classified{}},
 		{"some-cache:entry", "string", classified{}},
-		{"1nvalid", "list", classified{}},
-		{"has space", "list", classified{}},
+		{"1nvalid", "list", classified{kind: kindInvalidName}},
+		{"has space", "list", classified{kind: kindInvalidName}},
+		{"q\xff\xfebad", "list", classified{kind: kindInvalidName}},
+		{"q\xff\xfebad.msgs", "hash", classified{kind: kindInvalidName}},
+		{"q\xff.XQ", "zset", classified{kind: kindInvalidName}},
+		{"__acks__." + wid + ".q\xff\xfebad", "set", classified{kind: kindInvalidName}},
+		{"__acks__." + wid + ".\xc3\xa9mails", "set", classified{kind: kindInvalidName}},
+		{strings.Repeat("q", maxQueueNameLen), "list", classified{kind: kindQueue, queue: strings.Repeat("q", maxQueueNameLen)}},
+		{strings.Repeat("q", maxQueueNameLen+1), "list", classified{kind: kindInvalidName}},
+		{"__acks__." + wid + "." + strings.Repeat("q", maxQueueNameLen+1), "set", classified{kind: kindInvalidName}},
 		{"other.hash", "hash", classified{}},
 	}
 	for _, tc := range cases {

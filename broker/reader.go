@@ -43,10 +43,18 @@ const (
 	AnomalyUndecodableBody = "undecodable_body"
 	AnomalyMissingHead     = "missing_head"
 	AnomalyWrongType       = "wrong_type"
+	// A key of the namespace whose queue part cannot be a Dramatiq queue
+	// name (not [a-zA-Z_][a-zA-Z0-9._-]*, so also not valid UTF-8, or longer
+	// than maxQueueNameLen): skipped by discovery, so it never becomes a
+	// label.
+	AnomalyInvalidQueueName = "invalid_queue_name"
+	// A dead-letter score or message_timestamp that is not a time between
+	// 1970 and 9999 (see millisTime): the time is left absent.
+	AnomalyInvalidTime = "invalid_time"
 )
 
 // AnomalyKinds lists every kind, in a stable order.
-var AnomalyKinds = []string{AnomalyUndecodableBody, AnomalyMissingHead, AnomalyWrongType}
+var AnomalyKinds = []string{AnomalyUndecodableBody, AnomalyMissingHead, AnomalyWrongType, AnomalyInvalidQueueName, AnomalyInvalidTime}
 
 type ackKey struct {
 	key   string

@@ -40,7 +40,8 @@ type QueueStats struct {
 	DeadLetter int64
 	Orphaned   int64
 	// DeadLetterLast is when the newest message was dead-lettered; zero when
-	// the dead-letter queue is empty.
+	// the dead-letter queue is empty or the newest score is not a valid
+	// time (see millisTime).
 	DeadLetterLast time.Time
 	// OldestAge is now minus message_timestamp of the head of the ready list;
 	// 0 when the list is empty. OldestAgeKnown is false when the head could
@@ -133,7 +134,11 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 			return nil, err
 		}
 		if zs := c.deadLast.Val(); len(zs) > 0 {
-			s.DeadLetterLast = time.UnixMilli(int64(zs[0].Score))
+			if at, ok := millisTime(zs[0].Score); ok {
+				s.DeadLetterLast = at
+			} else {
+				r.anomaly(AnomalyInvalidTime, 1)
+			}
 		}
 		if s.Ready == 0 {
 			s.OldestAgeKnown = true
@@ -254,26 +259,32 @@ func (r *Reader) check(err error) error {
 // setAge sets the queue's oldest age from the head body, or counts the
 // body as undecodable.
 func (r *Reader) setAge(q *QueueStats, now time.Time, body string) {
-	ts, ok := messageTimestamp(body)
+	ms, ok := messageTimestamp(body)
 	if !ok {
 		r.anomaly(AnomalyUndecodableBody, 1)
+		return
+	}
+	ts, ok := millisTime(ms)
+	if !ok {
+		r.anomaly(AnomalyInvalidTime, 1)
 		return
 	}
 	q.OldestAge = max(now.Sub(ts), 0)
 	q.OldestAgeKnown = true
 }
 
-// messageTimestamp reads message_timestamp (ms) from a body. Bodies are
-// user data and can be large, so Dramatiq's own encoding, which writes
-// message_timestamp as the last top-level key, is read from its tail
-// without parsing the rest; any other JSON takes the full parser.
-func messageTimestamp(body string) (time.Time, bool) {
+// messageTimestamp reads message_timestamp (ms) from a body, unchecked:
+// millisTime decides whether it is a time. Bodies are user data and can be
+// large, so Dramatiq's own encoding, which writes message_timestamp as the
+// last top-level key, is read from its tail without parsing the rest; any
+// other JSON takes the full parser.
+func messageTimestamp(body string) (float64, bool) {
 	const key = `,"message_timestamp":`
 	if strings.HasSuffix(body, "}") {
 		if i := strings.LastIndex(body, key); i >= 0 {
 			digits := body[i+len(key) : len(body)-1]
 			if ms, err := strconv.ParseInt(digits, 10, 64); err == nil && strings.HasPrefix(body, "{") {
-				return time.UnixMilli(ms), true
+				return float64(ms), true
 			}
 		}
 	}
@@ -281,13 +292,14 @@ func messageTimestamp(body string) (time.Time, bool) {
 		MessageTimestamp *json.Number `json:"message_timestamp"`
 	}
 	if err := json.Unmarshal([]byte(body), &decoded); err != nil || decoded.MessageTimestamp == nil {
-		return time.Time{}, false
+		return 0, false
 	}
 	ms, err := decoded.MessageTimestamp.Float64()
 	if err != nil {
-		return time.Time{}, false
+		// A number too large for float64 (1e400) is no time either.
+		return math.Inf(1), true
 	}
-	return time.UnixMilli(int64(ms)), true
+	return ms, true
 }
 
 // infoField reads one numeric field of an INFO section, or NaN.
