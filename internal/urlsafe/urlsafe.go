@@ -38,6 +38,15 @@ func Check(raw string) (*url.URL, error) {
 	if end > 0 && strings.Contains(rest[end:], "@") {
 		return nil, fail("has an @ after the host, so its password is not where it belongs")
 	}
+	// go-redis takes the last @ of the authority as the end of the user
+	// info, pgx (which parses multi-host URLs itself) the first: a password
+	// with an @ would put its tail into pgx's host name.
+	if end < 0 {
+		end = len(rest)
+	}
+	if strings.Count(rest[:end], "@") > 1 {
+		return nil, fail("has more than one @ before the host")
+	}
 	if u.Fragment != "" || strings.Contains(raw, "#") {
 		return nil, fail("has a #, which ends a URL's address")
 	}
