@@ -49,8 +49,12 @@ unit:
 bench: deps
 	$(GO) run ./tools/dramatiq-bench $(BENCH_ARGS)
 
-demo: deps build
-	@scripts/demo.sh
+# Installs only what the demo runs (no browser, Alertmanager or linters);
+# the demo builds its own exporter binary into .demo/.
+# make demo DEMO_ARGS=--background returns once the demo is up.
+demo:
+	@scripts/deps.sh --demo
+	@scripts/demo.sh $(DEMO_ARGS)
 
 demo-stop:
 	@scripts/demo-stop.sh

@@ -41,9 +41,9 @@ signal.signal(signal.SIGINT, stop)
 
 time.sleep(FIRST)
 while True:
-    dramatiq_cli = os.path.join(os.path.dirname(sys.executable), "dramatiq")
+    # python -m dramatiq: the venv's dramatiq script breaks in a path with a space.
     victim = subprocess.Popen(
-        [dramatiq_cli, "app", "--processes", "1", "--threads", "2", "--queues", "reports"],
+        [sys.executable, "-m", "dramatiq", "app", "--processes", "1", "--threads", "2", "--queues", "reports"],
         cwd=HERE,
         start_new_session=True,
     )

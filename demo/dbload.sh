@@ -6,7 +6,7 @@
 # trickle of inserts. demo-stop.sh stops it with its whole process group.
 set -u
 port="$1"
-q() { psql -h 127.0.0.1 -p "$port" -U postgres -d shop -q -X "$@"; }
+q() { "${PSQL:-psql}" -h 127.0.0.1 -p "$port" -U postgres -d shop -q -X "$@"; }
 while true; do
 	{ sleep 29; } | q >/dev/null &
 	{ echo "BEGIN; SELECT count(*) FROM orders;"; sleep 28; echo "COMMIT;"; } | q >/dev/null &

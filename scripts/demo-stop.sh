@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops everything scripts/demo.sh started, by the pid files in .demo/pids/,
-# and checks that nothing is left running.
+# removes PostgreSQL's directory under /tmp (named in .demo/pg-dir), and
+# checks that nothing is left running.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -8,7 +9,16 @@ DEMO="$ROOT/.demo"
 PIDS="$DEMO/pids"
 say() { printf 'demo-stop: %s\n' "$*"; }
 
+# The cluster directory demo.sh made under /tmp, if any. Only a path of the
+# shape demo.sh makes is ever removed.
+PGDIR=""
+if [[ -f "$DEMO/pg-dir" ]]; then
+	PGDIR="$(cat "$DEMO/pg-dir")"
+	[[ "$PGDIR" == /tmp/dramatiq-demo-pg.* && "$PGDIR" != */../* ]] || PGDIR=""
+fi
+
 if [[ ! -d "$PIDS" ]]; then
+	[[ -n "$PGDIR" ]] && rm -rf -- "$PGDIR" && rm -f "$DEMO/pg-dir"
 	say "nothing to stop (no .demo/pids)"
 	exit 0
 fi
@@ -61,17 +71,14 @@ stop_all 10 producer legacy-producer chaos chaos-victim
 stop_all 20 workers workers-reports
 stop_all 10 dbload exporter prometheus redis
 
-# PostgreSQL was daemonized by pg_ctl: stop it the way it wants.
+# PostgreSQL was daemonized by pg_ctl, in its own session.
 if [[ -f "$PIDS/postgres.pid" ]]; then
 	pid="$(cat "$PIDS/postgres.pid")"
 	if alive "$pid"; then
 		say "stopping PostgreSQL (pid $pid)"
-		pgctl="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)/pg_ctl"
-		if [[ "$(id -u)" == 0 ]]; then
-			runuser -u postgres -- "$pgctl" -D "$DEMO/pg" -m fast -w stop >/dev/null 2>&1 || kill -INT "$pid"
-		else
-			"$pgctl" -D "$DEMO/pg" -m fast -w stop >/dev/null 2>&1 || kill -INT "$pid"
-		fi
+		# SIGINT is PostgreSQL's fast shutdown, the same as pg_ctl -m fast,
+		# and needs neither pg_ctl's path nor its user.
+		kill -INT "$pid" 2>/dev/null
 		for _ in $(seq 1 50); do
 			alive "$pid" || break
 			sleep 0.2
@@ -79,6 +86,10 @@ if [[ -f "$PIDS/postgres.pid" ]]; then
 		alive "$pid" && kill -KILL "$pid"
 	fi
 	rm -f "$PIDS/postgres.pid"
+fi
+
+if [[ -n "$PGDIR" ]]; then
+	rm -rf -- "$PGDIR" && rm -f "$DEMO/pg-dir"
 fi
 
 left="$(ls "$PIDS" 2>/dev/null)"

@@ -8,9 +8,12 @@
 #   scripts/demo.sh --background  start, print the URLs, return (for scripts)
 #   scripts/demo-stop.sh          stop everything started here
 #
-# State, logs and pid files live in .demo/ (removed on the next start).
+# State, logs and pid files live in .demo/ (removed on the next start);
+# PostgreSQL's cluster lives in a directory of its own under /tmp (named in
+# .demo/pg-dir), which the postgres user can reach wherever the checkout is.
 # Ports can be moved with DEMO_REDIS_PORT, DEMO_PG_PORT, DEMO_EXPORTER_PORT
-# and DEMO_PROMETHEUS_PORT.
+# and DEMO_PROMETHEUS_PORT; PG_BINDIR names PostgreSQL's bin directory
+# (default: the newest /usr/lib/postgresql/*/bin).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +35,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--background) background=true ;;
 	-h | --help)
-		sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -49,12 +52,29 @@ die() {
 }
 
 # ------------------------------------------------------------ prerequisites
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
-for bin in redis-server prometheus curl; do
-	command -v "$bin" >/dev/null || die "$bin not found: run scripts/deps.sh (make deps)"
+# newest_pg_bindir prints the newest /usr/lib/postgresql/*/bin, or nothing.
+# A failing `ls | sort | tail` would end the script silently under pipefail.
+newest_pg_bindir() {
+	local d best=""
+	for d in /usr/lib/postgresql/*/bin; do
+		[[ -x "$d/initdb" ]] || continue
+		if [[ -z "$best" ]] || [[ "$(printf '%s\n%s\n' "$best" "$d" | sort -V | tail -n 1)" == "$d" ]]; then
+			best="$d"
+		fi
+	done
+	printf '%s' "$best"
+}
+PGBIN="${PG_BINDIR:-$(newest_pg_bindir)}"
+for bin in redis-server prometheus curl go; do
+	command -v "$bin" >/dev/null || die "$bin not found: run scripts/deps.sh --demo (make demo does)"
 done
-[[ -x "$PGBIN/initdb" ]] || die "PostgreSQL not found under /usr/lib/postgresql: run scripts/deps.sh"
-[[ -x "$PY" ]] || die ".venv/bin/python not found: run scripts/deps.sh (make deps)"
+for bin in initdb pg_ctl psql; do
+	[[ -x "$PGBIN/$bin" ]] || die "PostgreSQL's $bin not found in ${PGBIN:-/usr/lib/postgresql/*/bin}: run scripts/deps.sh --demo, or set PG_BINDIR"
+done
+[[ -x "$PY" ]] || die ".venv/bin/python not found: run scripts/deps.sh --demo (make demo does)"
+if [[ "$(id -u)" == 0 ]]; then
+	id postgres >/dev/null 2>&1 || die "PostgreSQL refuses to run as root, and there is no postgres user to run it as (Debian's postgresql package creates it)"
+fi
 for f in "$PIDS"/*.pid; do
 	[[ -e "$f" ]] || continue
 	if kill -0 "$(cat "$f")" 2>/dev/null; then
@@ -67,9 +87,13 @@ for port in "$REDIS_PORT" "$PG_PORT" "$EXPORTER_PORT" "$PROM_PORT"; do
 	fi
 done
 
+# A previous run's cluster directory, if demo-stop did not remove it.
+if [[ -f "$DEMO/pg-dir" ]]; then
+	old="$(cat "$DEMO/pg-dir")"
+	[[ "$old" == /tmp/dramatiq-demo-pg.* ]] && rm -rf -- "$old"
+fi
 rm -rf "$DEMO"
 mkdir -p "$PIDS" "$LOGS"
-chmod 755 "$DEMO"
 
 # Everything started from here on is stopped if the start fails half-way.
 started_ok=false
@@ -118,30 +142,38 @@ REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 
 # ------------------------------------------------------------ postgresql
 # postgres refuses to run as root: as root, the cluster belongs to the
-# postgres user that Debian's package creates.
+# postgres user that Debian's package creates. That user must reach the
+# data and socket directories, and a checkout under /root (or any mktemp -d)
+# has a 0700 parent it cannot cross, so the cluster lives in a directory of
+# its own under /tmp, whoever runs the demo. A short path there also keeps
+# the socket's path within the length a unix socket allows.
 say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-PGDATA="$DEMO/pg"
-PGSOCK="$DEMO/pg-socket"
+PGDIR="$(mktemp -d /tmp/dramatiq-demo-pg.XXXXXX)"
+echo "$PGDIR" >"$DEMO/pg-dir"
+PGDATA="$PGDIR/data"
+PGSOCK="$PGDIR/socket"
 mkdir -p "$PGDATA" "$PGSOCK"
+touch "$PGDIR/postgres.log"
+ln -s "$PGDIR/postgres.log" "$LOGS/postgres.log"
 as_pg=()
 if [[ "$(id -u)" == 0 ]]; then
-	touch "$LOGS/postgres.log"
-	chown postgres: "$PGDATA" "$PGSOCK" "$LOGS/postgres.log"
+	chown -R postgres: "$PGDIR"
 	as_pg=(runuser -u postgres --)
-	"${as_pg[@]}" test -x "$DEMO" || die "the postgres user cannot reach $DEMO (a parent directory is not o+x)"
 fi
-"${as_pg[@]}" "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres --no-sync >"$LOGS/initdb.log" 2>&1 ||
+# From PGDIR: the postgres user may not enter the current directory either.
+(cd "$PGDIR" && "${as_pg[@]}" "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres --no-sync) >"$LOGS/initdb.log" 2>&1 ||
 	die "initdb failed: see .demo/logs/initdb.log"
-"${as_pg[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 30 \
-	-o "-p $PG_PORT -k $PGSOCK -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null
+(cd "$PGDIR" && "${as_pg[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDIR/postgres.log" -w -t 30 \
+	-o "-p $PG_PORT -k $PGSOCK -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null) ||
+	die "PostgreSQL did not start: see .demo/logs/postgres.log"
 head -1 "$PGDATA/postmaster.pid" >"$PIDS/postgres.pid"
-psql_demo() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+psql_demo() { "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
 psql_demo -d postgres -c "CREATE DATABASE shop"
 psql_demo -d shop -c "CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/shop?sslmode=disable"
 # The application's database sees some traffic, including a slow migration
 # that holds a lock while a query waits for it.
-start dbload bash "$ROOT/demo/dbload.sh" "$PG_PORT"
+PSQL="$PGBIN/psql" start dbload bash "$ROOT/demo/dbload.sh" "$PG_PORT"
 
 # ------------------------------------------------------------ the dramatiq app
 export REDIS_URL DRAMATIQ_NAMESPACE="$NAMESPACE" DEMO_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT"
@@ -150,9 +182,11 @@ say "starting Dramatiq $("$PY" -c 'import dramatiq; print(dramatiq.__version__)'
 # One worker for the quick queues, and one single-threaded worker for the
 # slow reports, which is a little under-provisioned: bursts of reports
 # leave a backlog that takes minutes to work off.
-(cd "$ROOT/demo" && start workers "$ROOT/.venv/bin/dramatiq" app --processes 1 --threads 4 \
+# `python -m dramatiq` rather than the venv's dramatiq script: a script's
+# #! line cannot hold a path with a space.
+(cd "$ROOT/demo" && start workers "$PY" -m dramatiq app --processes 1 --threads 4 \
 	--queues default payments webhooks.outbound emails)
-(cd "$ROOT/demo" && start workers-reports "$ROOT/.venv/bin/dramatiq" app --processes 1 --threads 1 --queues reports)
+(cd "$ROOT/demo" && start workers-reports "$PY" -m dramatiq app --processes 1 --threads 1 --queues reports)
 (cd "$ROOT/demo" && start producer "$PY" producer.py)
 (cd "$ROOT/demo" && DEMO_CHAOS_VICTIM_PID_FILE="$PIDS/chaos-victim.pid" start chaos "$PY" chaos.py)
 (cd "$ROOT/demo" && start legacy-producer "$PY" legacy_producer.py)
@@ -178,7 +212,7 @@ global:
     environment: demo
 rule_files:
   # The shipped rules; a glob, so the demo runs with whichever exist.
-  - $ROOT/alerts/*.rules.yml
+  - "$ROOT/alerts/*.rules.yml"
 scrape_configs:
   - job_name: dramatiq
     static_configs:

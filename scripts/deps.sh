@@ -7,7 +7,22 @@
 #   - .build/bin/staticcheck at a pinned version (what `make lint` runs),
 #   - Prometheus 3 / Alertmanager tools built from Go modules (scripts/tools.sh).
 # Re-runs are fast: each step checks first and says what it skipped.
+#
+#   scripts/deps.sh          everything
+#   scripts/deps.sh --demo   only what `make demo` runs: redis-server,
+#                            PostgreSQL, Prometheus, curl and .venv/
 set -euo pipefail
+
+demo_only=false
+for arg in "$@"; do
+	case "$arg" in
+	--demo) demo_only=true ;;
+	*)
+		echo "deps: unknown argument $arg (scripts/deps.sh [--demo])" >&2
+		exit 2
+		;;
+	esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -29,8 +44,10 @@ declare -A PROBES=(
 	[chromium]=/usr/bin/chromium
 	[curl]=/usr/bin/curl
 )
+packages=(redis-server postgresql prometheus prometheus-alertmanager chromium curl)
+$demo_only && packages=(redis-server postgresql prometheus curl)
 missing=()
-for pkg in redis-server postgresql prometheus prometheus-alertmanager chromium curl; do
+for pkg in "${packages[@]}"; do
 	probe="${PROBES[$pkg]}"
 	if [[ "$pkg" == postgresql ]]; then
 		# Any major version will do for the tests; prefer what is there.
@@ -58,7 +75,7 @@ if ((${#missing[@]})); then
 	say "apt-get install ${missing[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-	say "Debian packages present (redis-server postgresql prometheus prometheus-alertmanager chromium curl)"
+	say "Debian packages present (${packages[*]})"
 fi
 
 # ---------------------------------------------------------------- venvs
@@ -89,6 +106,10 @@ make_venv() {
 
 mkdir -p "$ROOT/.build"
 make_venv "$VENV" "$ROOT/test/dramatiq/requirements.txt"
+if $demo_only; then
+	say "done (demo only)"
+	exit 0
+fi
 make_venv "$OLD_VENV" "$ROOT/test/dramatiq/requirements-oldest.txt"
 
 # ---------------------------------------------------------------- staticcheck
