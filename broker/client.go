@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -26,6 +28,8 @@ func (silentLogger) Printf(context.Context, string, ...any) {}
 // ClientOptions configure the Redis connection.
 type ClientOptions struct {
 	// URL is redis://, rediss:// (TLS) or unix://. It may carry a password.
+	// With Sentinel, only its scheme, user, password and database are used:
+	// Sentinel names the host.
 	URL string
 	// Password, when set, replaces the URL's password (from a file or the
 	// environment, so it does not show in `ps`).
@@ -33,6 +37,21 @@ type ClientOptions struct {
 	// Timeout bounds dialing, reads and writes when a call's context has no
 	// earlier deadline.
 	Timeout time.Duration
+	// Sentinel, when set, finds the server through Redis Sentinel.
+	Sentinel *SentinelOptions
+	// TLS applies to rediss:// URLs (and, with Sentinel, to the sentinels
+	// too, as go-redis does).
+	TLS TLSOptions
+}
+
+// SentinelOptions select Sentinel mode.
+type SentinelOptions struct {
+	Addrs    []string
+	Master   string
+	Password string
+	// Replica reads a replica that Sentinel lists, falling back to the
+	// master when none is up; it keeps the exporter's load off the master.
+	Replica bool
 }
 
 // NewClient builds a Redis client for reading the broker. It does not
@@ -52,20 +71,65 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	if o.Password != "" {
 		opt.Password = o.Password
 	}
+	var dialer func(context.Context, string, string) (net.Conn, error)
+	if opt.TLSConfig != nil {
+		// rediss://...?skip_verify=true keeps meaning what it meant before
+		// the TLS flags existed.
+		if opt.TLSConfig.InsecureSkipVerify {
+			o.TLS.InsecureSkipVerify = true
+		}
+		if err := CheckTLSFiles(o.TLS); err != nil {
+			return nil, err
+		}
+		dialer = newTLSDialer(o.TLS, o.Timeout).dial
+		opt.TLSConfig = nil
+	} else if o.TLS != (TLSOptions{}) && opt.Network != "unix" {
+		return nil, errors.New("TLS settings need a rediss:// URL")
+	}
+	if dialer != nil && opt.Network != "unix" {
+		opt.Dialer = dialer
+	}
+	if o.Sentinel == nil {
+		clientDefaults(opt, o.Timeout)
+		return redis.NewClient(opt), nil
+	}
+	if opt.Network == "unix" {
+		return nil, errors.New("Sentinel needs a redis:// or rediss:// URL, not unix://")
+	}
+	fo := &redis.FailoverOptions{
+		MasterName:       o.Sentinel.Master,
+		SentinelAddrs:    o.Sentinel.Addrs,
+		SentinelPassword: o.Sentinel.Password,
+		ReplicaOnly:      o.Sentinel.Replica,
+		Username:         opt.Username,
+		Password:         opt.Password,
+		DB:               opt.DB,
+		Dialer:           dialer,
+	}
+	clientDefaults(opt, o.Timeout)
+	fo.MaxRetries, fo.DialerRetries = opt.MaxRetries, opt.DialerRetries
+	fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout
+	fo.ContextTimeoutEnabled = opt.ContextTimeoutEnabled
+	fo.PoolSize, fo.PoolTimeout, fo.MinIdleConns = opt.PoolSize, opt.PoolTimeout, opt.MinIdleConns
+	fo.ClientName = opt.ClientName
+	return redis.NewFailoverClient(fo), nil
+}
+
+// clientDefaults sets what the exporter needs of every client.
+func clientDefaults(opt *redis.Options, timeout time.Duration) {
 	// Retrying inside one scrape only spends the deadline; the next scrape
 	// is the retry. MaxRetries 0 would mean "default 3", and the dialer
 	// has retries of its own (docs/clients.md).
 	opt.MaxRetries = -1
 	opt.DialerRetries = 1
-	opt.DialTimeout = o.Timeout
-	opt.ReadTimeout = o.Timeout
-	opt.WriteTimeout = o.Timeout
+	opt.DialTimeout = timeout
+	opt.ReadTimeout = timeout
+	opt.WriteTimeout = timeout
 	opt.ContextTimeoutEnabled = true
 	opt.PoolSize = 4
-	opt.PoolTimeout = o.Timeout
+	opt.PoolTimeout = timeout
 	opt.MinIdleConns = 0
 	opt.ClientName = "dramatiq_exporter"
-	return redis.NewClient(opt), nil
 }
 
 // sanitize keeps a secret-bearing URL out of an error's text. Check has

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -48,6 +50,8 @@ const (
 type Config struct {
 	RedisURL          string
 	RedisPassword     string
+	Sentinel          Sentinel
+	RedisTLS          RedisTLS
 	Namespace         string
 	HeartbeatTimeout  time.Duration
 	Queues            []string
@@ -80,6 +84,20 @@ type Config struct {
 	Collectors map[string]bool
 }
 
+// Sentinel selects Redis Sentinel mode when Addrs is not empty.
+type Sentinel struct {
+	Addrs    []string
+	Master   string
+	Password string
+	Replica  bool
+}
+
+// RedisTLS are the TLS settings of rediss:// URLs.
+type RedisTLS struct {
+	CAFile, CertFile, KeyFile, ServerName string
+	InsecureSkipVerify                    bool
+}
+
 // Collector is what config needs to know of a registered collector.
 type Collector struct {
 	Name           string
@@ -97,6 +115,12 @@ type Flags struct {
 	fromFile map[string]bool
 
 	redisURL, redisPasswordFile, redisPassword    *string
+	sentinelAddrs                                 *[]string
+	sentinelMaster, sentinelPasswordFile          *string
+	sentinelPassword                              *string
+	sentinelReplica                               *bool
+	tlsCA, tlsCert, tlsKey, tlsServerName         *string
+	tlsInsecure                                   *bool
 	namespace                                     *string
 	heartbeatTimeout, discoveryInterval           *time.Duration
 	queueRetention                                *time.Duration
@@ -169,6 +193,41 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	fl.redisPasswordFile = c.PlaceHolder("FILE").String()
 	b.fromFile = func(f *fileConfig) error { return setString(fl.redisPasswordFile, f.Redis.PasswordFile) }
 	fl.redisPassword = app.Flag("redis.password", "Redis password. Prefer REDIS_PASSWORD or --redis.password-file: flags show in ps.").Hidden().Envar("REDIS_PASSWORD").String()
+
+	c, b = fl.bind(app, "redis.sentinel-addrs", "Redis Sentinel addresses, host:port, comma-separated; repeatable. With --redis.sentinel-master, find the broker's Redis through Sentinel and follow failovers; --redis.url then gives only the scheme, credentials and database.", "REDIS_SENTINEL_ADDRS")
+	fl.sentinelAddrs = c.PlaceHolder("HOST:PORT,...").Strings()
+	b.fromFile = func(f *fileConfig) error {
+		if len(f.Redis.SentinelAddrs) > 0 {
+			*fl.sentinelAddrs = f.Redis.SentinelAddrs
+		}
+		return nil
+	}
+	c, b = fl.bind(app, "redis.sentinel-master", "Name of the master the sentinels monitor (sentinel monitor NAME ...).", "REDIS_SENTINEL_MASTER")
+	fl.sentinelMaster = c.PlaceHolder("NAME").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.sentinelMaster, f.Redis.SentinelMaster) }
+	c, b = fl.bind(app, "redis.sentinel-password-file", "File holding the sentinels' own password (their requirepass). Or set REDIS_SENTINEL_PASSWORD.", "REDIS_SENTINEL_PASSWORD_FILE")
+	fl.sentinelPasswordFile = c.PlaceHolder("FILE").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.sentinelPasswordFile, f.Redis.SentinelPasswordFile) }
+	fl.sentinelPassword = app.Flag("redis.sentinel-password", "Sentinel password. Prefer REDIS_SENTINEL_PASSWORD or --redis.sentinel-password-file.").Hidden().Envar("REDIS_SENTINEL_PASSWORD").String()
+	c, b = fl.bind(app, "redis.sentinel-replica", "With Sentinel, read a replica instead of the master (the master when no replica is up). Replicas lag by replication delay, usually milliseconds.", "")
+	fl.sentinelReplica = c.Bool()
+	b.fromFile = func(f *fileConfig) error { return setBool(fl.sentinelReplica, f.Redis.SentinelReplica) }
+
+	c, b = fl.bind(app, "redis.tls-ca-file", "PEM file of the CAs that may sign the Redis server's certificate (rediss:// only). Default: the system's roots. Read again when it changes.", "")
+	fl.tlsCA = c.PlaceHolder("FILE").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.tlsCA, f.Redis.TLSCAFile) }
+	c, b = fl.bind(app, "redis.tls-cert-file", "PEM client certificate for Redis servers that require one (tls-auth-clients). Read again when it changes.", "")
+	fl.tlsCert = c.PlaceHolder("FILE").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.tlsCert, f.Redis.TLSCertFile) }
+	c, b = fl.bind(app, "redis.tls-key-file", "PEM private key of --redis.tls-cert-file.", "")
+	fl.tlsKey = c.PlaceHolder("FILE").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.tlsKey, f.Redis.TLSKeyFile) }
+	c, b = fl.bind(app, "redis.tls-server-name", "Name the Redis server's certificate must carry. Default: the host dialled.", "")
+	fl.tlsServerName = c.PlaceHolder("NAME").String()
+	b.fromFile = func(f *fileConfig) error { return setString(fl.tlsServerName, f.Redis.TLSServerName) }
+	c, b = fl.bind(app, "redis.tls-insecure-skip-verify", "INSECURE: accept any Redis server certificate. Traffic is encrypted but anyone on the path can impersonate the server and read it. For tests only.", "")
+	fl.tlsInsecure = c.Bool()
+	b.fromFile = func(f *fileConfig) error { return setBool(fl.tlsInsecure, f.Redis.TLSInsecureSkipVerify) }
 
 	c, b = fl.bind(app, "dramatiq.namespace", "RedisBroker namespace: the prefix of every Dramatiq key.", "DRAMATIQ_NAMESPACE")
 	fl.namespace = c.Default(DefaultNamespace).String()
@@ -318,8 +377,17 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 // not silently fall back to a default.
 type fileConfig struct {
 	Redis struct {
-		URL          string `yaml:"url"`
-		PasswordFile string `yaml:"password_file"`
+		URL                   string   `yaml:"url"`
+		PasswordFile          string   `yaml:"password_file"`
+		SentinelAddrs         []string `yaml:"sentinel_addrs"`
+		SentinelMaster        string   `yaml:"sentinel_master"`
+		SentinelPasswordFile  string   `yaml:"sentinel_password_file"`
+		SentinelReplica       *bool    `yaml:"sentinel_replica"`
+		TLSCAFile             string   `yaml:"tls_ca_file"`
+		TLSCertFile           string   `yaml:"tls_cert_file"`
+		TLSKeyFile            string   `yaml:"tls_key_file"`
+		TLSServerName         string   `yaml:"tls_server_name"`
+		TLSInsecureSkipVerify *bool    `yaml:"tls_insecure_skip_verify"`
 	} `yaml:"redis"`
 	Dramatiq struct {
 		Namespace         string   `yaml:"namespace"`
@@ -380,6 +448,13 @@ func setString(dst *string, v string) error {
 	return nil
 }
 
+func setBool(dst *bool, v *bool) error {
+	if v != nil {
+		*dst = *v
+	}
+	return nil
+}
+
 func setDuration(dst *time.Duration, v string) error {
 	if v == "" {
 		return nil
@@ -401,7 +476,12 @@ func (fl *Flags) Load() (*Config, error) {
 		}
 	}
 	cfg := &Config{
-		RedisURL:          *fl.redisURL,
+		RedisURL: *fl.redisURL,
+		Sentinel: Sentinel{Master: *fl.sentinelMaster, Replica: *fl.sentinelReplica},
+		RedisTLS: RedisTLS{
+			CAFile: *fl.tlsCA, CertFile: *fl.tlsCert, KeyFile: *fl.tlsKey,
+			ServerName: *fl.tlsServerName, InsecureSkipVerify: *fl.tlsInsecure,
+		},
 		Namespace:         *fl.namespace,
 		HeartbeatTimeout:  *fl.heartbeatTimeout,
 		DiscoveryInterval: *fl.discoveryInterval,
@@ -436,8 +516,18 @@ func (fl *Flags) Load() (*Config, error) {
 		}
 	}
 	sort.Strings(cfg.Queues)
+	for _, raw := range *fl.sentinelAddrs {
+		for _, a := range strings.Split(raw, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Sentinel.Addrs = append(cfg.Sentinel.Addrs, a)
+			}
+		}
+	}
 
 	var err error
+	if cfg.Sentinel.Password, err = secret(*fl.sentinelPassword, *fl.sentinelPasswordFile, "redis.sentinel-password-file"); err != nil {
+		return nil, fl.where(err)
+	}
 	if cfg.RedisPassword, err = secret(*fl.redisPassword, *fl.redisPasswordFile, "redis.password-file"); err != nil {
 		return nil, fl.where(err)
 	}
@@ -622,6 +712,9 @@ func (c *Config) Validate() error {
 	if err := checkRedisURL(c.RedisURL); err != nil {
 		return err
 	}
+	if err := c.validateTopology(); err != nil {
+		return err
+	}
 	if err := checkName("dramatiq.namespace", c.Namespace); err != nil {
 		return err
 	}
@@ -701,6 +794,51 @@ func checkDatabaseURL(raw string) error {
 	}
 	if _, err := urlsafe.Check(raw); err != nil {
 		return fieldErr(flag, "%v, or put the password in DATABASE_PASSWORD or in a file named by --database.password-file", err)
+	}
+	return nil
+}
+
+// validateTopology checks the Sentinel and TLS settings against the URL's
+// scheme (the URL itself is checked already).
+func (c *Config) validateTopology() error {
+	scheme, _, _ := strings.Cut(c.RedisURL, "://")
+	s := c.Sentinel
+	switch {
+	case len(s.Addrs) > 0 && s.Master == "":
+		return fieldErr("redis.sentinel-master", "required with --redis.sentinel-addrs")
+	case len(s.Addrs) == 0 && s.Master != "":
+		return fieldErr("redis.sentinel-addrs", "required with --redis.sentinel-master")
+	case len(s.Addrs) == 0 && s.Replica:
+		return fieldErr("redis.sentinel-replica", "needs --redis.sentinel-addrs")
+	case len(s.Addrs) == 0 && s.Password != "":
+		return fieldErr("redis.sentinel-password-file", "needs --redis.sentinel-addrs")
+	case len(s.Addrs) > 0 && scheme == "unix":
+		return fieldErr("redis.url", "Sentinel needs redis:// or rediss://, not unix://")
+	}
+	for _, a := range s.Addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" || port == "" {
+			return fieldErr("redis.sentinel-addrs", "%q is not host:port", a)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fieldErr("redis.sentinel-addrs", "%q: port must be 1-65535", a)
+		}
+	}
+	t := c.RedisTLS
+	if t != (RedisTLS{}) && scheme != "rediss" {
+		for _, f := range []struct{ flag, v string }{{"redis.tls-ca-file", t.CAFile}, {"redis.tls-cert-file", t.CertFile},
+			{"redis.tls-key-file", t.KeyFile}, {"redis.tls-server-name", t.ServerName}} {
+			if f.v != "" {
+				return fieldErr(f.flag, "TLS settings need a rediss:// --redis.url")
+			}
+		}
+		return fieldErr("redis.tls-insecure-skip-verify", "TLS settings need a rediss:// --redis.url")
+	}
+	if t.CertFile != "" && t.KeyFile == "" {
+		return fieldErr("redis.tls-key-file", "required with --redis.tls-cert-file")
+	}
+	if t.KeyFile != "" && t.CertFile == "" {
+		return fieldErr("redis.tls-cert-file", "required with --redis.tls-key-file")
 	}
 	return nil
 }

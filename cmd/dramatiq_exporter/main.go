@@ -173,11 +173,19 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 // exporter must come up while Redis or the database is down and say so.
 // discover=false reads only the configured queues and never SCANs.
 func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, discover bool) (collector.Sources, func(), error) {
-	client, err := broker.NewClient(broker.ClientOptions{URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout})
+	client, err := broker.NewClient(redisOptions(cfg))
 	if err != nil {
 		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)
 	}
-	logger.Info("reading Dramatiq broker", "redis", broker.RedactURL(cfg.RedisURL), "namespace", cfg.Namespace, "heartbeat_timeout", cfg.HeartbeatTimeout)
+	if s := cfg.Sentinel; len(s.Addrs) > 0 {
+		logger.Info("reading Dramatiq broker through Redis Sentinel", "sentinels", s.Addrs, "master", s.Master, "replica", s.Replica,
+			"redis", broker.RedactURL(cfg.RedisURL), "namespace", cfg.Namespace, "heartbeat_timeout", cfg.HeartbeatTimeout)
+	} else {
+		logger.Info("reading Dramatiq broker", "redis", broker.RedactURL(cfg.RedisURL), "namespace", cfg.Namespace, "heartbeat_timeout", cfg.HeartbeatTimeout)
+	}
+	if cfg.RedisTLS.InsecureSkipVerify {
+		logger.Warn("--redis.tls-insecure-skip-verify: the Redis server's certificate is NOT verified; anyone on the network path can impersonate it")
+	}
 	reader := broker.NewReader(client, broker.Options{
 		Namespace: cfg.Namespace, HeartbeatTimeout: cfg.HeartbeatTimeout, Queues: cfg.Queues,
 		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
@@ -194,4 +202,16 @@ func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, 
 	}
 	sources.Database = pool
 	return sources, func() { client.Close(); pool.Close() }, nil
+}
+
+// redisOptions maps the configuration onto the client's options.
+func redisOptions(cfg *config.Config) broker.ClientOptions {
+	o := broker.ClientOptions{
+		URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout,
+		TLS: broker.TLSOptions(cfg.RedisTLS),
+	}
+	if s := cfg.Sentinel; len(s.Addrs) > 0 {
+		o.Sentinel = &broker.SentinelOptions{Addrs: s.Addrs, Master: s.Master, Password: s.Password, Replica: s.Replica}
+	}
+	return o
 }
