@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,6 +38,7 @@ type Redis struct {
 	t      testing.TB
 	paused bool
 	extra  []string
+	tls    *tls.Config // set for a TLS-only server
 }
 
 // startAttempts bounds how often StartRedis picks a new port: FreePort's
@@ -60,12 +62,16 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 	if err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
-	r.Admin = redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, Password: r.password()})
+	r.Admin = r.client()
 	t.Cleanup(func() {
 		r.Admin.Close()
 		r.Stop()
 	})
 	return r
+}
+
+func (r *Redis) client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, Password: r.password(), TLSConfig: r.tls})
 }
 
 func (r *Redis) password() string {
@@ -104,7 +110,7 @@ func (r *Redis) start() error {
 		return fmt.Errorf(format+"\n%s", append(a, r.logTail())...)
 	}
 
-	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialerRetries: 1, Password: r.password()})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialerRetries: 1, Password: r.password(), TLSConfig: r.tls})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
