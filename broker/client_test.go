@@ -32,7 +32,9 @@ func TestNewClientOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := c.Options()
-	if o.Password != "override" || o.DB != 3 || o.TLSConfig == nil || o.MaxRetries != 0 /* -1 normalised: no retries */ || o.DialerRetries != 1 || !o.ContextTimeoutEnabled {
-		t.Fatalf("options: db=%d tls=%v retries=%d dialer=%d ctx=%v", o.DB, o.TLSConfig != nil, o.MaxRetries, o.DialerRetries, o.ContextTimeoutEnabled)
+	// TLS is done by the exporter's own dialer (context-bound, files
+	// reloaded), so go-redis's TLSConfig stays unset.
+	if o.Password != "override" || o.DB != 3 || o.TLSConfig != nil || o.Dialer == nil || o.MaxRetries != 0 /* -1 normalised: no retries */ || o.DialerRetries != 1 || !o.ContextTimeoutEnabled {
+		t.Fatalf("options: db=%d tls=%v dialer=%v retries=%d dialer=%d ctx=%v", o.DB, o.TLSConfig != nil, o.Dialer != nil, o.MaxRetries, o.DialerRetries, o.ContextTimeoutEnabled)
 	}
 }

@@ -21,7 +21,7 @@ var notInFile = map[string]string{
 	"completion-bash": "kingpin's", "completion-script-bash": "kingpin's", "completion-script-zsh": "kingpin's",
 	"config.file": "names the file itself",
 	// Secrets stay out of the file; it names a password file instead.
-	"redis.password": "secret", "database.password": "secret",
+	"redis.password": "secret", "database.password": "secret", "redis.sentinel-password": "secret",
 }
 
 // sample is a non-default value for a flag, as command-line arguments and
@@ -68,11 +68,29 @@ func samples(t *testing.T) map[string]sample {
 		{[]string{"--check.max-oldest-age=1m"}, []string{"1m"}},
 		on("check.no-orphans"),
 		one("check.timeout", "3s"),
+		with(sample{[]string{"--redis.sentinel-addrs=s1:26379,s2:26379"}, []string{"s1:26379", "s2:26379"}}, "--redis.sentinel-master=m"),
+		with(one("redis.sentinel-master", "other"), "--redis.sentinel-addrs=s1:26379"),
+		with(one("redis.sentinel-password-file", pw), "--redis.sentinel-addrs=s1:26379", "--redis.sentinel-master=m"),
+		with(on("redis.sentinel-replica"), "--redis.sentinel-addrs=s1:26379", "--redis.sentinel-master=m"),
+		with(one("redis.tls-ca-file", "/ca.pem"), "--redis.url=rediss://r:6380/0"),
+		with(one("redis.tls-cert-file", "/c.pem"), "--redis.url=rediss://r:6380/0", "--redis.tls-key-file=/k.pem"),
+		with(one("redis.tls-key-file", "/k.pem"), "--redis.url=rediss://r:6380/0", "--redis.tls-cert-file=/c.pem"),
+		with(one("redis.tls-server-name", "redis.internal"), "--redis.url=rediss://r:6380/0"),
+		with(on("redis.tls-insecure-skip-verify"), "--redis.url=rediss://r:6380/0"),
 	} {
 		s[strings.SplitN(strings.TrimPrefix(x.args[0], "--"), "=", 2)[0]] = x
 	}
 	return s
 }
+
+// with gives base flags in both runs, for a setting that is only valid
+// next to another (a Sentinel master needs Sentinel addresses).
+func with(s sample, base ...string) sample {
+	bases[s.args[0]] = base
+	return s
+}
+
+var bases = map[string][]string{}
 
 // effective parses args for `check` (whose flags are a superset of the
 // server's) with the real command line, and returns every loaded setting.
@@ -171,9 +189,20 @@ func TestEveryFlagHasAConfigKey(t *testing.T) {
 			if err := os.WriteFile(file, nested(key, s.file), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			flagCfg, flagChk := effective(t, s.args...)
-			fileCfg, fileChk := effective(t, "--config.file", file)
-			if reflect.DeepEqual(flagCfg, defCfg) && reflect.DeepEqual(flagChk, defChk) {
+			flagCfg, flagChk := effective(t, append(append([]string(nil), bases[s.args[0]]...), s.args...)...)
+			fileCfg, fileChk := effective(t, append(append([]string(nil), bases[s.args[0]]...), "--config.file", file)...)
+			baseCfg, baseChk := defCfg, defChk
+			if b := bases[s.args[0]]; len(b) > 0 {
+				// The base alone may be invalid; then the defaults stand in.
+				c := newCLI(io.Discard, io.Discard)
+				if _, err := c.app.Parse(append([]string{"check"}, b...)); err == nil {
+					if cfg, err := c.flags.Load(); err == nil {
+						baseCfg = cfg
+						baseChk, _ = c.checkFlags.Load()
+					}
+				}
+			}
+			if reflect.DeepEqual(flagCfg, baseCfg) && reflect.DeepEqual(flagChk, baseChk) {
 				t.Fatalf("sample %v changes nothing; pick a non-default value", s.args)
 			}
 			if !reflect.DeepEqual(flagCfg, fileCfg) || !reflect.DeepEqual(flagChk, fileChk) {
