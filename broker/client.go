@@ -94,7 +94,7 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 		return redis.NewClient(opt), nil
 	}
 	if opt.Network == "unix" {
-		return nil, errors.New("Sentinel needs a redis:// or rediss:// URL, not unix://")
+		return nil, errors.New("a Sentinel setup needs a redis:// or rediss:// URL, not unix://")
 	}
 	fo := &redis.FailoverOptions{
 		MasterName:       o.Sentinel.Master,

@@ -53,6 +53,11 @@ func failsWith(t *testing.T, e *exporter, upMetric, cause string, secrets ...str
 	if v := value(s.fams, upMetric, nil); v != 0 {
 		t.Errorf("%s = %v, want 0 (%s)", upMetric, v, cause)
 	}
+	// The log reaches us through a pipe, maybe after the response.
+	for wait := time.Now().Add(3 * time.Second); time.Now().Before(wait) && !strings.Contains(e.logs.String()[before:], cause); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
 	logs := e.logs.String()
 	var naming []string
 	for _, l := range strings.Split(logs[before:], "\n") {
