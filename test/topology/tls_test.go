@@ -45,6 +45,8 @@ func keyBody(t *testing.T, path string) string {
 // named it.
 func failsWith(t *testing.T, e *exporter, upMetric, cause string, secrets ...string) {
 	t.Helper()
+	// Lines of earlier scrapes may still be in the pipe.
+	time.Sleep(300 * time.Millisecond)
 	before := len(e.logs.String())
 	s := e.scrape("/metrics", 5*time.Second)
 	if s.err != nil {
