@@ -80,77 +80,93 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-func (c *brokerCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
-	snap, err := c.reader.Snapshot(ctx)
-	c.anomalies(ch)
-	c.discovery(ch)
-	if err != nil {
-		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, 0)
-		return err
+func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) error {
+	part := &BrokerState{}
+	// Whatever was read before a failure (or a panic) is kept.
+	defer func() { st.Broker = part }()
+	part.Snapshot, part.Err = c.reader.Snapshot(ctx)
+	part.Anomalies = c.reader.Anomalies()
+	if c.reader.DiscoveryEnabled() {
+		d := c.reader.DiscoveryStatus()
+		part.Discovery = &d
 	}
-	emitSnapshot(snap, ch)
+	if part.Err != nil {
+		part.Snapshot = nil
+		return part.Err
+	}
+	if o.RecentDeadLetters {
+		var withDead []string
+		for _, q := range part.Snapshot.Queues {
+			if q.DeadLetter > 0 {
+				withDead = append(withDead, q.Name)
+			}
+		}
+		if len(withDead) > 0 {
+			part.RecentDeadLetters, part.DeadLettersErr = c.reader.RecentDeadLetters(ctx, withDead,
+				broker.DeadLetterOptions{WithArgs: o.DeadLetterArgs})
+		}
+	}
 	return nil
 }
 
-func (c *brokerCollector) anomalies(ch chan<- prometheus.Metric) {
-	counts := c.reader.Anomalies()
+func (c *brokerCollector) Collect(st *State, m *Metrics) {
+	part := st.Broker
+	if part == nil {
+		m.Gauge(redisUpDesc, 0)
+		return
+	}
 	for _, kind := range broker.AnomalyKinds {
-		ch <- prometheus.MustNewConstMetric(anomaliesDesc, prometheus.CounterValue, float64(counts[kind]), kind)
+		m.Counter(anomaliesDesc, float64(part.Anomalies[kind]), kind)
 	}
-}
-
-// discovery reports the background discovery, whether or not Redis
-// answered this scrape: it is the exporter's state, not the broker's.
-func (c *brokerCollector) discovery(ch chan<- prometheus.Metric) {
-	if !c.reader.DiscoveryEnabled() {
+	collectDiscovery(part.Discovery, m)
+	snap := part.Snapshot
+	if snap == nil {
+		m.Gauge(redisUpDesc, 0)
 		return
 	}
-	st := c.reader.DiscoveryStatus()
-	gauge := func(d *prometheus.Desc, v float64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
-	}
-	ch <- prometheus.MustNewConstMetric(discoveryPassesDesc, prometheus.CounterValue, float64(st.Passes))
-	if st.Passes == 0 {
-		gauge(discoveryCompleteDesc, 0)
-		return
-	}
-	gauge(discoveryCompleteDesc, 1)
-	gauge(discoveryLastDesc, float64(st.Completed.UnixMilli())/1000)
-	gauge(discoveryDurationDesc, st.Duration.Seconds())
-	gauge(discoveryRedisDesc, st.RedisTime.Seconds())
-	gauge(discoveryKeysDesc, float64(st.Keys))
-	if st.Keyspace >= 0 {
-		gauge(discoveryScannedDesc, float64(st.Keyspace))
-	}
-	gauge(discoveryIntervalDesc, st.Interval.Seconds())
-}
-
-// emitSnapshot turns one broker read into metrics.
-func emitSnapshot(snap *broker.Snapshot, ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	gauge(redisUpDesc, 1)
+	m.Gauge(redisUpDesc, 1)
 	if !math.IsNaN(snap.MemoryUsedBytes) {
-		gauge(redisMemoryDesc, snap.MemoryUsedBytes)
+		m.Gauge(redisMemoryDesc, snap.MemoryUsedBytes)
 	}
 	if !math.IsNaN(snap.ConnectedClients) {
-		gauge(redisClientsDesc, snap.ConnectedClients)
+		m.Gauge(redisClientsDesc, snap.ConnectedClients)
 	}
-	gauge(processesDesc, float64(snap.ProcessesAlive), "alive")
-	gauge(processesDesc, float64(snap.ProcessesStale), "stale")
-	gauge(queuesDroppedDesc, float64(snap.QueuesDropped))
+	m.Gauge(processesDesc, float64(snap.ProcessesAlive), "alive")
+	m.Gauge(processesDesc, float64(snap.ProcessesStale), "stale")
+	m.Gauge(queuesDroppedDesc, float64(snap.QueuesDropped))
 	for _, q := range snap.Queues {
-		gauge(queueReadyDesc, float64(q.Ready), q.Name)
-		gauge(queueInflightDesc, float64(q.InFlight), q.Name)
-		gauge(queueDelayedDesc, float64(q.Delayed), q.Name)
-		gauge(queueDeadDesc, float64(q.DeadLetter), q.Name)
-		gauge(queueOrphanedDesc, float64(q.Orphaned), q.Name)
+		m.Gauge(queueReadyDesc, float64(q.Ready), q.Name)
+		m.Gauge(queueInflightDesc, float64(q.InFlight), q.Name)
+		m.Gauge(queueDelayedDesc, float64(q.Delayed), q.Name)
+		m.Gauge(queueDeadDesc, float64(q.DeadLetter), q.Name)
+		m.Gauge(queueOrphanedDesc, float64(q.Orphaned), q.Name)
 		if !q.DeadLetterLast.IsZero() {
-			gauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, q.Name)
+			m.Gauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, q.Name)
 		}
 		if q.OldestAgeKnown {
-			gauge(queueOldestDesc, q.OldestAge.Seconds(), q.Name)
+			m.Gauge(queueOldestDesc, q.OldestAge.Seconds(), q.Name)
 		}
 	}
+}
+
+// collectDiscovery reports the background discovery, whether or not Redis
+// answered this scrape: it is the exporter's state, not the broker's.
+func collectDiscovery(st *broker.DiscoveryStatus, m *Metrics) {
+	if st == nil {
+		return
+	}
+	m.Counter(discoveryPassesDesc, float64(st.Passes))
+	if st.Passes == 0 {
+		m.Gauge(discoveryCompleteDesc, 0)
+		return
+	}
+	m.Gauge(discoveryCompleteDesc, 1)
+	m.Gauge(discoveryLastDesc, float64(st.Completed.UnixMilli())/1000)
+	m.Gauge(discoveryDurationDesc, st.Duration.Seconds())
+	m.Gauge(discoveryRedisDesc, st.RedisTime.Seconds())
+	m.Gauge(discoveryKeysDesc, float64(st.Keys))
+	if st.Keyspace >= 0 {
+		m.Gauge(discoveryScannedDesc, float64(st.Keyspace))
+	}
+	m.Gauge(discoveryIntervalDesc, st.Interval.Seconds())
 }

@@ -2,15 +2,22 @@
 //
 // Each collector lives in a file of its own and registers itself by name with
 // a default state, the way node_exporter does; cmd/ turns the registry into
-// --collector.<name> flags. Collectors read their source on every scrape,
-// inside the scrape's context, and build const metrics: nothing is cached in
-// a metric vector between scrapes.
+// --collector.<name> flags.
+//
+// The data flows one way. Exporter.Read runs every collector's Read, in
+// parallel and within the caller's context, into one typed State (shared by
+// concurrent callers); Exporter.Collect projects that State into const
+// metrics for /metrics, and the status package projects the same State into
+// the status model of the API, the page and `check`. Nothing is cached in a
+// metric vector between scrapes.
 package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -25,14 +32,38 @@ import (
 // the shipped dashboards and alerts depend on it.
 const Namespace = "dramatiq"
 
-// Collector is one named source of metrics.
+// Collector is one named source. Its read and its metrics are separate
+// steps, so that one read can serve every view: Read stores what the source
+// said in the collector's own part of a State; Collect turns that part into
+// metrics, and the status package turns it into the status model.
 type Collector interface {
-	// Describe sends every descriptor the collector can emit, so that a
-	// pedantic registry can check Collect against it.
+	// Describe sends every descriptor Collect can use, so that a pedantic
+	// registry can check Collect against it.
 	Describe(ch chan<- *prometheus.Desc)
-	// Update reads the source within ctx and sends metrics. An error marks the
-	// collector failed for this scrape; metrics sent before it are kept.
-	Update(ctx context.Context, ch chan<- prometheus.Metric) error
+	// Read reads the source within ctx into the collector's own part of st
+	// and touches nothing else of st: collectors read concurrently. An
+	// error marks the collector failed in this read; what it stored before
+	// is kept. Goroutines it starts must not outlive it, and must recover
+	// their own panics: only the Read call itself is guarded.
+	Read(ctx context.Context, st *State, o ReadOptions) error
+	// Collect projects the collector's part of st, as Read left it, into
+	// metrics. It reads st only.
+	Collect(st *State, m *Metrics)
+}
+
+// ReadOptions say what a read must include beyond what the metrics need.
+type ReadOptions struct {
+	// RecentDeadLetters reads the newest dead letters of every queue that
+	// has any (one bounded extra round trip), for the API and the page.
+	RecentDeadLetters bool
+	// DeadLetterArgs includes their args and kwargs (user data).
+	DeadLetterArgs bool
+}
+
+// covers reports whether a read made with o serves a caller that asked for
+// want: the metrics need nothing beyond the base read.
+func (o ReadOptions) covers(want ReadOptions) bool {
+	return o == want || !want.RecentDeadLetters
 }
 
 // Factory builds a collector from the shared sources. It returns (nil, nil)
@@ -105,16 +136,30 @@ var (
 		"Constant 1, labelled with the deployment's environment name and the Dramatiq namespace read.",
 		[]string{"environment", "namespace"}, nil,
 	)
+	invalidLabelValuesDesc = prometheus.NewDesc(
+		prometheus.BuildFQName(Namespace, "exporter", "invalid_label_values"),
+		fmt.Sprintf("Series left out of this scrape because a label value was not valid UTF-8 or longer than %d bytes (a queue name from Redis, say).", MaxLabelValueLength),
+		nil, nil,
+	)
 )
 
-// Exporter runs the enabled collectors. It holds no per-scrape state, so any
-// number of scrapes may run at once; each binds its own context with Bind.
+// MaxLabelValueLength bounds a label value in bytes. Real queue names are
+// far shorter; anything longer would bloat every scrape and every TSDB
+// that stores it.
+const MaxLabelValueLength = 1024
+
+// Exporter runs the enabled collectors. Any number of callers may read at
+// once: concurrent reads share one in-flight read (see Read). It holds no
+// package-level state, so a process may build many, one per target.
 type Exporter struct {
 	collectors  map[string]Collector
 	names       []string
 	environment string
 	namespace   string
 	logger      *slog.Logger
+
+	mu      sync.Mutex
+	flights []*flight // reads in progress
 }
 
 // ExporterOptions configure NewExporter.
@@ -175,8 +220,331 @@ func NewExporter(opts ExporterOptions, s Sources) (*Exporter, error) {
 // Names lists the collectors that run, sorted.
 func (e *Exporter) Names() []string { return append([]string(nil), e.names...) }
 
-// Bind returns a prometheus.Collector whose Collect reads every source within
-// ctx. Register it in a registry made for one request.
+// Read returns one State of every enabled source, read within ctx. It never
+// returns nil. When ctx ends first, the collectors that finished by then
+// keep their results and the others count as failed.
+//
+// Concurrent callers share one in-flight read instead of each reading the
+// sources. The read runs under the deadline of the caller that started it
+// (the leader), not under its cancellation: a leader whose client hangs up
+// does not fail the others; the read is cancelled only when every caller
+// waiting for it has given up. Each caller waits only as long as its own
+// ctx allows. A caller that joined a read with an earlier deadline than its
+// own, and that read was cut short by that deadline, reads again (sharing
+// with whoever is reading then) with the time it has left, at most twice:
+// joining costs a caller with more time nothing but that retry, and a slow
+// source is never read more often than once per distinct deadline.
+func (e *Exporter) Read(ctx context.Context, o ReadOptions) *State {
+	for attempt := 0; ; attempt++ {
+		f := e.join(ctx, o)
+		select {
+		case <-f.done:
+		default:
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				st := f.sofar(ctx.Err())
+				e.leave(f)
+				return st
+			}
+		}
+		e.leave(f)
+		if attempt < 2 && f.cutShort && ctx.Err() == nil && outlasts(ctx, f) {
+			continue
+		}
+		return f.state
+	}
+}
+
+// outlasts reports whether ctx allows more time than the flight had.
+func outlasts(ctx context.Context, f *flight) bool {
+	if !f.hasDeadline {
+		return false
+	}
+	d, ok := ctx.Deadline()
+	return !ok || d.After(f.deadline)
+}
+
+// deadlineSlack: a read that failed this close to its deadline counts as
+// cut short by it. A client's socket deadline (go-redis sets it from the
+// context's) fires a hair before the context's own timer, with an i/o
+// timeout that does not wrap context.DeadlineExceeded.
+const deadlineSlack = 50 * time.Millisecond
+
+// failed reports whether any collector failed.
+func (s *State) failed() bool {
+	for _, o := range s.Outcomes {
+		if !o.Success {
+			return true
+		}
+	}
+	return false
+}
+
+// flight is one read in progress, shared by every caller that joined it.
+type flight struct {
+	opts        ReadOptions
+	deadline    time.Time
+	hasDeadline bool
+	cancel      context.CancelFunc
+	waiters     int // guarded by Exporter.mu
+	done        chan struct{}
+
+	// The collectors' results as they finish, for callers that cannot
+	// wait for the rest.
+	mu       sync.Mutex
+	partial  *State
+	finished []bool
+
+	// Set before done is closed.
+	state    *State
+	cutShort bool // the flight's own deadline ended it
+}
+
+// sofar is what the flight knows now: the collectors still reading count
+// as failed because of cause.
+func (f *flight) sofar(cause error) *State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := *f.partial
+	st.Duration = time.Since(st.Time)
+	st.Outcomes = append([]Outcome(nil), st.Outcomes...)
+	err := fmt.Errorf("the read did not finish in time: %w", cause)
+	for i, done := range f.finished {
+		if !done {
+			st.Outcomes[i] = Outcome{Name: st.Collectors[i], Duration: st.Duration, Err: err}
+		}
+	}
+	return &st
+}
+
+// join returns a flight that serves o, starting one if none is under way.
+func (e *Exporter) join(ctx context.Context, o ReadOptions) *flight {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, f := range e.flights {
+		if f.opts.covers(o) {
+			f.waiters++
+			return f
+		}
+	}
+	f := &flight{
+		opts: o, waiters: 1, done: make(chan struct{}), finished: make([]bool, len(e.names)),
+		partial: &State{
+			Time: time.Now(), Environment: e.environment, Namespace: e.namespace,
+			Collectors: e.Names(), Outcomes: make([]Outcome, len(e.names)),
+		},
+	}
+	for i, name := range e.names {
+		f.partial.Outcomes[i].Name = name
+	}
+	var fctx context.Context
+	if d, ok := ctx.Deadline(); ok {
+		f.deadline, f.hasDeadline = d, true
+		fctx, f.cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+	} else {
+		fctx, f.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	}
+	e.flights = append(e.flights, f)
+	go e.fly(fctx, f)
+	return f
+}
+
+// leave drops one waiter; the last one to leave an unfinished read cancels
+// it, since nobody wants its result any more.
+func (e *Exporter) leave(f *flight) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f.waiters--
+	if f.waiters == 0 {
+		e.forget(f)
+		f.cancel()
+	}
+}
+
+// forget removes f from the flights new callers may join. Callers hold mu.
+func (e *Exporter) forget(f *flight) {
+	for i, g := range e.flights {
+		if g == f {
+			e.flights = append(e.flights[:i], e.flights[i+1:]...)
+			return
+		}
+	}
+}
+
+func (e *Exporter) fly(ctx context.Context, f *flight) {
+	defer func() {
+		// readOne guards every collector; this catches a bug of fly's
+		// own, so that no waiter hangs and the process lives.
+		if p := recover(); p != nil {
+			e.logger.Error("read panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			f.state = f.sofar(fmt.Errorf("panic: %v", p))
+		}
+		f.cutShort = f.hasDeadline && f.state.failed() &&
+			(errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(f.deadline) < deadlineSlack)
+		e.mu.Lock()
+		e.forget(f)
+		e.mu.Unlock()
+		f.cancel()
+		close(f.done)
+	}()
+	var wg sync.WaitGroup
+	for i, name := range e.names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each collector reads into a State of its own, merged when it
+			// ends, so that callers can take what has finished at any time.
+			own := &State{}
+			out := e.readOne(ctx, name, e.collectors[name], own, f.opts)
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.partial.merge(own)
+			f.partial.Outcomes[i] = out
+			f.finished[i] = true
+		}()
+	}
+	wg.Wait()
+	f.mu.Lock()
+	st := *f.partial
+	f.mu.Unlock()
+	st.Duration = time.Since(st.Time)
+	f.state = &st
+}
+
+// merge takes the parts a collector stored in its own State.
+func (s *State) merge(own *State) {
+	if own.Broker != nil {
+		s.Broker = own.Broker
+	}
+	if own.Database != nil {
+		s.Database = own.Database
+	}
+	if own.DatabaseActivity != nil {
+		s.DatabaseActivity = own.DatabaseActivity
+	}
+}
+
+// readOne runs one collector's Read. A panic there becomes a failed
+// outcome and one log line, never a failed scrape or a dead process.
+func (e *Exporter) readOne(ctx context.Context, name string, c Collector, st *State, o ReadOptions) (out Outcome) {
+	begin := time.Now()
+	out.Name = name
+	defer func() {
+		out.Duration = time.Since(begin)
+		if p := recover(); p != nil {
+			out.Success, out.Err = false, fmt.Errorf("panic: %v", p)
+			e.logger.Error("collector panicked", "collector", name, "duration_seconds", out.Duration.Seconds(),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			return
+		}
+		if out.Err != nil {
+			e.logger.Error("collector failed", "collector", name, "duration_seconds", out.Duration.Seconds(), "err", out.Err)
+		} else {
+			e.logger.Debug("collector succeeded", "collector", name, "duration_seconds", out.Duration.Seconds())
+		}
+	}()
+	out.Err = c.Read(ctx, st, o)
+	out.Success = out.Err == nil
+	return out
+}
+
+// Metrics gathers one projection's series. A series whose label values
+// cannot be exposed is left out and counted, never a panic: label values
+// come from Redis keys and flags, which may hold any bytes.
+type Metrics struct {
+	list    []prometheus.Metric
+	invalid int
+}
+
+// Gauge adds a gauge sample.
+func (m *Metrics) Gauge(d *prometheus.Desc, v float64, labels ...string) {
+	m.add(d, prometheus.GaugeValue, v, labels)
+}
+
+// Counter adds a counter sample.
+func (m *Metrics) Counter(d *prometheus.Desc, v float64, labels ...string) {
+	m.add(d, prometheus.CounterValue, v, labels)
+}
+
+func (m *Metrics) add(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
+	for _, l := range labels {
+		if len(l) > MaxLabelValueLength {
+			m.invalid++
+			return
+		}
+	}
+	// NewConstMetric refuses invalid UTF-8 (and a wrong label count) with
+	// an error, where MustNewConstMetric would panic.
+	c, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		m.invalid++
+		return
+	}
+	m.list = append(m.list, c)
+}
+
+// Invalid is how many series were left out.
+func (m *Metrics) Invalid() int { return m.invalid }
+
+// Collect projects st into metrics on ch: the exporter's info, every
+// collector's own series, its duration and success, and the count of series
+// left out for their label values.
+func (e *Exporter) Collect(st *State, ch chan<- prometheus.Metric) {
+	m := &Metrics{}
+	m.Gauge(exporterInfoDesc, 1, st.Environment, st.Namespace)
+	for _, out := range st.Outcomes {
+		if c, ok := e.collectors[out.Name]; ok {
+			part := &Metrics{}
+			if e.project(c, out.Name, st, part) {
+				m.list = append(m.list, part.list...)
+				m.invalid += part.invalid
+			} else {
+				// Only /metrics saw this failure; the status projection
+				// does not share the bug that caused it.
+				out.Success = false
+			}
+		}
+		success := 0.0
+		if out.Success {
+			success = 1
+		}
+		m.Gauge(scrapeDurationDesc, out.Duration.Seconds(), out.Name)
+		m.Gauge(scrapeSuccessDesc, success, out.Name)
+	}
+	m.Gauge(invalidLabelValuesDesc, float64(m.invalid))
+	for _, x := range m.list {
+		ch <- x
+	}
+}
+
+// project runs one collector's Collect; false when it panicked, in which
+// case none of its series are sent.
+func (e *Exporter) project(c Collector, name string, st *State, m *Metrics) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.logger.Error("collector's metrics panicked", "collector", name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
+	c.Collect(st, m)
+	return true
+}
+
+// Describe sends every descriptor the exporter's projection can use.
+func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	ch <- scrapeDurationDesc
+	ch <- scrapeSuccessDesc
+	ch <- exporterInfoDesc
+	ch <- invalidLabelValuesDesc
+	for _, name := range e.names {
+		e.collectors[name].Describe(ch)
+	}
+}
+
+// Bind returns a prometheus.Collector whose Collect reads every source
+// within ctx (sharing a read in progress) and projects it. Register it in
+// a registry made for one request.
 func (e *Exporter) Bind(ctx context.Context) prometheus.Collector {
 	return &boundExporter{e: e, ctx: ctx}
 }
@@ -186,39 +554,8 @@ type boundExporter struct {
 	ctx context.Context
 }
 
-func (b *boundExporter) Describe(ch chan<- *prometheus.Desc) {
-	ch <- scrapeDurationDesc
-	ch <- scrapeSuccessDesc
-	ch <- exporterInfoDesc
-	for _, name := range b.e.names {
-		b.e.collectors[name].Describe(ch)
-	}
-}
+func (b *boundExporter) Describe(ch chan<- *prometheus.Desc) { b.e.Describe(ch) }
 
 func (b *boundExporter) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(exporterInfoDesc, prometheus.GaugeValue, 1, b.e.environment, b.e.namespace)
-	var wg sync.WaitGroup
-	for _, name := range b.e.names {
-		wg.Add(1)
-		go func(name string, c Collector) {
-			defer wg.Done()
-			b.e.run(b.ctx, name, c, ch)
-		}(name, b.e.collectors[name])
-	}
-	wg.Wait()
-}
-
-func (e *Exporter) run(ctx context.Context, name string, c Collector, ch chan<- prometheus.Metric) {
-	begin := time.Now()
-	err := c.Update(ctx, ch)
-	duration := time.Since(begin)
-	success := 1.0
-	if err != nil {
-		success = 0
-		e.logger.Error("collector failed", "collector", name, "duration_seconds", duration.Seconds(), "err", err)
-	} else {
-		e.logger.Debug("collector succeeded", "collector", name, "duration_seconds", duration.Seconds())
-	}
-	ch <- prometheus.MustNewConstMetric(scrapeDurationDesc, prometheus.GaugeValue, duration.Seconds(), name)
-	ch <- prometheus.MustNewConstMetric(scrapeSuccessDesc, prometheus.GaugeValue, success, name)
+	b.e.Collect(b.e.Read(b.ctx, ReadOptions{}), ch)
 }

@@ -111,10 +111,11 @@ func (c *databaseCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- databaseSizeDesc
 }
 
-func (c *databaseCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
+func (c *databaseCollector) Read(ctx context.Context, st *State, _ ReadOptions) error {
+	part := &DatabaseState{}
+	defer func() { st.Database = part }()
 	conn, err := c.db.acquire(ctx)
 	if err != nil {
-		ch <- prometheus.MustNewConstMetric(databaseUpDesc, prometheus.GaugeValue, 0)
 		return err
 	}
 	defer conn.Release()
@@ -123,34 +124,44 @@ func (c *databaseCollector) Update(ctx context.Context, ch chan<- prometheus.Met
 	_, err = conn.Exec(ctx, "SELECT 1")
 	ping := time.Since(begin)
 	if err != nil {
-		ch <- prometheus.MustNewConstMetric(databaseUpDesc, prometheus.GaugeValue, 0)
 		return c.db.scrub.wrap("database: SELECT 1", err)
 	}
-	ch <- prometheus.MustNewConstMetric(databaseUpDesc, prometheus.GaugeValue, 1)
-	ch <- prometheus.MustNewConstMetric(databasePingDesc, prometheus.GaugeValue, ping.Seconds())
+	part.Up, part.Ping = true, ping
 
-	var (
-		version, name  string
-		maxConns, size float64
-		inRecovery     bool
-		lag            *float64
-	)
+	var d DatabaseDetails
+	var version string
 	err = c.db.run(ctx, conn, func(b *pgx.Batch) {
 		b.Queue(databaseStatusQuery).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&version, &name, &maxConns, &inRecovery, &size, &lag)
+			return row.Scan(&version, &d.Name, &d.MaxConnections, &d.InRecovery, &d.SizeBytes, &d.ReplicationLag)
 		})
 	})
 	if err != nil {
 		return c.db.scrub.wrap("database: status query", err)
 	}
-	ch <- prometheus.MustNewConstMetric(databaseInfoDesc, prometheus.GaugeValue, 1, pgShortVersion(version), name)
-	ch <- prometheus.MustNewConstMetric(databaseMaxConnectionsDesc, prometheus.GaugeValue, maxConns)
-	ch <- prometheus.MustNewConstMetric(databaseInRecoveryDesc, prometheus.GaugeValue, dbBool(inRecovery))
-	if lag != nil {
-		ch <- prometheus.MustNewConstMetric(databaseReplicationLagDesc, prometheus.GaugeValue, *lag)
-	}
-	ch <- prometheus.MustNewConstMetric(databaseSizeDesc, prometheus.GaugeValue, size)
+	d.ServerVersion = pgShortVersion(version)
+	part.Details = &d
 	return nil
+}
+
+func (c *databaseCollector) Collect(st *State, m *Metrics) {
+	part := st.Database
+	if part == nil || !part.Up {
+		m.Gauge(databaseUpDesc, 0)
+		return
+	}
+	m.Gauge(databaseUpDesc, 1)
+	m.Gauge(databasePingDesc, part.Ping.Seconds())
+	d := part.Details
+	if d == nil {
+		return
+	}
+	m.Gauge(databaseInfoDesc, 1, d.ServerVersion, d.Name)
+	m.Gauge(databaseMaxConnectionsDesc, d.MaxConnections)
+	m.Gauge(databaseInRecoveryDesc, dbBool(d.InRecovery))
+	if d.ReplicationLag != nil {
+		m.Gauge(databaseReplicationLagDesc, *d.ReplicationLag)
+	}
+	m.Gauge(databaseSizeDesc, d.SizeBytes)
 }
 
 // pgShortVersion keeps "15.18" of "15.18 (Debian 15.18-0+deb12u1)": the

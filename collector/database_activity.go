@@ -19,6 +19,8 @@ package collector
 
 import (
 	"context"
+	"slices"
+	"sort"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,24 +99,23 @@ func (c *databaseActivityCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- databaseBlockedDesc
 }
 
-// Update sends nothing unless both queries succeed. In particular, when the
+// Read stores nothing unless both queries succeed. In particular, when the
 // database is down it fails like the database collector, which then reports
 // dramatiq_database_up 0, and no activity series contradict that.
-func (c *databaseActivityCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
+func (c *databaseActivityCollector) Read(ctx context.Context, st *State, _ ReadOptions) error {
 	conn, err := c.db.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
 
-	counts := map[string]float64{}
-	var oldest, blocked float64
+	part := &DatabaseActivityState{Connections: map[string]float64{}}
 	err = c.db.run(ctx, conn, func(b *pgx.Batch) {
 		b.Queue(databaseStatesQuery).Query(func(rows pgx.Rows) error {
 			var state string
 			var n float64
 			_, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error {
-				counts[state] += n
+				part.Connections[state] += n
 				return nil
 			})
 			return err
@@ -122,20 +123,34 @@ func (c *databaseActivityCollector) Update(ctx context.Context, ch chan<- promet
 		// Both statements run in one transaction, so they read the same
 		// snapshot of pg_stat_activity.
 		b.Queue(databaseWaitsQuery).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&oldest, &blocked)
+			return row.Scan(&part.OldestTransactionAge, &part.Blocked)
 		})
 	})
 	if err != nil {
 		return c.db.scrub.wrap("database_activity", err)
 	}
-	for _, s := range databaseStates {
-		ch <- prometheus.MustNewConstMetric(databaseConnectionsDesc, prometheus.GaugeValue, counts[s], s)
-		delete(counts, s)
-	}
-	for s, n := range counts {
-		ch <- prometheus.MustNewConstMetric(databaseConnectionsDesc, prometheus.GaugeValue, n, s)
-	}
-	ch <- prometheus.MustNewConstMetric(databaseOldestTransactionDesc, prometheus.GaugeValue, oldest)
-	ch <- prometheus.MustNewConstMetric(databaseBlockedDesc, prometheus.GaugeValue, blocked)
+	st.DatabaseActivity = part
 	return nil
+}
+
+func (c *databaseActivityCollector) Collect(st *State, m *Metrics) {
+	part := st.DatabaseActivity
+	if part == nil {
+		return
+	}
+	for _, s := range databaseStates {
+		m.Gauge(databaseConnectionsDesc, part.Connections[s], s)
+	}
+	others := make([]string, 0, len(part.Connections))
+	for s := range part.Connections {
+		if !slices.Contains(databaseStates, s) {
+			others = append(others, s)
+		}
+	}
+	sort.Strings(others)
+	for _, s := range others {
+		m.Gauge(databaseConnectionsDesc, part.Connections[s], s)
+	}
+	m.Gauge(databaseOldestTransactionDesc, part.OldestTransactionAge)
+	m.Gauge(databaseBlockedDesc, part.Blocked)
 }

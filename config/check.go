@@ -13,15 +13,18 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/model"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
 // DefaultCheckTimeout bounds a whole `check` run.
 const DefaultCheckTimeout = 5 * time.Second
 
 // AllQueues keys a check threshold that applies to every queue.
-const AllQueues = "*"
+const AllQueues = status.AllQueues
 
-// Check is the validated configuration of `check`.
+// Check is the validated configuration of `check`. What the thresholds
+// mean, and their defaults, are the status package's.
 type Check struct {
 	MinProcesses int
 	// MaxReady and MaxOldestAge map a queue name, or AllQueues, to a limit.
@@ -46,7 +49,7 @@ type CheckFlags struct {
 func (fl *Flags) AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
 	cf := &CheckFlags{}
 	c, b := fl.bind(cmd, "check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout.", "")
-	cf.minProcesses = c.Default("1").Int()
+	cf.minProcesses = c.Default(strconv.Itoa(status.DefaultMinProcesses)).Int()
 	b.fromFile = func(f *fileConfig) error {
 		if f.Check.MinProcesses != nil {
 			*cf.minProcesses = *f.Check.MinProcesses
@@ -133,6 +136,18 @@ func (f *CheckFlags) Load() (*Check, error) {
 		}
 	}
 	return c, nil
+}
+
+// Thresholds are the status model's thresholds of this check.
+func (c *Check) Thresholds() status.Thresholds {
+	t := status.Thresholds{
+		MinProcesses: c.MinProcesses, MaxReady: c.MaxReady, NoOrphans: c.NoOrphans,
+		MaxOldestAge: make(map[string]status.Duration, len(c.MaxOldestAge)),
+	}
+	for q, d := range c.MaxOldestAge {
+		t.MaxOldestAge[q] = status.Duration(d)
+	}
+	return t
 }
 
 // perQueue splits "QUEUE=V" (or "V", for every queue).

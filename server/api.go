@@ -1,23 +1,21 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"time"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
 // StatusOptions configure a StatusSource.
 type StatusOptions struct {
-	Exporter *collector.Exporter
-	// Reader reads the recent dead letters, the one thing the metrics do
-	// not carry. Nil: none are shown.
-	Reader     *broker.Reader
-	Thresholds Thresholds
+	Exporter   *collector.Exporter
+	Thresholds status.Thresholds
 	// ShowMessageArgs puts args and kwargs of dead letters in the API and
 	// the page. They are user data, so it is off by default.
 	ShowMessageArgs bool
@@ -30,7 +28,8 @@ type StatusOptions struct {
 	Logger        *slog.Logger
 }
 
-// StatusSource builds the status for the API and the page.
+// StatusSource serves the status projection of the exporter's state to the
+// API and the page.
 type StatusSource struct {
 	o   StatusOptions
 	sem chan struct{}
@@ -54,63 +53,22 @@ func NewStatusSource(o StatusOptions) *StatusSource {
 	return s
 }
 
-// Status gathers the collectors once, within ctx, then reads the newest
-// dead letters of the queues that have any.
-func (s *StatusSource) Status(ctx context.Context) *Status {
-	begin := time.Now()
-	mfs := Gather(ctx, s.o.Exporter)
-	st := FromMetrics(mfs, BuildOptions{
-		Thresholds: s.o.Thresholds, Collectors: s.o.Exporter.Names(), Now: begin, Took: time.Since(begin),
+// Status reads the exporter's state within ctx (sharing a read in
+// progress), with the newest dead letters of the queues that have any, and
+// projects it.
+func (s *StatusSource) Status(ctx context.Context) *status.Status {
+	st := s.o.Exporter.Read(ctx, collector.ReadOptions{RecentDeadLetters: true, DeadLetterArgs: s.o.ShowMessageArgs})
+	if st.Broker != nil && st.Broker.DeadLettersErr != nil {
+		s.o.Logger.Warn("reading recent dead letters failed", "err", st.Broker.DeadLettersErr)
+	}
+	return status.From(st, status.Options{
+		Thresholds: s.o.Thresholds, ShowMessageArgs: s.o.ShowMessageArgs, RecentDeadLetters: true,
 	})
-	st.MessageArgsShown = s.o.ShowMessageArgs
-	for i := range st.Queues {
-		st.Queues[i].RecentDeadLetters = []DeadLetter{}
-	}
-	if s.o.Reader == nil || !st.Components.Redis.Up {
-		return st
-	}
-	var withDead []string
-	index := map[string]int{}
-	for i, q := range st.Queues {
-		if q.DeadLetter > 0 {
-			withDead = append(withDead, q.Name)
-			index[q.Name] = i
-		}
-	}
-	if len(withDead) == 0 {
-		return st
-	}
-	dls, err := s.o.Reader.RecentDeadLetters(ctx, withDead, broker.DeadLetterOptions{WithArgs: s.o.ShowMessageArgs})
-	if err != nil {
-		s.o.Logger.Warn("reading recent dead letters failed", "err", err)
-		return st
-	}
-	for q, list := range dls {
-		out := make([]DeadLetter, 0, len(list))
-		for _, d := range list {
-			dl := DeadLetter{
-				MessageID: d.MessageID, Actor: d.Actor, DeadLetteredAt: d.DeadLetteredAt.UTC(),
-				Retries: d.Retries, Traceback: d.TracebackLast, Undecodable: d.Undecodable,
-			}
-			if s.o.ShowMessageArgs {
-				if len(d.Args) > 0 {
-					dl.Args = d.Args
-				}
-				if len(d.Kwargs) > 0 {
-					dl.Kwargs = d.Kwargs
-				}
-			}
-			out = append(out, dl)
-		}
-		st.Queues[index[q]].RecentDeadLetters = out
-	}
-	st.DurationSeconds = time.Since(begin).Seconds()
-	return st
 }
 
 // read runs Status under the request's deadline and the concurrency limit.
 // ok is false when the limit turned the request away.
-func (s *StatusSource) read(w http.ResponseWriter, r *http.Request) (*Status, bool) {
+func (s *StatusSource) read(w http.ResponseWriter, r *http.Request) (*status.Status, bool) {
 	if s.sem != nil {
 		select {
 		case s.sem <- struct{}{}:
@@ -139,14 +97,29 @@ func (s *StatusSource) APIHandler() http.Handler {
 		if !ok {
 			return
 		}
+		// Encoded whole before anything is written, so that a value JSON
+		// cannot carry is a 500 with a reason, never a 200 with a cut body.
+		body, err := EncodeStatus(st)
+		if err != nil {
+			s.o.Logger.Error("encoding the status failed", "err", err)
+			http.Error(w, "cannot encode the status: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
 		h := w.Header()
 		h.Set("Content-Type", "application/json; charset=utf-8")
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
-			s.o.Logger.Debug("writing status failed", "err", err)
-		}
+		_, _ = w.Write(body)
 	})
+}
+
+// EncodeStatus is the API's JSON of st, indented, with a final newline.
+func EncodeStatus(st *status.Status) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(st); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

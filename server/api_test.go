@@ -23,6 +23,7 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
 const redisPassword = "pw-Status-Secret-9"
@@ -50,7 +51,7 @@ func startExporter(t *testing.T, r *testserver.Redis, showArgs bool, wrap func(h
 		t.Fatal(err)
 	}
 	src := server.NewStatusSource(server.StatusOptions{
-		Exporter: exp, Reader: reader, Thresholds: server.DefaultThresholds, ShowMessageArgs: showArgs,
+		Exporter: exp, Thresholds: status.DefaultThresholds(), ShowMessageArgs: showArgs,
 		Timeout: 3 * time.Second, TelemetryPath: "/metrics",
 	})
 	mux := http.NewServeMux()

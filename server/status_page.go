@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
 //go:embed assets/index.html assets/status.css assets/status.js
@@ -58,13 +60,13 @@ var pageFuncs = template.FuncMap{
 	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05") + " UTC" },
 	"stateText": func(s string) string {
 		switch s {
-		case ComponentOK:
+		case status.ComponentOK:
 			return "OK"
-		case ComponentFailing:
+		case status.ComponentFailing:
 			return "Failing"
-		case ComponentNotConfigured:
+		case status.ComponentNotConfigured:
 			return "Not configured"
-		case ComponentUnknown:
+		case status.ComponentUnknown:
 			return "Unknown"
 		}
 		return s
@@ -125,13 +127,13 @@ var pageFuncs = template.FuncMap{
 	},
 	"dbHint": dbHint,
 	// known hides numbers that only mean "nothing was read".
-	"known": func(s *Status, v string) string {
+	"known": func(s *status.Status, v string) string {
 		if !s.Components.Redis.Up {
 			return "?"
 		}
 		return v
 	},
-	"queueProblems": func(s *Status) bool {
+	"queueProblems": func(s *status.Status) bool {
 		for _, q := range s.Queues {
 			if len(q.Problems) > 0 {
 				return true
@@ -139,14 +141,14 @@ var pageFuncs = template.FuncMap{
 		}
 		return false
 	},
-	"totalReady": func(s *Status) int64 {
+	"totalReady": func(s *status.Status) int64 {
 		var n int64
 		for _, q := range s.Queues {
 			n += q.Ready
 		}
 		return n
 	},
-	"totalDead": func(s *Status) int64 {
+	"totalDead": func(s *status.Status) int64 {
 		var n int64
 		for _, q := range s.Queues {
 			n += q.DeadLetter
@@ -167,9 +169,9 @@ var pageFuncs = template.FuncMap{
 
 func dbHint(state string) string {
 	switch state {
-	case ComponentNotConfigured:
+	case status.ComponentNotConfigured:
 		return "Set --database.url to watch the app's PostgreSQL."
-	case ComponentOK:
+	case status.ComponentOK:
 		return "PostgreSQL answers."
 	}
 	return "PostgreSQL does not answer."
@@ -213,7 +215,7 @@ func formatDuration(secs float64) string {
 }
 
 type pageData struct {
-	S              *Status
+	S              *status.Status
 	CSS            template.CSS
 	JS             template.JS
 	RefreshSeconds int

@@ -12,7 +12,7 @@ import (
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
-	"github.com/dramatiq-exporter/dramatiq_exporter/server"
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
 // Exit codes of `check`, for HEALTHCHECK and exec probes.
@@ -61,47 +61,40 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return exitUsage
 	}
-	opts := server.BuildOptions{
-		Thresholds: server.Thresholds{
-			MinProcesses: chk.MinProcesses, MaxReady: chk.MaxReady,
-			MaxOldestAge: map[string]server.Duration{}, NoOrphans: chk.NoOrphans,
-		},
-		Collectors: exporter.Names(),
-	}
-	for q, d := range chk.MaxOldestAge {
-		opts.Thresholds.MaxOldestAge[q] = server.Duration(d)
-	}
+	opts := status.Options{Thresholds: chk.Thresholds()}
 
-	done := make(chan *server.Status, 1)
-	go func() {
-		mfs := server.Gather(ctx, exporter)
-		o := opts
-		o.Now, o.Took = begin, time.Since(begin)
-		done <- server.FromMetrics(mfs, o)
-	}()
+	// Read returns by its deadline whatever the sources do; the watchdog
+	// is there for a bug that would make it not.
+	done := make(chan *status.Status, 1)
+	go func() { done <- status.From(exporter.Read(ctx, collector.ReadOptions{}), opts) }()
 	watchdog := time.NewTimer(chk.Timeout - margin - time.Since(begin))
 	defer watchdog.Stop()
-	var st *server.Status
+	var st *status.Status
 	select {
 	case st = <-done:
 		// Closing a pool waits for its connections; only safe once the
-		// gather has returned them.
+		// read has returned them.
 		cleanup()
 	case <-watchdog.C:
-		o := opts
-		o.Now, o.Took = begin, chk.Timeout
-		st = server.TimedOut(o)
+		st = status.TimedOut(exporter.Names(), begin, chk.Timeout, opts)
 		logger.Error("check timed out; a source ignored its deadline", "timeout", chk.Timeout)
 	}
 
 	if len(st.Failed) > 0 {
 		logger.Warn("unhealthy", "failed", st.FailureSummary())
 	}
-	enc := json.NewEncoder(stdout)
-	if err := enc.Encode(st); err != nil {
+	// Encoded whole first: a status JSON cannot carry is a reason on
+	// stderr and a failed check, never an empty answer.
+	body, err := json.Marshal(st)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: error: cannot encode the status: %v\n", name, err)
 		return exitUnhealthy
 	}
-	if st.Status != server.StatusHealthy {
+	if _, err := stdout.Write(append(body, '\n')); err != nil {
+		fmt.Fprintf(stderr, "%s: error: cannot write the status: %v\n", name, err)
+		return exitUnhealthy
+	}
+	if st.Status != status.StatusHealthy {
 		return exitUnhealthy
 	}
 	return exitHealthy

@@ -25,6 +25,7 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
 const name = "dramatiq_exporter"
@@ -134,7 +135,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	})
 	// The status page and its API read the same collectors as /metrics.
 	status := server.NewStatusSource(server.StatusOptions{
-		Exporter: exporter, Reader: sources.Broker, Thresholds: server.DefaultThresholds,
+		Exporter: exporter, Thresholds: status.DefaultThresholds(),
 		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
 		TelemetryPath: cfg.TelemetryPath, Logger: logger,
 	})

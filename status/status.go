@@ -1,24 +1,20 @@
-package server
-
-// The status model behind `dramatiq_exporter check`, GET /api/v1/status and
-// the status page. It is built from the metric families one gather of the
-// exporter's collectors produced, never from a second read of Redis or the
-// database, so the three can never disagree with /metrics. docs/api.md
-// documents the JSON; change it together with these types.
+// Package status is the status model behind `dramatiq_exporter check`,
+// GET /api/v1/status and the status page, and the one place where health
+// thresholds are defined and judged. It is a projection of one
+// collector.State, the same value /metrics is projected from, never of a
+// second read of Redis or the database, so the views cannot disagree.
+// docs/api.md documents the JSON; change it together with these types.
+package status
 
 import (
-	"context"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/version"
 
-	dto "github.com/prometheus/client_model/go"
-
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 )
 
@@ -108,8 +104,8 @@ type ProcessesStatus struct {
 	MinProcesses int    `json:"min_processes"`
 }
 
-// QueueStatus is one queue's numbers, straight from the dramatiq_queue_*
-// metrics. OldestMessageAgeSeconds is null when the head of the queue could
+// QueueStatus is one queue's numbers, the same ones the dramatiq_queue_*
+// metrics carry. OldestMessageAgeSeconds is null when the head of the queue could
 // not be decoded; DeadLetterLast is null when the dead-letter queue is empty.
 type QueueStatus struct {
 	Name                    string     `json:"name"`
@@ -121,8 +117,8 @@ type QueueStatus struct {
 	OldestMessageAgeSeconds *float64   `json:"oldest_message_age_seconds"`
 	DeadLetterLast          *time.Time `json:"dead_letter_last"`
 	Problems                []string   `json:"problems"`
-	// RecentDeadLetters is filled by the API only (it costs one bounded
-	// extra read); `check` leaves it out.
+	// RecentDeadLetters is filled for the API and the page only (it costs
+	// one bounded extra read); `check` leaves it out.
 	RecentDeadLetters []DeadLetter `json:"recent_dead_letters,omitzero"`
 }
 
@@ -176,193 +172,135 @@ const AllQueues = "*"
 // databaseCollector is the name the database health collector registers.
 const databaseCollector = "database"
 
+// DefaultMinProcesses is the default of --check.min-processes, and what the
+// API and the page require.
+const DefaultMinProcesses = 1
+
 // DefaultThresholds are what the API and the status page judge by: the
 // defaults of `check`.
-var DefaultThresholds = Thresholds{MinProcesses: 1}
+func DefaultThresholds() Thresholds { return Thresholds{MinProcesses: DefaultMinProcesses} }
 
 // Duration marshals as Go duration text ("5m0s").
 type Duration time.Duration
 
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
-// Gather runs the exporter's collectors once, within ctx, into a registry
-// made for this call (like one scrape of /metrics).
-func Gather(ctx context.Context, e *collector.Exporter) []*dto.MetricFamily {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(e.Bind(ctx))
-	// A gather error (an inconsistent metric) still returns every family
-	// that could be gathered; judge by those.
-	mfs, _ := reg.Gather()
-	return mfs
-}
-
-// families indexes gathered metric families by name.
-type families map[string]*dto.MetricFamily
-
-func (f families) metrics(name string) []*dto.Metric {
-	if mf, ok := f[name]; ok {
-		return mf.GetMetric()
-	}
-	return nil
-}
-
-// value returns the single sample of an unlabelled gauge.
-func (f families) value(name string) (float64, bool) {
-	ms := f.metrics(name)
-	if len(ms) == 0 {
-		return 0, false
-	}
-	return sampleValue(ms[0]), true
-}
-
-func sampleValue(m *dto.Metric) float64 {
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return math.NaN()
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
-}
-
-// BuildOptions say how to read one gather.
-type BuildOptions struct {
+// Options say how to project a State.
+type Options struct {
 	Thresholds Thresholds
-	// Collectors are the names of the collectors that ran
-	// (Exporter.Names): a collector that ran but sent no health gauge
-	// counts as failing, one that is not running as not configured.
-	Collectors []string
-	Now        time.Time
-	Took       time.Duration
+	// ShowMessageArgs puts args and kwargs of dead letters in the status.
+	// They are user data, so it is off by default.
+	ShowMessageArgs bool
+	// RecentDeadLetters lists every queue's recent dead letters (empty when
+	// none, or when they could not be read): the State must have been read
+	// with collector.ReadOptions.RecentDeadLetters.
+	RecentDeadLetters bool
 }
 
-// FromMetrics builds the status from one gather and judges it.
-func FromMetrics(mfs []*dto.MetricFamily, o BuildOptions) *Status {
-	t, now, took := o.Thresholds, o.Now, o.Took
-	running := map[string]bool{}
-	for _, name := range o.Collectors {
-		running[name] = true
-	}
-	f := families{}
-	for _, mf := range mfs {
-		f[mf.GetName()] = mf
-	}
+// From projects one State into the status and judges it.
+func From(st *collector.State, o Options) *Status {
 	s := &Status{
-		Time:            now.UTC(),
-		DurationSeconds: took.Seconds(),
+		Time:            st.Time.UTC(),
+		DurationSeconds: st.Duration.Seconds(),
+		Environment:     st.Environment,
+		Namespace:       st.Namespace,
 		Version: Version{
 			Version: version.Version, Revision: version.GetRevision(),
 			Branch: version.Branch, GoVersion: version.GoVersion,
 		},
-		Queues:     []QueueStatus{},
-		Collectors: []Collector{},
-		Failed:     []Failure{},
-		Thresholds: t,
+		Queues:           []QueueStatus{},
+		Collectors:       []Collector{},
+		Failed:           []Failure{},
+		Thresholds:       o.Thresholds,
+		MessageArgsShown: o.ShowMessageArgs,
 	}
-	for _, m := range f.metrics("dramatiq_exporter_info") {
-		s.Environment, s.Namespace = label(m, "environment"), label(m, "namespace")
-	}
-
-	durations := map[string]float64{}
-	for _, m := range f.metrics("dramatiq_exporter_collector_duration_seconds") {
-		durations[label(m, "collector")] = sampleValue(m)
-	}
-	for _, m := range f.metrics("dramatiq_exporter_collector_success") {
-		name := label(m, "collector")
-		s.Collectors = append(s.Collectors, Collector{Name: name, Success: sampleValue(m) == 1, DurationSeconds: durations[name]})
+	for _, out := range st.Outcomes {
+		s.Collectors = append(s.Collectors, Collector{Name: out.Name, Success: out.Success, DurationSeconds: out.Duration.Seconds()})
 	}
 	sort.Slice(s.Collectors, func(i, j int) bool { return s.Collectors[i].Name < s.Collectors[j].Name })
 
-	// Redis: absent dramatiq_redis_up means the broker collector is off or
-	// never ran, which is as bad as down for a Dramatiq health check.
-	up, _ := f.value("dramatiq_redis_up")
-	redis := RedisStatus{Status: ComponentFailing, Up: up == 1}
-	if redis.Up {
-		redis.Status = ComponentOK
-		if v, ok := f.value("dramatiq_redis_memory_used_bytes"); ok {
-			redis.MemoryUsedBytes = &v
+	// Redis: no snapshot means the broker collector is off, failed or
+	// never finished, which is as bad as down for a Dramatiq health check.
+	redis := RedisStatus{Status: ComponentFailing}
+	var snap *broker.Snapshot
+	if st.Broker != nil {
+		snap = st.Broker.Snapshot
+	}
+	if snap != nil {
+		redis.Status, redis.Up = ComponentOK, true
+		redis.MemoryUsedBytes = known(snap.MemoryUsedBytes)
+		redis.ConnectedClients = known(snap.ConnectedClients)
+		s.ProcessesAlive, s.ProcessesStale = int64(snap.ProcessesAlive), int64(snap.ProcessesStale)
+		s.QueuesDropped = int64(snap.QueuesDropped)
+		for _, q := range snap.Queues {
+			s.Queues = append(s.Queues, queueStatus(q))
 		}
-		if v, ok := f.value("dramatiq_redis_connected_clients"); ok {
-			redis.ConnectedClients = &v
-		}
+		sort.Slice(s.Queues, func(i, j int) bool { return s.Queues[i].Name < s.Queues[j].Name })
 	}
 	s.Components.Redis = redis
 
 	db := DatabaseStatus{Status: ComponentNotConfigured}
-	if v, ok := f.value("dramatiq_database_up"); ok || running[databaseCollector] {
-		db.Up = v == 1
+	if _, running := st.Outcome(databaseCollector); running || st.Database != nil {
 		db.Status = ComponentFailing
-		if db.Up {
-			db.Status = ComponentOK
+		if st.Database != nil && st.Database.Up {
+			db.Status, db.Up = ComponentOK, true
 		}
 	}
 	s.Components.Database = db
 
-	for _, m := range f.metrics("dramatiq_processes") {
-		switch label(m, "state") {
-		case "alive":
-			s.ProcessesAlive = int64(sampleValue(m))
-		case "stale":
-			s.ProcessesStale = int64(sampleValue(m))
+	if o.RecentDeadLetters {
+		for i := range s.Queues {
+			q := &s.Queues[i]
+			q.RecentDeadLetters = deadLetters(st.Broker.RecentDeadLetters[q.Name], o.ShowMessageArgs)
 		}
 	}
-	if v, ok := f.value("dramatiq_exporter_queues_dropped"); ok {
-		s.QueuesDropped = int64(v)
-	}
-
-	queues := map[string]*QueueStatus{}
-	queue := func(m *dto.Metric) *QueueStatus {
-		name := label(m, "queue")
-		q, ok := queues[name]
-		if !ok {
-			q = &QueueStatus{Name: name, Problems: []string{}}
-			queues[name] = q
-		}
-		return q
-	}
-	// Every reported queue has a ready series; the others fill in.
-	for _, m := range f.metrics("dramatiq_queue_ready_messages") {
-		queue(m).Ready = int64(sampleValue(m))
-	}
-	for _, m := range f.metrics("dramatiq_queue_inflight_messages") {
-		queue(m).InFlight = int64(sampleValue(m))
-	}
-	for _, m := range f.metrics("dramatiq_queue_delayed_messages") {
-		queue(m).Delayed = int64(sampleValue(m))
-	}
-	for _, m := range f.metrics("dramatiq_queue_dead_letter_messages") {
-		queue(m).DeadLetter = int64(sampleValue(m))
-	}
-	for _, m := range f.metrics("dramatiq_queue_orphaned_messages") {
-		queue(m).Orphaned = int64(sampleValue(m))
-	}
-	for _, m := range f.metrics("dramatiq_queue_oldest_message_age_seconds") {
-		v := sampleValue(m)
-		queue(m).OldestMessageAgeSeconds = &v
-	}
-	for _, m := range f.metrics("dramatiq_queue_dead_letter_last_timestamp_seconds") {
-		v := sampleValue(m)
-		ts := time.UnixMilli(int64(math.Round(v * 1000))).UTC()
-		queue(m).DeadLetterLast = &ts
-	}
-	for _, q := range queues {
-		s.Queues = append(s.Queues, *q)
-	}
-	sort.Slice(s.Queues, func(i, j int) bool { return s.Queues[i].Name < s.Queues[j].Name })
-
 	s.judge()
 	return s
+}
+
+// known is nil for NaN, the snapshot's "not allowed to read it".
+func known(v float64) *float64 {
+	if v != v {
+		return nil
+	}
+	return &v
+}
+
+func queueStatus(q broker.QueueStats) QueueStatus {
+	out := QueueStatus{
+		Name: q.Name, Ready: q.Ready, InFlight: q.InFlight, Delayed: q.Delayed,
+		DeadLetter: q.DeadLetter, Orphaned: q.Orphaned, Problems: []string{},
+	}
+	if q.OldestAgeKnown {
+		age := q.OldestAge.Seconds()
+		out.OldestMessageAgeSeconds = &age
+	}
+	if !q.DeadLetterLast.IsZero() {
+		// The precision /metrics has: milliseconds.
+		t := time.UnixMilli(q.DeadLetterLast.UnixMilli()).UTC()
+		out.DeadLetterLast = &t
+	}
+	return out
+}
+
+func deadLetters(list []broker.DeadLetter, withArgs bool) []DeadLetter {
+	out := make([]DeadLetter, 0, len(list))
+	for _, d := range list {
+		dl := DeadLetter{
+			MessageID: d.MessageID, Actor: d.Actor, DeadLetteredAt: d.DeadLetteredAt.UTC(),
+			Retries: d.Retries, Traceback: d.TracebackLast, Undecodable: d.Undecodable,
+		}
+		if withArgs {
+			if len(d.Args) > 0 {
+				dl.Args = d.Args
+			}
+			if len(d.Kwargs) > 0 {
+				dl.Kwargs = d.Kwargs
+			}
+		}
+		out = append(out, dl)
+	}
+	return out
 }
 
 // judge fills component states, per-queue problems and failures.
@@ -424,12 +362,16 @@ func (s *Status) judge() {
 	}
 }
 
-// TimedOut is the status when the gather did not return in time. Nothing
-// of it is known, so every configured source counts as failing.
-func TimedOut(o BuildOptions) *Status {
-	s := FromMetrics(nil, o)
-	s.Failed = append([]Failure{{Check: CheckTimeout, Value: o.Took.Seconds(), Threshold: o.Took.Seconds(),
-		Message: fmt.Sprintf("the collectors did not finish within %s", o.Took)}}, s.Failed...)
+// TimedOut is the status when the read did not return in time. Nothing of
+// it is known, so every configured source counts as failing.
+func TimedOut(collectors []string, begin time.Time, took time.Duration, o Options) *Status {
+	st := &collector.State{Time: begin, Duration: took, Collectors: collectors}
+	for _, name := range collectors {
+		st.Outcomes = append(st.Outcomes, collector.Outcome{Name: name, Duration: took})
+	}
+	s := From(st, o)
+	s.Failed = append([]Failure{{Check: CheckTimeout, Value: took.Seconds(), Threshold: took.Seconds(),
+		Message: fmt.Sprintf("the collectors did not finish within %s", took)}}, s.Failed...)
 	s.Status = StatusUnhealthy
 	return s
 }
