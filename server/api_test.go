@@ -398,3 +398,74 @@ func TestAPIDocumented(t *testing.T) {
 		checkKeys(t, "example queue", q, queueKeys)
 	}
 }
+
+// A status JSON cannot carry (here a dead-letter score in the year 10000,
+// unless the broker reader clamps it first) is a 500 with a reason, never a
+// 200 with an empty body.
+func TestAPIEncodingFailureIsAnError(t *testing.T) {
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "dramatiq")
+	b.Heartbeat(testserver.UUID(), time.Now())
+	b.DeadLetter("default", time.UnixMilli(253402300800000), nil)
+	srv := startExporter(t, r, false, nil)
+	resp, body := get(t, srv.URL+"/api/v1/status")
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var v map[string]any
+		if err := json.Unmarshal([]byte(body), &v); err != nil || v["status"] == nil {
+			t.Fatalf("200 with an unusable body (%v): %q", err, body)
+		}
+	case http.StatusInternalServerError:
+		if !strings.Contains(body, "cannot encode the status") || !strings.Contains(body, "year") {
+			t.Fatalf("500 without a reason: %q", body)
+		}
+	default:
+		t.Fatalf("status %d: %q", resp.StatusCode, body)
+	}
+	// The other views are unaffected.
+	_, metrics := get(t, srv.URL+"/metrics")
+	if !strings.Contains(metrics, `dramatiq_queue_dead_letter_messages{queue="default"} 1`+"\n") {
+		t.Errorf("/metrics lost the queue:\n%s", metrics)
+	}
+}
+
+// The API's read and concurrent scrapes share one read of Redis.
+func TestAPIAndScrapesShareOneRead(t *testing.T) {
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "dramatiq")
+	b.Enqueue("default", 3, time.Now())
+	b.DeadLetter("default", time.Now().Add(-time.Minute), nil)
+	srv := startExporter(t, r, false, nil)
+	get(t, srv.URL+"/metrics") // discovery
+	if err := r.Admin.ConfigResetStat(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Admin.Do(context.Background(), "CLIENT", "PAUSE", 1500, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	apiDone := make(chan string, 1)
+	go func() { _, body := get(t, srv.URL+"/api/v1/status"); apiDone <- body }()
+	time.Sleep(100 * time.Millisecond) // the API's read starts first
+	const scrapes = 6
+	bodies := make(chan string, scrapes)
+	for range scrapes {
+		go func() { _, body := get(t, srv.URL+"/metrics"); bodies <- body }()
+	}
+	for range scrapes {
+		if body := <-bodies; !strings.Contains(body, `dramatiq_queue_ready_messages{queue="default"} 3`+"\n") {
+			t.Errorf("scrape lacks the queue:\n%s", body)
+		}
+	}
+	st := decode(t, <-apiDone)
+	q := st["queues"].([]any)[0].(map[string]any)
+	if q["ready"].(float64) != 3 || len(q["recent_dead_letters"].([]any)) != 1 {
+		t.Errorf("API queue = %v", q)
+	}
+	info, err := r.Admin.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info, "cmdstat_llen:calls=1,") {
+		t.Errorf("one API read and %d scrapes did not share one read:\n%s", scrapes, info)
+	}
+}

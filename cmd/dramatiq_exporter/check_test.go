@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -366,4 +367,34 @@ func TestCheckWithNamedQueuesDoesNotScan(t *testing.T) {
 	// Discovery needs SCAN, so without named queues this user fails.
 	res = runCheck(t, []string{"REDIS_URL=" + url})
 	wantCode(t, res, 1)
+}
+
+// Broker data that once crashed check (a non-UTF-8 queue name in an ack
+// set) or made it exit silently (a status JSON cannot carry) gives an
+// answer: JSON on stdout, or a reason on stderr and a non-zero exit.
+func TestCheckHostileBrokerDataAnswers(t *testing.T) {
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "dramatiq")
+	b.Heartbeat(testserver.UUID(), time.Now())
+	r.Admin.SAdd(context.Background(), "dramatiq:__acks__."+testserver.UUID()+".q\xff\xfebad", "m1")
+	b.DeadLetter("default", time.UnixMilli(253402300800000), nil)
+	cmd := exec.Command(binary, "check", "--check.min-processes=0")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "REDIS_URL=" + r.URL()}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if strings.Contains(stderr.String(), "panic") {
+		t.Fatalf("check panicked:\n%s", stderr.String())
+	}
+	var v map[string]any
+	switch {
+	case json.Unmarshal(stdout.Bytes(), &v) == nil:
+		if v["status"] == nil {
+			t.Errorf("JSON without status: %s", stdout.String())
+		}
+	case err == nil:
+		t.Errorf("exit 0 without JSON: stdout %q", stdout.String())
+	case !strings.Contains(stderr.String(), "cannot encode the status"):
+		t.Errorf("%v without a reason: stdout %q stderr %q", err, stdout.String(), stderr.String())
+	}
 }
