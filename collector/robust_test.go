@@ -39,8 +39,7 @@ func (panicky) Describe(ch chan<- *prometheus.Desc) { ch <- panickyDesc }
 
 func (p panicky) Read(context.Context, *collector.State, collector.ReadOptions) error {
 	if p.inRead {
-		var m map[string]int
-		m["boom"]++ // a nil map write: a real runtime panic
+		panic(errors.New("boom in Read"))
 	}
 	return nil
 }
