@@ -72,7 +72,6 @@ var contractMetrics = []string{
 	"dramatiq_queue_orphaned_messages",
 	"dramatiq_processes",
 	"dramatiq_exporter_queues_dropped",
-	"dramatiq_exporter_invalid_label_values",
 	"dramatiq_exporter_broker_anomalies_total",
 	"dramatiq_exporter_collector_success",
 	"dramatiq_exporter_collector_duration_seconds",
