@@ -33,13 +33,14 @@ import (
 )
 
 func main() {
-	sizes := flag.String("sizes", "10,100,1000,10000", "queue counts to measure, comma-separated")
+	sizes := flag.String("sizes", "10,100,1000,10000", "queue counts to measure, comma-separated (empty: skip)")
 	messages := flag.Int("messages", 1_000_000, "messages in total, spread over the queues")
 	tenfold := flag.Bool("tenfold", true, "also measure the first size with a tenth of the messages, to show scrape cost does not follow message count")
 	unrelated := flag.Int("unrelated", 1_000_000, "unrelated keys in the same database")
 	processes := flag.Int("processes", 100, "processes in the heartbeat set (5% of them stale)")
 	scrapes := flag.Int("scrapes", 50, "timed scrapes per size")
 	redisServer := flag.String("redis-server", "redis-server", "redis-server binary")
+	discovery := flag.String("discovery", "1000000,10000000", "unrelated key counts to measure background discovery over, comma-separated (empty: skip)")
 	flag.Parse()
 
 	bin, cleanup, err := buildExporter()
@@ -48,23 +49,32 @@ func main() {
 	}
 	defer cleanup()
 
+	if *sizes != "" {
+		scrapeBench(*sizes, *messages, *tenfold, *unrelated, *processes, *scrapes, *redisServer, bin)
+	}
+	if *discovery != "" {
+		discoveryBench(*discovery, *redisServer, bin)
+	}
+}
+
+func scrapeBench(sizes string, messages int, tenfold bool, unrelated, processes, scrapes int, redisServer, bin string) {
 	fmt.Printf("dramatiq_exporter scrape benchmark: %d messages, %d unrelated keys, %d processes, %d scrapes per size, %d CPUs\n\n",
-		*messages, *unrelated, *processes, *scrapes, runtime.NumCPU())
+		messages, unrelated, processes, scrapes, runtime.NumCPU())
 	fmt.Println("| queues | messages | scrape p50 | scrape p99 | Redis commands / scrape | round trips / scrape | allocs / scrape | alloc bytes / scrape | peak RSS | discovery SCAN (background) |")
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var runs []run
-	for _, s := range strings.Split(*sizes, ",") {
+	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
 			fatal(fmt.Errorf("--sizes: %q is not a positive number", s))
 		}
-		runs = append(runs, run{queues: n, messages: *messages})
+		runs = append(runs, run{queues: n, messages: messages})
 	}
-	if *tenfold && len(runs) > 0 {
-		runs = append([]run{{queues: runs[0].queues, messages: *messages / 10}}, runs...)
+	if tenfold && len(runs) > 0 {
+		runs = append([]run{{queues: runs[0].queues, messages: messages / 10}}, runs...)
 	}
 	for _, r := range runs {
-		r.processes, r.unrelated, r.scrapes, r.redisServer, r.exporter = *processes, *unrelated, *scrapes, *redisServer, bin
+		r.processes, r.unrelated, r.scrapes, r.redisServer, r.exporter = processes, unrelated, scrapes, redisServer, bin
 		res, err := r.measure()
 		if err != nil {
 			fatal(fmt.Errorf("%d queues: %w", r.queues, err))
