@@ -78,6 +78,7 @@ type pass struct {
 	client     time.Duration // sum of page round trips, sleeps excluded
 	usecBefore float64       // SCAN+TYPE usec from commandstats; NaN if unknown
 	keyspace   int64
+	runID      string // INFO server run_id at the start; "" if unknown
 }
 
 // view is what scrapes read: built by discovery, replaced whole, never
@@ -266,17 +267,18 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 	if next != 0 {
 		return rtt, false, nil
 	}
-	r.finishPass(ctx)
-	return rtt, true, nil
+	return rtt, r.finishPass(ctx), nil
 }
 
-// beginPass records where the pass starts: DBSIZE, and the SCAN and TYPE
-// counters of INFO commandstats to measure Redis's own time. A user may be
-// refused either; the pass then goes on without them.
+// beginPass records where the pass starts: DBSIZE, the SCAN and TYPE
+// counters of INFO commandstats to measure Redis's own time, and the
+// server's run_id. A user may be refused any of them; the pass then goes
+// on without.
 func (r *Reader) beginPass(ctx context.Context) error {
 	pipe := r.client.Pipeline()
 	size := pipe.DBSize(ctx)
 	stats := pipe.Info(ctx, "commandstats")
+	server := pipe.Info(ctx, "server")
 	if _, err := pipe.Exec(ctx); err != nil && !isServerError(err) {
 		return fmt.Errorf("dbsize: %w", err)
 	}
@@ -287,6 +289,7 @@ func (r *Reader) beginPass(ctx context.Context) error {
 		found:      map[string]bool{},
 		usecBefore: scanUsec(stats),
 		keyspace:   -1,
+		runID:      runID(server),
 	}
 	if n, err := size.Result(); err == nil {
 		r.pass.keyspace = n
@@ -295,15 +298,26 @@ func (r *Reader) beginPass(ctx context.Context) error {
 }
 
 // finishPass publishes a completed pass: a new view for scrapes and a new
-// status. Called with the discovery lock held.
-func (r *Reader) finishPass(ctx context.Context) {
+// status. A pass that spanned a restart or a failover resumed a cursor on
+// another server, whose table it does not describe: it may have missed
+// keys, so it is dropped, and false tells the caller a new one starts.
+// Called with the discovery lock held.
+func (r *Reader) finishPass(ctx context.Context) bool {
 	p := r.pass
 	r.pass = pass{}
 	ended := time.Now()
 
+	pipe := r.client.Pipeline()
+	stats := pipe.Info(ctx, "commandstats")
+	server := pipe.Info(ctx, "server")
+	_, _ = pipe.Exec(ctx) // each reply is checked on its own below
+	if id := runID(server); id != "" && p.runID != "" && id != p.runID {
+		r.logger.Info("Redis restarted or failed over during queue discovery; the pass starts over")
+		return false
+	}
 	redisTime := p.client
 	if !math.IsNaN(p.usecBefore) {
-		after := scanUsec(r.client.Info(ctx, "commandstats"))
+		after := scanUsec(stats)
 		// A restart in between resets the counters: keep the client's time.
 		if d := after - p.usecBefore; d >= 0 && !math.IsNaN(d) {
 			redisTime = min(redisTime, time.Duration(d*float64(time.Microsecond)))
@@ -344,6 +358,22 @@ func (r *Reader) finishPass(ctx context.Context) {
 		r.logger.Info("queue discovery is costly on this Redis; passes are spaced out to keep its share of Redis's time low",
 			"redis_time", redisTime, "keyspace", p.keyspace, "interval", interval)
 	}
+	return true
+}
+
+// runID reads run_id from INFO server: it changes when Redis restarts, and
+// differs between a master and the replica a failover promotes.
+func runID(c *redis.StringCmd) string {
+	s, err := c.Result()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // scanUsec sums the usec INFO commandstats reports for SCAN and TYPE, or

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -182,4 +184,45 @@ func FuzzMayClassify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A pass that resumes its cursor on a restarted Redis (or on the replica a
+// failover promoted) walked two different tables and may have missed
+// keys: it starts over rather than publish a partial view.
+func TestDiscoveryStartsOverAfterARestart(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	r.Populate(t, 50_000, "cache:")
+	reader, rec := newTestReader(t, r, Options{})
+	for i := 0; i < 3; i++ {
+		if _, done, err := reader.step(ctx); err != nil || done {
+			t.Fatalf("page %d: done %v, err %v", i, done, err)
+		}
+	}
+	r.Restart()
+	b := r.NewBroker(t, "dramatiq")
+	var want []string
+	for i := 0; i < 40; i++ {
+		q := fmt.Sprintf("after_%02d", i)
+		want = append(want, q)
+		b.Enqueue(q, 1, time.Now())
+	}
+	rec.take()
+	var err error
+	for try := 0; try < 5; try++ {
+		// The first command on the old connection fails; the next redials.
+		if err = reader.discoverUntil(ctx, 1); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	queues, _, _ := reader.queueList()
+	if !slices.Equal(queues, want) {
+		t.Errorf("after a restart mid-pass found %d queues %v, want the %d created after it", len(queues), queues, len(want))
+	}
+	if cursors := rec.take(); !slices.Contains(cursors, 0) {
+		t.Errorf("the pass did not start over at cursor 0: %v", cursors)
+	}
 }
