@@ -16,10 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -236,24 +238,25 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("ENTRYPOINT %v, want [%s]", ep, bin)
 	}
 
+	// The image's own health check probes the process (/-/healthy), never
+	// the broker: see TestHealthcheckCommandsRun.
 	hc := final.one(t, "HEALTHCHECK")
 	opts, cmd, ok := strings.Cut(hc, "CMD ")
 	if !ok {
 		t.Fatalf("HEALTHCHECK without CMD: %s", hc)
 	}
 	argv := execForm(t, strings.TrimSpace(cmd))
-	if len(argv) < 2 || argv[0] != bin || argv[1] != "check" {
-		t.Fatalf("HEALTHCHECK runs %v, want %s check ...", argv, bin)
+	if len(argv) < 2 || argv[0] != bin || argv[1] != "healthcheck" {
+		t.Fatalf("HEALTHCHECK runs %v, want %s healthcheck", argv, bin)
 	}
-	// The check must answer before Docker gives up on it, or a hung Redis
-	// reads as "health check timed out" instead of the JSON verdict.
+	// The probe must give up before Docker does, or a hung server reads
+	// as "health check timed out" instead of the probe's own message.
 	m := regexp.MustCompile(`--timeout=(\d+)s`).FindStringSubmatch(opts)
-	ct := regexp.MustCompile(`--check\.timeout=(\d+)s`).FindStringSubmatch(cmd)
-	if m == nil || ct == nil {
-		t.Fatalf("HEALTHCHECK needs --timeout and --check.timeout: %s", hc)
+	if m == nil {
+		t.Fatalf("HEALTHCHECK needs --timeout: %s", hc)
 	}
-	if a, b := atoi(m[1]), atoi(ct[1]); b >= a {
-		t.Errorf("--check.timeout=%ds must be shorter than the HEALTHCHECK --timeout=%ds", b, a)
+	if a := time.Duration(atoi(m[1])) * time.Second; server.DefaultProbeTimeout >= a {
+		t.Errorf("the probe's %s must be shorter than the HEALTHCHECK --timeout=%s", server.DefaultProbeTimeout, a)
 	}
 	mustExist(t, filepath.Join(root, ".dockerignore"), "the build context needs a .dockerignore")
 }
@@ -716,10 +719,12 @@ func TestKubernetes(t *testing.T) {
 	if !slices.Contains(env, "REDIS_URL") || !slices.Contains(env, "DATABASE_URL") {
 		t.Errorf("env %v", env)
 	}
-	// The exporter's probes must not depend on Redis: see deployment.yaml.
-	for name, p := range map[string]map[string]any{"liveness": pod.Containers[0].LivenessProbe, "readiness": pod.Containers[0].ReadinessProbe} {
-		if _, ok := p["exec"]; ok || p == nil {
-			t.Errorf("%s probe %v: want one that tests the exporter, not the broker", name, p)
+	// The exporter's probes test the process, never the broker: its
+	// /-/healthy and /-/ready on the metrics port (see deployment.yaml).
+	for name, p := range map[string]map[string]any{"/-/healthy": pod.Containers[0].LivenessProbe, "/-/ready": pod.Containers[0].ReadinessProbe} {
+		get, _ := p["httpGet"].(map[string]any)
+		if get == nil || get["path"] != name || get["port"] != cp.Name {
+			t.Errorf("probe %v: want httpGet of %s on port %s", p, name, cp.Name)
 		}
 	}
 }
@@ -737,27 +742,67 @@ func subset(sel, labels map[string]string) bool {
 }
 
 // The health checks in the Dockerfile and the compose file must be
-// commands the binary accepts: run each against a closed port and expect
-// the verdict "unhealthy" (1), not a usage error (2).
+// commands the binary accepts. The worker's `check` judges the broker:
+// against a closed Redis port it answers "unhealthy" (1), not a usage
+// error (2). The image's `healthcheck` judges the exporter process: it
+// fails while nothing serves and passes once the exporter does, with
+// Redis down. Its listen address comes from the config file, as the
+// Dockerfile's comment tells users to set it.
 func TestHealthcheckCommandsRun(t *testing.T) {
 	root := testserver.RepoRoot(t)
 	bin, err := testserver.BuildExporter(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	closed := "redis://127.0.0.1:" + strconv.Itoa(testserver.FreePort(t)) + "/0"
+
+	worker := loadCompose(t, root).Services["worker"].Healthcheck.Test[2:]
+	c := exec.Command(bin, worker...)
+	c.Env = []string{"REDIS_URL=" + closed, "PATH=" + os.Getenv("PATH")}
+	out, err := c.Output()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), `"status":"unhealthy"`) {
+		t.Errorf("compose worker healthcheck %v: %v, stdout %s", worker, err, out)
+	}
+
 	_, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
 	_, cmd, _ := strings.Cut(stages[len(stages)-1].one(t, "HEALTHCHECK"), "CMD ")
-	commands := map[string][]string{"Dockerfile HEALTHCHECK": execForm(t, strings.TrimSpace(cmd))[1:]}
-	commands["compose worker healthcheck"] = loadCompose(t, root).Services["worker"].Healthcheck.Test[2:]
-
-	closed := "redis://127.0.0.1:" + strconv.Itoa(testserver.FreePort(t)) + "/0"
-	for name, args := range commands {
-		c := exec.Command(bin, args...)
-		c.Env = []string{"REDIS_URL=" + closed, "PATH=" + os.Getenv("PATH")}
-		out, err := c.Output()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), `"status":"unhealthy"`) {
-			t.Errorf("%s %v: %v, stdout %s", name, args, err, out)
+	image := execForm(t, strings.TrimSpace(cmd))[1:]
+	port := testserver.FreePort(t)
+	cfg := filepath.Join(t.TempDir(), "config.yml")
+	if err := os.WriteFile(cfg, []byte("web:\n  listen_addresses: [\"127.0.0.1:"+strconv.Itoa(port)+"\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"REDIS_URL=" + closed, "DRAMATIQ_EXPORTER_CONFIG=" + cfg, "PATH=" + os.Getenv("PATH")}
+	probe := func() (int, string) {
+		c := exec.Command(bin, image...)
+		c.Env = env
+		out, err := c.CombinedOutput()
+		if errors.As(err, &exit) {
+			return exit.ExitCode(), string(out)
+		} else if err != nil {
+			t.Fatal(err)
 		}
+		return 0, string(out)
+	}
+	if code, out := probe(); code != 1 {
+		t.Errorf("Dockerfile HEALTHCHECK %v with nothing serving: exit %d, want 1: %s", image, code, out)
+	}
+	srv := exec.Command(bin)
+	srv.Env = env
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, out := probe()
+		if code == 0 {
+			break
+		}
+		if code != 1 || time.Now().After(deadline) {
+			t.Fatalf("Dockerfile HEALTHCHECK %v against a serving exporter (Redis down): exit %d: %s", image, code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -46,9 +47,14 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	// A SCAN walks the whole keyspace; a health check that runs every few
-	// seconds in every worker container must not, when it need not: with
-	// the queues named and no orphan check, it reads just those.
-	discover := len(cfg.Queues) == 0 || chk.NoOrphans
+	// seconds in every worker container must not, when it need not, and
+	// must work under a Redis user that may not SCAN. Only an orphan check
+	// (ack sets are found by SCAN) or a threshold for every queue with no
+	// queue named needs it. A threshold for a named queue reads that queue.
+	_, allReady := chk.MaxReady[config.AllQueues]
+	_, allAge := chk.MaxOldestAge[config.AllQueues]
+	discover := chk.NoOrphans || ((allReady || allAge) && len(cfg.Queues) == 0)
+	cfg.Queues = withThresholdQueues(cfg.Queues, chk)
 	sources, cleanup, err := buildSources(ctx, cfg, logger, discover)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
@@ -98,6 +104,20 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 		return exitUnhealthy
 	}
 	return exitHealthy
+}
+
+// withThresholdQueues adds the queues a threshold names to queues.
+func withThresholdQueues(queues []string, chk *config.Check) []string {
+	out := slices.Clone(queues)
+	for q := range chk.MaxReady {
+		out = append(out, q)
+	}
+	for q := range chk.MaxOldestAge {
+		out = append(out, q)
+	}
+	out = slices.DeleteFunc(out, func(q string) bool { return q == config.AllQueues })
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // quietHandler drops records below a level: a health check runs every few

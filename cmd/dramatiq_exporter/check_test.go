@@ -139,7 +139,8 @@ func TestCheckHealthy(t *testing.T) {
 	// The password in REDIS_URL must never be printed.
 	url := r.ReadOnlyUser(t, "checker", "pw-Very-Secret-42")
 
-	res := runCheck(t, []string{"REDIS_URL=" + url, "ENVIRONMENT=staging"})
+	// Queues are read when named (without, check reads no queue).
+	res := runCheck(t, []string{"REDIS_URL=" + url, "ENVIRONMENT=staging"}, "--dramatiq.queues=default,emails")
 	wantCode(t, res, 0)
 	st := res.json
 	for path, want := range map[string]any{
@@ -347,8 +348,9 @@ func TestCheckHungDatabaseWithinTimeout(t *testing.T) {
 	}
 }
 
-// With the queues named (and no orphan check) the check reads just them and
-// never SCANs: proved by a Redis user that may not SCAN at all.
+// The check never SCANs unless a threshold for every queue (with none
+// named) or the orphan check needs it: proved by a Redis user that may not
+// SCAN at all.
 func TestCheckWithNamedQueuesDoesNotScan(t *testing.T) {
 	r := testserver.StartRedis(t)
 	b := r.NewBroker(t, "dramatiq")
@@ -364,9 +366,30 @@ func TestCheckWithNamedQueuesDoesNotScan(t *testing.T) {
 	if !strings.Contains(res.stdout, `"name":"emails","ready":4,`) {
 		t.Errorf("emails should have 4 ready: %s", res.stdout)
 	}
-	// Discovery needs SCAN, so without named queues this user fails.
+	// Nor does it with no queue named and no threshold: it judges Redis and
+	// the heartbeats, and reads no queue.
 	res = runCheck(t, []string{"REDIS_URL=" + url})
+	wantCode(t, res, 0)
+	if !strings.Contains(res.stdout, `"queues":[]`) {
+		t.Errorf("no queue was named or needed: %s", res.stdout)
+	}
+	// A threshold for one queue reads that queue.
+	res = runCheck(t, []string{"REDIS_URL=" + url}, "--check.max-ready=emails=3")
 	wantCode(t, res, 1)
+	if !strings.Contains(res.stdout, `"check":"max_ready"`) || !strings.Contains(res.stdout, `"name":"emails","ready":4,`) {
+		t.Errorf("emails has 4 ready, over 3: %s", res.stdout)
+	}
+	res = runCheck(t, []string{"REDIS_URL=" + url}, "--check.max-oldest-age=emails=1h", "--check.max-ready=emails=10")
+	wantCode(t, res, 0)
+	// A threshold for every queue, or the orphan check, needs discovery,
+	// which needs SCAN: this user fails them.
+	for _, args := range [][]string{{"--check.max-ready=10"}, {"--check.max-oldest-age=1h"}, {"--check.no-orphans"}} {
+		res = runCheck(t, []string{"REDIS_URL=" + url}, args...)
+		wantCode(t, res, 1)
+	}
+	// With the queues named, a threshold for every queue means those.
+	res = runCheck(t, []string{"REDIS_URL=" + url}, "--dramatiq.queues=emails", "--check.max-ready=10")
+	wantCode(t, res, 0)
 }
 
 // Broker data that once crashed check (a non-UTF-8 queue name in an ack

@@ -40,6 +40,7 @@ type cli struct {
 	serve      *kingpin.CmdClause
 	check      *kingpin.CmdClause
 	checkFlags *config.CheckFlags
+	health     *kingpin.CmdClause
 	exit       int // set by --help and --version, else -1
 }
 
@@ -57,6 +58,7 @@ func newCLI(stdout, stderr io.Writer) *cli {
 	c.flags = config.AddFlags(c.app, available)
 	c.serve = c.app.Command("serve", "Serve metrics over HTTP (the default).").Default()
 	c.check, c.checkFlags = addCheckCommand(c.app, c.flags)
+	c.health = c.app.Command("healthcheck", "GET /-/healthy of the exporter running here (first --web.listen-address, https when --web.config.file enables TLS) and exit 0 when it answers, 1 when not. Touches neither Redis nor the database: the health check of the container image, which has no curl.")
 	return c
 }
 
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(cfg, cfg.Web(), logger)
 	case c.check.FullCommand():
 		return check(cfg, c.checkFlags, checkLogger(logger), stdout, stderr)
+	case c.health.FullCommand():
+		return healthcheck(cfg.Web(), stdout, stderr)
 	}
 	return 2
 }
@@ -168,6 +172,27 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 		_ = srv.Shutdown(shutdownCtx)
 		return 0
 	}
+}
+
+// healthcheck exits 0 when the local server answers /-/healthy.
+func healthcheck(webFlags *web.FlagConfig, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), server.DefaultProbeTimeout)
+	defer cancel()
+	res, err := server.ProbeHealthy(ctx, webFlags)
+	if err != nil {
+		if res.URL == "" { // the settings, not the server
+			fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "%s: unhealthy: %v\n", name, err)
+		return 1
+	}
+	if res.Note != "" {
+		fmt.Fprintf(stdout, "healthy: %s (%s)\n", res.URL, res.Note)
+	} else {
+		fmt.Fprintf(stdout, "healthy: %s\n", res.URL)
+	}
+	return 0
 }
 
 // buildSources makes the long-lived clients. Nothing here connects: the
