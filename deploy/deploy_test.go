@@ -21,8 +21,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
-	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 )
 
 func mustRead(t *testing.T, path string) []byte {
