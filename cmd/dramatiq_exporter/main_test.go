@@ -144,7 +144,20 @@ func TestServeEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	body, _ := scrape(t, base+"/metrics", "")
+	// Discovery runs in the background from start-up; until its first pass
+	// completes a scrape knows only the configured queues (none here).
+	var body string
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		body, _ = scrape(t, base+"/metrics", "")
+		if strings.Contains(body, "dramatiq_exporter_discovery_complete 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("discovery did not complete: %s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, want := range []string{
 		"dramatiq_redis_up 1",
 		`dramatiq_queue_ready_messages{queue="emails"} 3`,
