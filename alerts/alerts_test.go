@@ -18,9 +18,14 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
-func promtool(t *testing.T) string {
+// forEachRelease runs f as a subtest for every Prometheus release the
+// project is tested against: Debian's 2.x with Alertmanager 0.25, and the 3.x
+// and current Alertmanager that scripts/tools.sh builds.
+func forEachRelease(t *testing.T, f func(t *testing.T, rel testserver.PromRelease)) {
 	t.Helper()
-	return testserver.LookPath(t, "promtool", "/usr/bin")
+	for _, rel := range testserver.PromReleases(t) {
+		t.Run(rel.Name, func(t *testing.T) { f(t, rel) })
+	}
 }
 
 func run(t *testing.T, dir, bin string, args ...string) (string, error) {
@@ -32,16 +37,18 @@ func run(t *testing.T, dir, bin string, args ...string) (string, error) {
 }
 
 func TestPromtoolCheckRules(t *testing.T) {
-	bin := promtool(t)
-	root := testserver.RepoRoot(t)
-	files := must(shipped.RuleFiles(root))(t)
-	out, err := run(t, root, bin, append([]string{"check", "rules"}, files...)...)
-	if err != nil {
-		t.Fatalf("promtool check rules: %v\n%s", err, out)
-	}
-	if !strings.Contains(out, "SUCCESS") {
-		t.Fatalf("promtool check rules did not report success:\n%s", out)
-	}
+	forEachRelease(t, func(t *testing.T, rel testserver.PromRelease) {
+		bin := rel.Promtool
+		root := testserver.RepoRoot(t)
+		files := must(shipped.RuleFiles(root))(t)
+		out, err := run(t, root, bin, append([]string{"check", "rules"}, files...)...)
+		if err != nil {
+			t.Fatalf("promtool check rules: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "SUCCESS") {
+			t.Fatalf("promtool check rules did not report success:\n%s", out)
+		}
+	})
 }
 
 func ruleTestFiles(t *testing.T) []string {
@@ -54,64 +61,68 @@ func ruleTestFiles(t *testing.T) []string {
 }
 
 func TestPromtoolTestRules(t *testing.T) {
-	bin := promtool(t)
-	files := ruleTestFiles(t)
-	out, err := run(t, testserver.RepoRoot(t), bin, append([]string{"test", "rules"}, files...)...)
-	if err != nil {
-		t.Fatalf("promtool test rules: %v\n%s", err, out)
-	}
-	if n := strings.Count(out, "SUCCESS"); n != len(files) {
-		t.Fatalf("promtool reported %d successes for %d files:\n%s", n, len(files), out)
-	}
+	forEachRelease(t, func(t *testing.T, rel testserver.PromRelease) {
+		bin := rel.Promtool
+		files := ruleTestFiles(t)
+		out, err := run(t, testserver.RepoRoot(t), bin, append([]string{"test", "rules"}, files...)...)
+		if err != nil {
+			t.Fatalf("promtool test rules: %v\n%s", err, out)
+		}
+		if n := strings.Count(out, "SUCCESS"); n != len(files) {
+			t.Fatalf("promtool reported %d successes for %d files:\n%s", n, len(files), out)
+		}
+	})
 }
 
 // The unit tests pin the shipped behaviour: rules with other for: durations,
 // another selector or other thresholds must make them fail.
 func TestPromtoolTestsDetectChanges(t *testing.T) {
-	bin := promtool(t)
-	mutations := map[string]func(*mixin.Config){
-		"for durations shortened":  func(c *mixin.Config) { c.ForScale = 0.8 },
-		"for durations lengthened": func(c *mixin.Config) { c.ForScale = 1.25 },
-		"another job selector":     func(c *mixin.Config) { c.Selector = `job="other"` },
-		"latency threshold":        func(c *mixin.Config) { c.QueueLatencyThreshold *= 2 },
-		"backlog floor":            func(c *mixin.Config) { c.BacklogGrowthMin = 1000 },
-		"dead-letter window":       func(c *mixin.Config) { c.DeadLettersWindow *= 2 },
-		"connections ratio":        func(c *mixin.Config) { c.DatabaseConnectionsRatio = 0.9 },
-		"workers dying increase":   func(c *mixin.Config) { c.WorkersDyingMinIncrease = 20 },
-	}
-	for name, mutate := range mutations {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			cfg := mixin.DefaultConfig()
-			mutate(&cfg)
-			dir := t.TempDir()
-			if err := os.MkdirAll(filepath.Join(dir, "alerts", "tests"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "alerts", "dramatiq.rules.yml"), cfg.RulesYAML(), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			var copies []string
-			for _, f := range ruleTestFiles(t) {
-				b, err := os.ReadFile(f)
-				if err != nil {
+	forEachRelease(t, func(t *testing.T, rel testserver.PromRelease) {
+		bin := rel.Promtool
+		mutations := map[string]func(*mixin.Config){
+			"for durations shortened":  func(c *mixin.Config) { c.ForScale = 0.8 },
+			"for durations lengthened": func(c *mixin.Config) { c.ForScale = 1.25 },
+			"another job selector":     func(c *mixin.Config) { c.Selector = `job="other"` },
+			"latency threshold":        func(c *mixin.Config) { c.QueueLatencyThreshold *= 2 },
+			"backlog floor":            func(c *mixin.Config) { c.BacklogGrowthMin = 1000 },
+			"dead-letter window":       func(c *mixin.Config) { c.DeadLettersWindow *= 2 },
+			"connections ratio":        func(c *mixin.Config) { c.DatabaseConnectionsRatio = 0.9 },
+			"workers dying increase":   func(c *mixin.Config) { c.WorkersDyingMinIncrease = 20 },
+		}
+		for name, mutate := range mutations {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				cfg := mixin.DefaultConfig()
+				mutate(&cfg)
+				dir := t.TempDir()
+				if err := os.MkdirAll(filepath.Join(dir, "alerts", "tests"), 0o755); err != nil {
 					t.Fatal(err)
 				}
-				dst := filepath.Join(dir, "alerts", "tests", filepath.Base(f))
-				if err := os.WriteFile(dst, b, 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, "alerts", "dramatiq.rules.yml"), cfg.RulesYAML(), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				copies = append(copies, dst)
-			}
-			out, err := run(t, dir, bin, append([]string{"test", "rules"}, copies...)...)
-			if err == nil {
-				t.Fatalf("promtool test rules passed against mutated rules (%s):\n%s", name, out)
-			}
-			if !strings.Contains(out, "FAILED") {
-				t.Fatalf("promtool failed for another reason than a failing test:\n%s", out)
-			}
-		})
-	}
+				var copies []string
+				for _, f := range ruleTestFiles(t) {
+					b, err := os.ReadFile(f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					dst := filepath.Join(dir, "alerts", "tests", filepath.Base(f))
+					if err := os.WriteFile(dst, b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					copies = append(copies, dst)
+				}
+				out, err := run(t, dir, bin, append([]string{"test", "rules"}, copies...)...)
+				if err == nil {
+					t.Fatalf("promtool test rules passed against mutated rules (%s):\n%s", name, out)
+				}
+				if !strings.Contains(out, "FAILED") {
+					t.Fatalf("promtool failed for another reason than a failing test:\n%s", out)
+				}
+			})
+		}
+	})
 }
 
 type promRuleTestFile struct {

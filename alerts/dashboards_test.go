@@ -196,29 +196,31 @@ func TestDashboardQueriesUseVariables(t *testing.T) {
 
 // promtool parses every dashboard query with Prometheus's own PromQL parser.
 func TestDashboardQueriesParse(t *testing.T) {
-	bin := promtool(t)
-	var rules []map[string]string
-	var where []string
-	for _, q := range shippedQueries(t) {
-		if !q.Grafana {
-			continue
+	forEachRelease(t, func(t *testing.T, rel testserver.PromRelease) {
+		bin := rel.Promtool
+		var rules []map[string]string
+		var where []string
+		for _, q := range shippedQueries(t) {
+			if !q.Grafana {
+				continue
+			}
+			expr := strings.ReplaceAll(q.Expr, "$__rate_interval", "1m")
+			rules = append(rules, map[string]string{"record": fmt.Sprintf("dashboard:query_%d:check", len(rules)), "expr": expr})
+			where = append(where, fmt.Sprintf("query_%d: %s", len(rules)-1, q.Where))
 		}
-		expr := strings.ReplaceAll(q.Expr, "$__rate_interval", "1m")
-		rules = append(rules, map[string]string{"record": fmt.Sprintf("dashboard:query_%d:check", len(rules)), "expr": expr})
-		where = append(where, fmt.Sprintf("query_%d: %s", len(rules)-1, q.Where))
-	}
-	b, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboards", "rules": rules}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "dashboards.rules.yml")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := run(t, t.TempDir(), bin, "check", "rules", path)
-	if err != nil || !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", len(rules))) {
-		t.Fatalf("promtool rejects dashboard queries: %v\n%s\nwhere\n  %s", err, out, strings.Join(where, "\n  "))
-	}
+		b, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboards", "rules": rules}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "dashboards.rules.yml")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := run(t, t.TempDir(), bin, "check", "rules", path)
+		if err != nil || !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", len(rules))) {
+			t.Fatalf("promtool rejects dashboard queries: %v\n%s\nwhere\n  %s", err, out, strings.Join(where, "\n  "))
+		}
+	})
 }
 
 // The panels the issue asks for are there.

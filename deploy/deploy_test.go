@@ -560,7 +560,12 @@ func checkURL(t *testing.T, c composeFile, svc, name, raw, host, port string) {
 // promtool validates the demo's Prometheus config and, through it, the
 // rule files it loads (mounted paths mapped back to the repository).
 func TestComposePrometheusConfigWithPromtool(t *testing.T) {
-	promtool := testserver.LookPath(t, "promtool")
+	for _, rel := range testserver.PromReleases(t) {
+		t.Run(rel.Name, func(t *testing.T) { checkComposePrometheusConfig(t, rel.Promtool) })
+	}
+}
+
+func checkComposePrometheusConfig(t *testing.T, promtool string) {
 	root := testserver.RepoRoot(t)
 	c := loadCompose(t, root)
 	prom := c.Services["prometheus"]

@@ -76,7 +76,7 @@ func Tool(t testing.TB, name string) PinnedTool {
 // amtool of the same era. The tests run every rule, route and end-to-end
 // check against each release in PromReleases.
 type PromRelease struct {
-	Name         string // short, for subtest names: "prometheus-2.42.0", …
+	Name         string // for subtest names: "prometheus-2.42.0_alertmanager-0.25.0"
 	Prometheus   string // binary paths
 	Promtool     string
 	Alertmanager string
@@ -131,7 +131,7 @@ func PromReleases(t testing.TB) []PromRelease {
 		r := &out[i]
 		r.PromVersion = BinaryVersion(t, r.Prometheus)
 		r.AMVersion = BinaryVersion(t, r.Alertmanager)
-		r.Name = "prometheus-" + r.PromVersion
+		r.Name = "prometheus-" + r.PromVersion + "_alertmanager-" + r.AMVersion
 	}
 	if pin := Tool(t, "prometheus").Version; out[1].PromVersion != pin {
 		t.Fatalf("%s reports version %s, scripts/tools.sh pins %s", out[1].Prometheus, out[1].PromVersion, pin)

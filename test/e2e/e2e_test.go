@@ -1,9 +1,10 @@
 // Package e2e_test ties the exporter, the shipped rules and the shipped
 // dashboards to reality: real Dramatiq (scenario.py) drives a real
 // redis-server into the situations the alerts are about, the real exporter
-// binary reads it and a real PostgreSQL, and Debian's Prometheus scrapes the
-// exporter, evaluates a copy of the rules with shortened `for:` and answers
-// every dashboard query.
+// binary reads it and a real PostgreSQL, and two Prometheus servers at once,
+// Debian's 2.x and 3.x built from its Go module (testserver.PromReleases),
+// scrape the exporter, evaluate a copy of the rules with shortened `for:` and
+// answer every dashboard query.
 package e2e_test
 
 import (
@@ -77,7 +78,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		t.Logf("[%5.1fs] "+format, append([]any{time.Since(start).Seconds()}, args...)...)
 	}
 	root := testserver.RepoRoot(t)
-	promBin := testserver.LookPath(t, "prometheus")
+	releases := testserver.PromReleases(t)
 	python := venvBinary(t, root, "python")
 	dramatiqCLI := venvBinary(t, root, "dramatiq")
 	dir := t.TempDir()
@@ -136,8 +137,8 @@ func TestPrometheusEndToEnd(t *testing.T) {
 			"--redis.url="+rds.URL(),
 			"--dramatiq.heartbeat-timeout="+heartbeatTimeout.String(),
 			"--dramatiq.discovery-interval=1s",
-			// The scenario makes five queues; the fifth is dropped.
-			"--dramatiq.max-queues=4",
+			// The scenario makes six queues; the sixth is dropped.
+			"--dramatiq.max-queues=5",
 			"--environment=e2e",
 			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
 		)
@@ -163,21 +164,29 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	databaseLoad(t, pg)
 	logf("PostgreSQL: one session blocked on a lock, %d sessions in all", databaseSessions)
 
-	prom := startPrometheus(t, promBin, dir, exporterAddr, rulesYAML)
-	logf("Prometheus ready on %s", prom.base)
-	defer func() {
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", prom.output(3000))
-		}
-	}()
-	waitFor(t, "Prometheus to scrape the exporter", 20*time.Second, func() error {
-		s, err := prom.query(`up{job="dramatiq"} == 1`)
-		if err == nil && len(s) == 0 {
-			err = fmt.Errorf("no successful scrape yet")
-		}
-		return err
-	})
-	logf("Prometheus scrapes the exporter")
+	// One Prometheus per release, all scraping the same exporter: the
+	// scenario runs once and every check runs against each of them.
+	var proms []*prometheus
+	for _, rel := range releases {
+		prom := startPrometheus(t, rel, filepath.Join(dir, rel.Name), exporterAddr, rulesYAML)
+		proms = append(proms, prom)
+		logf("%s ready on %s", prom.name, prom.base)
+		defer func() {
+			if t.Failed() {
+				t.Logf("%s output:\n%s", prom.name, prom.output(3000))
+			}
+		}()
+	}
+	for _, prom := range proms {
+		waitFor(t, prom.name+" to scrape the exporter", 20*time.Second, func() error {
+			s, err := prom.query(`up{job="dramatiq"} == 1`)
+			if err == nil && len(s) == 0 {
+				err = fmt.Errorf("no successful scrape yet")
+			}
+			return err
+		})
+	}
+	logf("every Prometheus scrapes the exporter")
 
 	// Real Dramatiq: see scenario.py for what each queue is for.
 	markers := filepath.Join(dir, "markers")
@@ -200,17 +209,28 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	// Phase 1: every query evaluates, and returns data once the situations
 	// exist (the dead workers need the heartbeat timeout to turn stale).
 	all := append(append([]shipped.Query{}, ruleQs...), dashQs...)
-	checkQueries(t, prom, all, logf)
-	checkRuleHealth(t, prom)
-	checkValues(t, prom, logf)
+	for _, prom := range proms {
+		checkQueries(t, prom, all, logf)
+		checkRuleHealth(t, prom)
+		checkValues(t, prom, logf)
+	}
 	if t.Failed() {
 		return
 	}
 
 	// Phase 2: the queue, worker and database alerts fire, on the right
 	// queues and only there.
-	obs := &observed{severity: severity, instance: exporterAddr, firing: map[string]bool{}}
-	obs.wait(t, prom, logf, "queue, worker and database alerts", 60*time.Second, []want{
+	obs := map[*prometheus]*observed{}
+	for _, prom := range proms {
+		obs[prom] = &observed{severity: severity, instance: exporterAddr, firing: map[string]bool{}}
+	}
+	waitAll := func(phase string, timeout time.Duration, wants []want, onlyQueues map[string][]string) {
+		t.Helper()
+		for _, prom := range proms {
+			obs[prom].wait(t, prom, logf, prom.name+": "+phase, timeout, wants, onlyQueues)
+		}
+	}
+	waitAll("queue, worker and database alerts", 60*time.Second, []want{
 		{"DramatiqQueueNotConsumed", "queue", "emails"},
 		{"DramatiqQueueNotConsumed", "queue", "crash"},
 		{"DramatiqQueueLatencyHigh", "queue", "emails"},
@@ -237,13 +257,13 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	// Phase 3: the producer and the live worker stop; nothing heartbeats.
 	sc.stop(t)
 	logf("scenario stopped: no Dramatiq process is left")
-	obs.wait(t, prom, logf, "no alive processes", 30*time.Second, []want{{"DramatiqNoAliveProcesses", "", ""}}, nil)
+	waitAll("no alive processes", 30*time.Second, []want{{"DramatiqNoAliveProcesses", "", ""}}, nil)
 
 	// Phase 4: Redis and PostgreSQL go away.
 	rds.Stop()
 	pg.Stop()
 	logf("redis-server and PostgreSQL stopped")
-	obs.wait(t, prom, logf, "sources down", 30*time.Second, []want{
+	waitAll("sources down", 30*time.Second, []want{
 		{"DramatiqRedisDown", "", ""},
 		{"DramatiqDatabaseDown", "", ""},
 		{"DramatiqExporterCollectorFailing", "collector", "broker"},
@@ -254,22 +274,24 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	// Phase 5: the exporter itself goes away.
 	exp.kill()
 	logf("exporter killed")
-	obs.wait(t, prom, logf, "exporter down", 30*time.Second, []want{{"DramatiqExporterDown", "", ""}}, nil)
+	waitAll("exporter down", 30*time.Second, []want{{"DramatiqExporterDown", "", ""}}, nil)
 
-	var missed []string
-	for name := range severity {
-		if !obs.firing[name] && neverFiring[name] == "" {
-			missed = append(missed, name)
+	for _, prom := range proms {
+		var missed []string
+		for name := range severity {
+			if !obs[prom].firing[name] && neverFiring[name] == "" {
+				missed = append(missed, name)
+			}
+			if obs[prom].firing[name] && neverFiring[name] != "" {
+				t.Errorf("%s: %s fired, but is listed as never firing here (%s): update the list", prom.name, name, neverFiring[name])
+			}
 		}
-		if obs.firing[name] && neverFiring[name] != "" {
-			t.Errorf("%s fired, but is listed as never firing here (%s): update the list", name, neverFiring[name])
+		sort.Strings(missed)
+		if len(missed) > 0 {
+			t.Errorf("%s: alerts never seen firing: %s", prom.name, strings.Join(missed, ", "))
 		}
+		logf("%s: %d of %d alerts seen firing", prom.name, len(obs[prom].firing), len(severity))
 	}
-	sort.Strings(missed)
-	if len(missed) > 0 {
-		t.Errorf("alerts never seen firing: %s", strings.Join(missed, ", "))
-	}
-	logf("%d of %d alerts seen firing; done", len(obs.firing), len(severity))
 }
 
 // Sessions the test holds in the application database: 34 of the
@@ -351,13 +373,13 @@ func checkQueries(t *testing.T, prom *prometheus, qs []shipped.Query, logf func(
 			}
 			res, err := prom.query(q.Expr)
 			if err != nil {
-				t.Errorf("%s: %v\n\tquery: %s", q.Where, err, q.Expr)
+				t.Errorf("%s: %s: %v\n\tquery: %s", prom.name, q.Where, err, q.Expr)
 				failed[q.Where] = true
 				delete(pending, q.Where)
 				continue
 			}
 			if reason, ok := expectedEmpty[q.Where]; ok && len(res) > 0 {
-				t.Errorf("%s returned %d series but is expected empty (%s): %v", q.Where, len(res), reason, res)
+				t.Errorf("%s: %s returned %d series but is expected empty (%s): %v", prom.name, q.Where, len(res), reason, res)
 				failed[q.Where] = true
 			}
 			if len(res) > 0 {
@@ -365,8 +387,8 @@ func checkQueries(t *testing.T, prom *prometheus, qs []shipped.Query, logf func(
 			}
 		}
 		if len(pending) == 0 {
-			logf("all %d queries evaluate; all but %d expected empty and %d rules for later phases returned data (%d polls)",
-				len(qs), len(expectedEmpty), len(firesLater), polls)
+			logf("%s: all %d queries evaluate; all but %d expected empty and %d rules for later phases returned data (%d polls)",
+				prom.name, len(qs), len(expectedEmpty), len(firesLater), polls)
 			return
 		}
 		if time.Now().After(deadline) {
@@ -375,7 +397,7 @@ func checkQueries(t *testing.T, prom *prometheus, qs []shipped.Query, logf func(
 				names = append(names, where+"\n\t\t"+q.Expr)
 			}
 			sort.Strings(names)
-			t.Errorf("%d queries never returned data while their situation was present:\n\t%s", len(names), strings.Join(names, "\n\t"))
+			t.Errorf("%s: %d queries never returned data while their situation was present:\n\t%s", prom.name, len(names), strings.Join(names, "\n\t"))
 			return
 		}
 		time.Sleep(time.Second)
@@ -391,11 +413,11 @@ func checkRuleHealth(t *testing.T, prom *prometheus) {
 		t.Fatal(err)
 	}
 	if len(rules) == 0 {
-		t.Error("Prometheus loaded no rules")
+		t.Errorf("%s loaded no rules", prom.name)
 	}
 	for _, r := range rules {
 		if r.Health != "ok" {
-			t.Errorf("rule %s: health %q %s", r.Name, r.Health, r.LastError)
+			t.Errorf("%s: rule %s: health %q %s", prom.name, r.Name, r.Health, r.LastError)
 		}
 	}
 }
@@ -419,6 +441,17 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1"},
 		{`dramatiq_queue_oldest_message_age_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 1700 && v < 2000 }, "about 1800"},
 		{`dramatiq_exporter_queues_dropped{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1: zz_overflow"},
+		// The recording rules, with the numbers docs/recording-rules.md gives.
+		// The recorded series carry no instance: max over an HA pair.
+		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="busy",instance=""}`, func(v float64) bool { return v == 5 }, "5: busy's ready plus what its live worker holds"},
+		{`queue:dramatiq_queue_unfinished_messages:max{job="dramatiq",queue="busy"}`, func(v float64) bool { return v == 6 }, "6: busy's 5 plus its delayed one"},
+		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="busy"}`, func(v float64) bool { return v == 1 }, "1"},
+		{`dramatiq_queue_inflight_messages{job="dramatiq",queue="busy"} - dramatiq_queue_orphaned_messages{job="dramatiq",queue="busy"}`, func(v float64) bool { return v >= 1 }, "at least 1: the live worker runs one"},
+		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="crash"} + on (job, queue) dramatiq_queue_orphaned_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v == 6 }, "6: crash's workload is its ready messages, 6 minus the orphaned"},
+		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="crash"} - on (job, queue) dramatiq_queue_ready_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v == 0 }, "0: crash's workload equals its ready messages"},
+		{`queue:dramatiq_queue_unfinished_messages:max{job="dramatiq",queue="crash"}`, func(v float64) bool { return v == 6 }, "6: every crash message, orphaned ones included"},
+		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: reports holds only dead letters and a delayed message"},
+		{`queue:dramatiq_queue_unfinished_messages:max{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1: reports' delayed message"},
 		{`dramatiq_database_blocked_connections{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1"},
 		{`sum(dramatiq_database_connections{job="dramatiq"})`, func(v float64) bool { return v == databaseSessions }, strconv.Itoa(databaseSessions)},
 	}
@@ -437,11 +470,11 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 			}
 		}
 		if len(problems) == 0 {
-			logf("the broker and the database are in the state the scenario claims")
+			logf("%s: the broker and the database are in the state the scenario claims", prom.name)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("not the state the scenario claims:\n\t%s", strings.Join(problems, "\n\t"))
+			t.Errorf("%s: not the state the scenario claims:\n\t%s", prom.name, strings.Join(problems, "\n\t"))
 			return
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -508,7 +541,7 @@ func (o *observed) wait(t *testing.T, prom *prometheus, logf func(string, ...any
 			for _, w := range wants {
 				if w.matches(a) && !seen[w] {
 					seen[w] = true
-					logf("firing: %s", w)
+					logf("%s: firing %s", prom.name, w)
 				}
 			}
 		}

@@ -129,14 +129,18 @@ func httpGet(ctx context.Context, u string) ([]byte, int, error) {
 
 type prometheus struct {
 	*proc
+	name string // the release, "prometheus-3.16.0_alertmanager-0.35.0"
 	base string
 }
 
-// startPrometheus runs Debian's prometheus with a 1 s scrape and evaluation
-// interval, scraping the exporter as job "dramatiq" (the rules' job
-// selector) and loading rules.
-func startPrometheus(t *testing.T, bin, dir, exporterAddr string, rules []byte) *prometheus {
+// startPrometheus runs the release's prometheus in dir with a 1 s scrape and
+// evaluation interval, scraping the exporter as job "dramatiq" (the rules'
+// job selector) and loading rules.
+func startPrometheus(t *testing.T, rel testserver.PromRelease, dir, exporterAddr string, rules []byte) *prometheus {
 	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	rulesPath := filepath.Join(dir, "dramatiq.rules.yml")
 	if err := os.WriteFile(rulesPath, rules, 0o644); err != nil {
 		t.Fatal(err)
@@ -156,8 +160,8 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, port := startListening(t, "prometheus", func(port int) *exec.Cmd {
-		return exec.Command(bin,
+	p, port := startListening(t, rel.Name, func(port int) *exec.Cmd {
+		return exec.Command(rel.Prometheus,
 			"--config.file="+cfgPath,
 			"--storage.tsdb.path="+filepath.Join(dir, "data-"+strconv.Itoa(port)),
 			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
@@ -170,7 +174,7 @@ scrape_configs:
 		}
 		return err
 	})
-	return &prometheus{proc: p, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	return &prometheus{proc: p, name: rel.Name, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 }
 
 // api calls a Prometheus HTTP API endpoint and decodes its data into out.

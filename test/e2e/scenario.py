@@ -16,8 +16,13 @@ Queues, all in the default namespace "dramatiq":
                minutes (delayed, held by the live worker).
   drain        served by the same live worker, slowly: a backlog going down
                (the queue dashboard's drain trend and time to drain).
-  zz_overflow  one message, so there are five queues; the exporter runs with
-               --dramatiq.max-queues=4 and drops this one (QueuesDropped).
+  busy         served by a second live worker whose one thread blocks until
+               the scenario stops: five messages, one running, some
+               prefetched, the rest ready, plus one delayed by ten minutes
+               (the recording rules of docs/recording-rules.md: workload 5,
+               unfinished 6).
+  zz_overflow  one message, so there are six queues; the exporter runs with
+               --dramatiq.max-queues=5 and drops this one (QueuesDropped).
 
 Every client runs with maintenance_chance=0, so nothing recovers the dead
 workers' messages while the test looks at them.
@@ -121,6 +126,22 @@ def slow(i):
     time.sleep(DRAIN_SECONDS)
 
 
+BUSY_MESSAGES = 5
+busy_running = threading.Event()
+busy_release = threading.Event()
+
+
+@dramatiq.actor(queue_name="busy")
+def block(i):
+    busy_running.set()
+    busy_release.wait(600)
+
+
+@dramatiq.actor(queue_name="busy")
+def busy_later(i):
+    pass
+
+
 @dramatiq.actor(queue_name="zz_overflow")
 def overflow(i):
     pass
@@ -179,6 +200,13 @@ try:
     scheduled_report.send_with_options(args=(0,), delay=600_000)
     for i in range(DRAIN_MESSAGES):
         slow.send(i)
+    busy = dramatiq.Worker(broker, queues={"busy"}, worker_threads=1, worker_timeout=100)
+    busy.start()
+    for i in range(BUSY_MESSAGES):
+        block.send(i)
+    busy_later.send_with_options(args=(0,), delay=600_000)
+    if not busy_running.wait(30):
+        raise SystemExit("the busy worker never ran a message")
 
     deadline = time.time() + 45
     while len(os.listdir(args.markers)) < 2:
@@ -206,6 +234,8 @@ try:
         send_email.send(i)
         i += 1
     log(f"stopping after {i - 1} more emails")
+    busy_release.set()
+    busy.stop()
     live.stop()
     emit("stopped", emails_sent=i)
 finally:
