@@ -81,7 +81,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	bodies := make([]*redis.SliceCmd, len(queues))
 	n := 0
 	for i, q := range queues {
-		if err := r.check(ranges[i].Err()); err != nil {
+		if err := checkReply(ranges[i].Err()); err != nil {
 			return nil, err
 		}
 		zs := ranges[i].Val()
@@ -106,7 +106,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 		if bodies[i] == nil {
 			continue
 		}
-		if err := r.check(bodies[i].Err()); err != nil {
+		if err := checkReply(bodies[i].Err()); err != nil {
 			return nil, err
 		}
 		zs := ranges[i].Val()
@@ -131,6 +131,9 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	}
 	return out, nil
 }
+
+// checkReply is Anomalies.check for reads that report no anomalies.
+func checkReply(err error) error { return Anomalies{}.check(err) }
 
 // decodeDeadLetter fills d from a Dramatiq JSON body, field by field: a
 // field of an unexpected type (options.retries as a string, an actor name
@@ -181,7 +184,7 @@ func validJSON(raw json.RawMessage) json.RawMessage {
 
 // maxIDLen bounds ids and actor names handed on: a writer can make them
 // any size, and they end up in the API and on the status page.
-const maxIDLen = 200
+const maxIDLen = 256
 
 // clip shortens s to maxIDLen bytes on a rune boundary and makes it valid
 // UTF-8 (a hash field, unlike a JSON string, is raw bytes).

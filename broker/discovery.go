@@ -87,6 +87,9 @@ type view struct {
 	queues  []string
 	dropped int
 	acks    []ackKey
+	// invalidNames counts the keys the pass skipped for a queue name that
+	// cannot be a label (AnomalyInvalidQueueName).
+	invalidNames int
 }
 
 // lock takes the discovery lock, or gives up when ctx ends. A channel,
@@ -335,8 +338,9 @@ func (r *Reader) finishPass(ctx context.Context) bool {
 		}
 	}
 	r.forgetOverflow(p.seenAt)
-	r.view.Store(r.buildView(p.acks))
-	r.anomaly(AnomalyInvalidQueueName, p.invalid)
+	v := r.buildView(p.acks)
+	v.invalidNames = p.invalid
+	r.view.Store(v)
 	if p.legacy && !r.legacyLog {
 		r.legacyLog = true
 		r.logger.Warn("found pre-1.2 Dramatiq .acks keys; messages in them are not counted", "namespace", r.opts.Namespace)

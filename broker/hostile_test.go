@@ -56,8 +56,8 @@ func TestInvalidQueueNamesAreSkippedAndCounted(t *testing.T) {
 			t.Fatalf("queue name %q is not valid UTF-8", q.Name)
 		}
 	}
-	if n := reader.Anomalies()[AnomalyInvalidQueueName]; n != 3 {
-		t.Fatalf("invalid_queue_name = %d, want 3 (%v)", n, reader.Anomalies())
+	if n := snap.Anomalies[AnomalyInvalidQueueName]; n != 3 {
+		t.Fatalf("invalid_queue_name = %d, want 3 (%v)", n, snap.Anomalies)
 	}
 }
 
@@ -96,7 +96,7 @@ func TestAbsurdScoresAndTimestamps(t *testing.T) {
 			if q.OldestAgeKnown {
 				t.Fatalf("oldest age = %v, want absent", q.OldestAge)
 			}
-			if n := reader.Anomalies()[AnomalyInvalidTime]; n != 2 {
+			if n := snap.Anomalies[AnomalyInvalidTime]; n != 2 {
 				t.Fatalf("invalid_time = %d, want 2", n)
 			}
 			dls, err := reader.RecentDeadLetters(ctx, []string{"q"}, DeadLetterOptions{})
@@ -134,4 +134,55 @@ func formatFloat(f float64) string {
 		return "inf"
 	}
 	return string(b)
+}
+
+// The anomaly counts describe the data, not the audience: however many
+// readers read, and however often, each read reports the same counts.
+func TestAnomaliesIndependentOfReaders(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	now := time.Now()
+	b := r.NewBroker(t, "dramatiq")
+	b.Enqueue("good", 1, now)
+	r.Admin.HSet(ctx, "dramatiq:pickled.msgs", "rid", "\x80\x04\x95pickled")
+	r.Admin.RPush(ctx, "dramatiq:pickled", "rid")
+	r.Admin.SAdd(ctx, "dramatiq:__acks__."+testserver.UUID()+".q\xff\xfebad", "rid")
+	r.Admin.Set(ctx, "dramatiq:wrong", "x", 0)
+	want := map[string]int{AnomalyUndecodableBody: 1, AnomalyInvalidQueueName: 1}
+
+	readers := []*Reader{hostileReader(t, r, now), hostileReader(t, r, now), hostileReader(t, r, now)}
+	// Discover once per reader, then read many times, concurrently.
+	for _, rd := range readers {
+		if err := rd.Discover(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		a   Anomalies
+		err error
+	}
+	results := make(chan result, 3*10)
+	for _, rd := range readers {
+		for i := 0; i < 10; i++ {
+			go func() {
+				s, err := rd.Snapshot(ctx)
+				if err != nil {
+					results <- result{err: err}
+					return
+				}
+				results <- result{a: s.Anomalies}
+			}()
+		}
+	}
+	for i := 0; i < cap(results); i++ {
+		res := <-results
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		for _, k := range AnomalyKinds {
+			if res.a[k] != want[k] {
+				t.Fatalf("read %d: anomalies %v, want %v", i, res.a, want)
+			}
+		}
+	}
 }

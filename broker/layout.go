@@ -130,8 +130,9 @@ func queueKey(q string) classified {
 }
 
 // maxQueueNameLen bounds a queue name, which becomes a label on every
-// queue series. Dramatiq sets no limit; real names are short.
-const maxQueueNameLen = 200
+// queue series. Dramatiq sets no limit; real names are short. The same
+// bound as the exporter's own name flags (config.MaxNameBytes).
+const maxQueueNameLen = 256
 
 // validQueueName mirrors Dramatiq's actor registration rule
 // [a-zA-Z_][a-zA-Z0-9._-]*, so foreign keys in the namespace (a cache entry

@@ -82,8 +82,6 @@ type Reader struct {
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
 	status     atomic.Pointer[DiscoveryStatus]
-
-	anomalies map[string]*atomic.Uint64
 }
 
 // NewReader builds a Reader around a client the caller owns.
@@ -112,13 +110,9 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 		configured: map[string]bool{},
 		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
-		anomalies:  map[string]*atomic.Uint64{},
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true
-	}
-	for _, k := range AnomalyKinds {
-		r.anomalies[k] = new(atomic.Uint64)
 	}
 	r.view.Store(r.buildView(nil))
 	r.status.Store(&DiscoveryStatus{Keyspace: -1})
@@ -128,20 +122,22 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 // Options returns the options the Reader runs with.
 func (r *Reader) Options() Options { return r.opts }
 
-// Anomalies returns how often each kind of odd data was seen since start.
-func (r *Reader) Anomalies() map[string]uint64 {
-	out := make(map[string]uint64, len(r.anomalies))
-	for k, v := range r.anomalies {
-		out[k] = v.Load()
+// Anomalies counts odd broker data by kind, in one read. A Snapshot carries
+// the counts of its own read, so their value does not depend on how many
+// readers there are or how often they read (a counter incremented on every
+// read would). invalid_queue_name comes from discovery's latest completed
+// pass, which is the read that saw those keys.
+type Anomalies map[string]int
+
+func newAnomalies() Anomalies {
+	a := make(Anomalies, len(AnomalyKinds))
+	for _, k := range AnomalyKinds {
+		a[k] = 0
 	}
-	return out
+	return a
 }
 
-func (r *Reader) anomaly(kind string, n int) {
-	if n > 0 {
-		r.anomalies[kind].Add(uint64(n))
-	}
-}
+func (a Anomalies) add(kind string, n int) { a[kind] += n }
 
 // isServerError tells an error Redis replied with (WRONGTYPE, NOPERM, nil)
 // from a failure to talk to Redis at all.

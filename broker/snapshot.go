@@ -29,6 +29,8 @@ type Snapshot struct {
 	QueuesDropped    int
 	ProcessesAlive   int
 	ProcessesStale   int
+	// Anomalies are the odd data this read met, every kind present.
+	Anomalies Anomalies
 }
 
 // QueueStats are one canonical queue's numbers.
@@ -63,9 +65,12 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if err := r.ensureDiscovered(ctx); err != nil {
 		return nil, err
 	}
-	queues, dropped, acks := r.queueList()
+	v := r.view.Load()
+	queues, dropped, acks := v.queues, v.dropped, v.acks
 	now := r.now()
-	snap := &Snapshot{QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN()}
+	an := newAnomalies()
+	an.add(AnomalyInvalidQueueName, v.invalidNames)
+	snap := &Snapshot{QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN(), Anomalies: an}
 
 	// Round trip 1: counts, DLQ heads, ready-list heads, heartbeats, INFO.
 	// Only the alive members of the heartbeat set are read, so stale ids
@@ -92,14 +97,14 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	snap.MemoryUsedBytes = infoField(infoMem, "used_memory")
 	snap.ConnectedClients = infoField(infoClients, "connected_clients")
-	if err := r.check(aliveIDs.Err()); err != nil {
+	if err := an.check(aliveIDs.Err()); err != nil {
 		return nil, err
 	}
 	alive := make(map[string]bool, len(aliveIDs.Val()))
 	for _, id := range aliveIDs.Val() {
 		alive[id] = true
 	}
-	stale, err := r.count(staleCount)
+	stale, err := an.count(staleCount)
 	if err != nil {
 		return nil, err
 	}
@@ -113,10 +118,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		c := cmds[i]
 		s := QueueStats{Name: q}
 		var err error
-		if s.Ready, err = r.count(c.ready); err != nil {
+		if s.Ready, err = an.count(c.ready); err != nil {
 			return nil, err
 		}
-		msgs, err := r.count(c.msgs)
+		msgs, err := an.count(c.msgs)
 		if err != nil {
 			return nil, err
 		}
@@ -124,20 +129,20 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		// what is not in the list is in some ack set. This avoids SCARD over
 		// every worker's ack set, which would need a fresh SCAN each scrape.
 		s.InFlight = max(msgs-s.Ready, 0)
-		if s.Delayed, err = r.count(c.delayed); err != nil {
+		if s.Delayed, err = an.count(c.delayed); err != nil {
 			return nil, err
 		}
-		if s.DeadLetter, err = r.count(c.dead); err != nil {
+		if s.DeadLetter, err = an.count(c.dead); err != nil {
 			return nil, err
 		}
-		if err := r.check(c.deadLast.Err()); err != nil {
+		if err := an.check(c.deadLast.Err()); err != nil {
 			return nil, err
 		}
 		if zs := c.deadLast.Val(); len(zs) > 0 {
 			if at, ok := millisTime(zs[0].Score); ok {
 				s.DeadLetterLast = at
 			} else {
-				r.anomaly(AnomalyInvalidTime, 1)
+				an.add(AnomalyInvalidTime, 1)
 			}
 		}
 		if s.Ready == 0 {
@@ -179,7 +184,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 	}
 	for _, o := range orphans {
-		v, err := r.count(o.cmd)
+		v, err := an.count(o.cmd)
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +198,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if h == nil {
 			continue
 		}
-		if err := r.check(h.Err()); err != nil {
+		if err := an.check(h.Err()); err != nil {
 			return nil, err
 		}
 		if h.Err() == redis.Nil {
@@ -201,10 +206,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 				retry = append(retry, i)
 				continue
 			}
-			r.anomaly(AnomalyMissingHead, 1)
+			an.add(AnomalyMissingHead, 1)
 			continue
 		}
-		r.setAge(&snap.Queues[i], now, h.Val())
+		an.setAge(&snap.Queues[i], now, h.Val())
 	}
 	if len(retry) > 0 {
 		pipe = r.client.Pipeline()
@@ -216,19 +221,19 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		for _, i := range retry {
 			c := retryCmds[i]
-			if err := r.check(c.Err()); err != nil {
+			if err := an.check(c.Err()); err != nil {
 				return nil, err
 			}
 			found := false
 			for _, v := range c.Val() {
 				if body, ok := v.(string); ok {
-					r.setAge(&snap.Queues[i], now, body)
+					an.setAge(&snap.Queues[i], now, body)
 					found = true
 					break
 				}
 			}
 			if !found {
-				r.anomaly(AnomalyMissingHead, 1)
+				an.add(AnomalyMissingHead, 1)
 			}
 		}
 	}
@@ -237,20 +242,20 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 // count reads an integer reply. A key of an unexpected type reads as 0 and
 // is counted as an anomaly; other server errors (NOPERM, say) fail the read.
-func (r *Reader) count(c *redis.IntCmd) (int64, error) {
+func (a Anomalies) count(c *redis.IntCmd) (int64, error) {
 	v, err := c.Result()
-	if err := r.check(err); err != nil {
+	if err := a.check(err); err != nil {
 		return 0, err
 	}
 	return v, nil
 }
 
-func (r *Reader) check(err error) error {
+func (a Anomalies) check(err error) error {
 	switch {
 	case err == nil, err == redis.Nil:
 		return nil
 	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
-		r.anomaly(AnomalyWrongType, 1)
+		a.add(AnomalyWrongType, 1)
 		return nil
 	}
 	return err
@@ -258,15 +263,15 @@ func (r *Reader) check(err error) error {
 
 // setAge sets the queue's oldest age from the head body, or counts the
 // body as undecodable.
-func (r *Reader) setAge(q *QueueStats, now time.Time, body string) {
+func (a Anomalies) setAge(q *QueueStats, now time.Time, body string) {
 	ms, ok := messageTimestamp(body)
 	if !ok {
-		r.anomaly(AnomalyUndecodableBody, 1)
+		a.add(AnomalyUndecodableBody, 1)
 		return
 	}
 	ts, ok := millisTime(ms)
 	if !ok {
-		r.anomaly(AnomalyInvalidTime, 1)
+		a.add(AnomalyInvalidTime, 1)
 		return
 	}
 	q.OldestAge = max(now.Sub(ts), 0)

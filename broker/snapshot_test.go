@@ -60,7 +60,7 @@ func TestOldestAgeSurvivesAHeadRace(t *testing.T) {
 	if !q.OldestAgeKnown || q.OldestAge != 42*time.Second {
 		t.Fatalf("age %s known=%v, want 42s", q.OldestAge, q.OldestAgeKnown)
 	}
-	for kind, n := range reader.Anomalies() {
+	for kind, n := range snap.Anomalies {
 		if n != 0 {
 			t.Errorf("anomaly %s = %d", kind, n)
 		}

@@ -43,8 +43,8 @@ var (
 		"Members of the heartbeat set heard from within (alive) or before (stale) the heartbeat timeout. Producers heartbeat too: any process that enqueues counts.", []string{"state"}, nil)
 	queuesDroppedDesc = prometheus.NewDesc("dramatiq_exporter_queues_dropped",
 		"Queues found but not reported because of --dramatiq.max-queues.", nil, nil)
-	anomaliesDesc = prometheus.NewDesc("dramatiq_exporter_broker_anomalies_total",
-		"Odd broker data seen since start: keys of an unexpected type, undecodable head bodies, head ids missing from .msgs.", []string{"kind"}, nil)
+	anomaliesDesc = prometheus.NewDesc("dramatiq_exporter_broker_anomalies",
+		"Odd broker data the latest read met and skipped, by kind (the README lists them; invalid_queue_name comes from the latest discovery pass). Its value does not depend on how many clients scrape. Absent when Redis did not answer.", []string{"kind"}, nil)
 
 	// Discovery runs in the background; these describe its latest
 	// completed pass, not this scrape.
@@ -85,7 +85,6 @@ func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) er
 	// Whatever was read before a failure (or a panic) is kept.
 	defer func() { st.Broker = part }()
 	part.Snapshot, part.Err = c.reader.Snapshot(ctx)
-	part.Anomalies = c.reader.Anomalies()
 	if c.reader.DiscoveryEnabled() {
 		d := c.reader.DiscoveryStatus()
 		part.Discovery = &d
@@ -115,9 +114,6 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		m.Gauge(redisUpDesc, 0)
 		return
 	}
-	for _, kind := range broker.AnomalyKinds {
-		m.Counter(anomaliesDesc, float64(part.Anomalies[kind]), kind)
-	}
 	collectDiscovery(part.Discovery, m)
 	snap := part.Snapshot
 	if snap == nil {
@@ -134,6 +130,9 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	m.Gauge(processesDesc, float64(snap.ProcessesAlive), "alive")
 	m.Gauge(processesDesc, float64(snap.ProcessesStale), "stale")
 	m.Gauge(queuesDroppedDesc, float64(snap.QueuesDropped))
+	for _, kind := range broker.AnomalyKinds {
+		m.Gauge(anomaliesDesc, float64(snap.Anomalies[kind]), kind)
+	}
 	for _, q := range snap.Queues {
 		m.Gauge(queueReadyDesc, float64(q.Ready), q.Name)
 		m.Gauge(queueInflightDesc, float64(q.InFlight), q.Name)

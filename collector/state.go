@@ -56,8 +56,6 @@ type BrokerState struct {
 	// Snapshot is nil when Redis did not answer (Err says why).
 	Snapshot *broker.Snapshot
 	Err      error
-	// Anomalies counts odd broker data by kind (broker.AnomalyKinds).
-	Anomalies map[string]uint64
 	// Discovery is the background discovery's progress; nil when the
 	// reader does not discover (named queues only).
 	Discovery *broker.DiscoveryStatus

@@ -2,7 +2,7 @@
 worker consumes any more (scripts/demo.sh runs it).
 
 It shows two things the exporter reports: a backlog nobody works off, and
-bodies it cannot decode (dramatiq_exporter_broker_anomalies_total).
+bodies it cannot decode (dramatiq_exporter_broker_anomalies).
 """
 import signal
 import sys
