@@ -49,7 +49,7 @@ type CheckFlags struct {
 func (fl *Flags) AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
 	cf := &CheckFlags{}
 	c, b := fl.bind(cmd, "check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout.", "")
-	cf.minProcesses = c.Default(strconv.Itoa(status.DefaultMinProcesses)).Int()
+	cf.minProcesses = intFlag(c, "check.min-processes", status.DefaultMinProcesses)
 	b.fromFile = func(f *fileConfig) error {
 		if f.Check.MinProcesses != nil {
 			*cf.minProcesses = *f.Check.MinProcesses
@@ -85,7 +85,7 @@ func (fl *Flags) AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
 	}
 
 	c, b = fl.bind(cmd, "check.timeout", "The check answers within this time, even when Redis or the database hangs.", "")
-	cf.timeout = c.Default(DefaultCheckTimeout.String()).Duration()
+	cf.timeout = goDurationFlag(c, "check.timeout", DefaultCheckTimeout)
 	// The file's value goes through the flag's own parser (Go durations).
 	timeout := c.Model().Value
 	b.fromFile = func(f *fileConfig) error { return setValue(timeout, f.Check.Timeout) }
@@ -155,6 +155,9 @@ func perQueue(raw string) (queue, value string, err error) {
 	queue, value, found := strings.Cut(strings.TrimSpace(raw), "=")
 	if !found {
 		return AllQueues, queue, nil
+	}
+	if len(queue) > MaxNameBytes {
+		return "", "", fmt.Errorf("a queue name is %d bytes long, more than %d", len(queue), MaxNameBytes)
 	}
 	if !queueName.MatchString(queue) {
 		return "", "", fmt.Errorf("%q is not a Dramatiq queue name", queue)

@@ -55,3 +55,27 @@ func intFlag(c *kingpin.FlagClause, name string, def int) *int {
 	c.Default(strconv.Itoa(def)).SetValue(&intValue{flag: name, dst: n})
 	return n
 }
+
+// goDurationValue is durationValue with Go's syntax (1.5s, 1h30m), for the
+// flags that have always taken it.
+type goDurationValue struct {
+	flag string
+	dst  *time.Duration
+}
+
+func (v *goDurationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("--%s: invalid duration %q (examples: 500ms, 1.5s, 5m)", v.flag, s)
+	}
+	*v.dst = d
+	return nil
+}
+
+func (v *goDurationValue) String() string { return v.dst.String() }
+
+func goDurationFlag(c *kingpin.FlagClause, name string, def time.Duration) *time.Duration {
+	d := new(time.Duration)
+	c.Default(def.String()).SetValue(&goDurationValue{flag: name, dst: d})
+	return d
+}

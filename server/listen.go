@@ -212,6 +212,10 @@ func Listen(flags *web.FlagConfig) ([]net.Listener, error) {
 	for _, addr := range *flags.WebListenAddresses {
 		var l net.Listener
 		var err error
+		if addr == "" {
+			// net.Listen would pick a random port on every interface.
+			return fail(errors.New("--web.listen-address: empty; use :PORT for every interface"))
+		}
 		if strings.HasPrefix(addr, "vsock://") {
 			var port uint32
 			if port, err = vsockPort(addr); err == nil {

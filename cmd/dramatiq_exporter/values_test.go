@@ -93,14 +93,24 @@ func TestRunRefusesBadValues(t *testing.T) {
 		{"zero idle timeout", argv("--web.idle-timeout=0s"), "--web.idle-timeout: must be positive"},
 		{"negative max connections", argv("--web.max-connections=-1"), "--web.max-connections"},
 		{"zero scrape timeout", argv("--scrape.timeout=0s"), "--scrape.timeout"},
+		{"listen address empty", argv("--web.listen-address="), "--web.listen-address: empty"},
+		{"check timeout not a duration", argv("--check.timeout=abc"), "--check.timeout: invalid duration \"abc\""},
+		{"check min processes not a number", argv("--check.min-processes=abc"), "--check.min-processes"},
+		{"check queue name too long", argv("--check.max-ready=" + strings.Repeat("q", 300) + "=1"), "more than 256"},
+		{"check negative threshold from file", func(t *testing.T) []string {
+			return []string{"--config.file=" + write(t, "c.yml", "check:\n  max_ready: [\"-1\"]\n")}
+		}, "--check.max-ready"},
 		{"unescaped # in the password", argv("--redis.url=redis://:2024#Winter-PW-10@host:6379/0"), "--redis.url: has an @ after the host"},
 	}
 	for _, tc := range cases {
 		for _, cmd := range []string{"serve", "check"} {
+			// check serves nothing, so it has no web settings to refuse;
+			// serve takes no check flags.
+			if cmd == "check" && (strings.HasPrefix(tc.name, "web config") || strings.HasPrefix(tc.name, "listen")) ||
+				cmd == "serve" && strings.HasPrefix(tc.name, "check ") {
+				continue
+			}
 			t.Run(cmd+"/"+tc.name, func(t *testing.T) {
-				if cmd == "check" && strings.HasPrefix(tc.name, "web config") || strings.HasPrefix(tc.name, "listen") && cmd == "check" {
-					t.Skip("check serves nothing: it has no web flags to refuse")
-				}
 				args := append([]string{cmd, "--web.listen-address=127.0.0.1:0"}, tc.args(t)...)
 				if !strings.Contains(strings.Join(args, " "), "--redis.url") {
 					args = append(args, closed)
@@ -314,4 +324,23 @@ func commandsProcessed(t *testing.T, r *testserver.Redis) int {
 	}
 	t.Fatalf("no total_commands_processed in %q", info)
 	return 0
+}
+
+// Against a hung Redis a scrape lasts its deadline: the --scrape.timeout
+// cap for a scrape-timeout header too large for a duration, not the
+// 100 ms its overflow once gave.
+func TestHugeScrapeTimeoutHeaderGivesTheCap(t *testing.T) {
+	r := testserver.StartRedis(t)
+	base, _ := startExporter(t, []string{"REDIS_URL=" + r.URL()}, "--scrape.timeout=1500ms", "--scrape.timeout-offset=0s")
+	r.Freeze()
+	defer r.Thaw()
+	for _, h := range []string{"9.3e9", "1e10", "Inf", "NaN", "-5"} {
+		body, took := scrape(t, base+"/metrics", h)
+		if took < 1300*time.Millisecond || took > 5*time.Second {
+			t.Errorf("header %s: the scrape took %s, want about the 1.5 s cap", h, took)
+		}
+		if !strings.Contains(body, "dramatiq_redis_up 0") {
+			t.Errorf("header %s: a hung Redis must read as down", h)
+		}
+	}
 }
