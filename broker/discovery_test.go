@@ -226,3 +226,32 @@ func TestDiscoveryStartsOverAfterARestart(t *testing.T) {
 		t.Errorf("the pass did not start over at cursor 0: %v", cursors)
 	}
 }
+
+// Background discovery outlives a Redis that is down at start: failed
+// pages are retried with backoff, and the first pass completes once Redis
+// answers, with no restart of the exporter.
+func TestBackgroundDiscoveryRecoversWhenRedisComesUp(t *testing.T) {
+	r := testserver.StartRedis(t)
+	r.Stop()
+	reader, _ := newTestReader(t, r, Options{Queues: []string{"emails"}, DiscoveryInterval: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reader.Start(ctx)
+	time.Sleep(1500 * time.Millisecond) // at least one failed page and one retry
+	if reader.DiscoveryStatus().Passes != 0 {
+		t.Fatal("a pass completed with Redis down")
+	}
+	r.Restart()
+	r.NewBroker(t, "dramatiq").Enqueue("reports", 1, time.Now())
+	deadline := time.Now().Add(time.Minute)
+	for reader.DiscoveryStatus().Passes == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no pass completed within a minute of Redis coming up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	queues, _, _ := reader.queueList()
+	if !slices.Equal(queues, []string{"emails", "reports"}) {
+		t.Errorf("queues %v, want emails and reports", queues)
+	}
+}
