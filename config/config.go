@@ -438,7 +438,12 @@ func setValue(dst interface{ Set(string) error }, v string) error {
 	if v == "" {
 		return nil
 	}
-	return dst.Set(v)
+	err := dst.Set(v)
+	// The caller names the file's key; the flag's name would only repeat it.
+	if fe, ok := asFieldError(err); ok {
+		return errors.New(fe.Msg)
+	}
+	return err
 }
 
 func setString(dst *string, v string) error {

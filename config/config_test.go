@@ -152,7 +152,7 @@ func TestErrorsNameTheCulprit(t *testing.T) {
 		{[]string{"--config.file", "testdata/missing.yml"}, "--config.file"},
 		{[]string{"--config.file", "testdata/bad-log-level.yml"}, `log.level: unrecognized log level loud`},
 		{[]string{"--config.file", "testdata/bad-web-key.yml"}, "field listen_address not found"},
-		{[]string{"--config.file", "testdata/bad-check-timeout.yml"}, `check.timeout: time: invalid duration "soon"`},
+		{[]string{"--config.file", "testdata/bad-check-timeout.yml"}, `check.timeout: invalid duration "soon"`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -66,7 +66,7 @@ type goDurationValue struct {
 func (v *goDurationValue) Set(s string) error {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("--%s: invalid duration %q (examples: 500ms, 1.5s, 5m)", v.flag, s)
+		return fieldErr(v.flag, "invalid duration %q (examples: 500ms, 1.5s, 5m)", s)
 	}
 	*v.dst = d
 	return nil
