@@ -48,16 +48,23 @@ const (
 // Config is the validated configuration. Secrets are resolved into
 // RedisPassword and DatabasePassword and never printed.
 type Config struct {
-	RedisURL          string
-	RedisPassword     string
-	Sentinel          Sentinel
-	RedisTLS          RedisTLS
-	Namespace         string
-	HeartbeatTimeout  time.Duration
-	Queues            []string
-	DiscoveryInterval time.Duration
-	MaxQueues         int
-	QueueRetention    time.Duration
+	RedisURL      string
+	RedisPassword string
+	Sentinel      Sentinel
+	RedisTLS      RedisTLS
+
+	// Modules are the file's modules: by name; ProbeAllowedTargets empty
+	// turns /probe off.
+	Modules             map[string]*Module
+	ProbeAllowedTargets []string
+	ProbeIdleTimeout    time.Duration
+	ProbeMaxTargets     int
+	Namespace           string
+	HeartbeatTimeout    time.Duration
+	Queues              []string
+	DiscoveryInterval   time.Duration
+	MaxQueues           int
+	QueueRetention      time.Duration
 
 	DatabaseURL      string
 	DatabasePassword string
@@ -121,6 +128,10 @@ type Flags struct {
 	sentinelReplica                               *bool
 	tlsCA, tlsCert, tlsKey, tlsServerName         *string
 	tlsInsecure                                   *bool
+	probeAllowed                                  *[]string
+	probeIdleTimeout                              *time.Duration
+	probeMaxTargets                               *int
+	modules                                       map[string]moduleFile
 	namespace                                     *string
 	heartbeatTimeout, discoveryInterval           *time.Duration
 	queueRetention                                *time.Duration
@@ -319,6 +330,26 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	fl.timeoutOffset = durationFlag(c, "scrape.timeout-offset", DefaultTimeoutOffset)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.timeoutOffset, f.Scrape.TimeoutOffset) }
 
+	c, b = fl.bind(app, "probe.allowed-targets", "host:port globs (path.Match: * within a host or a port) that /probe may read; comma-separated, repeatable. Empty: /probe is off. A target not allowed gets 400 and is never connected to.", "")
+	fl.probeAllowed = c.PlaceHolder("GLOB,...").Strings()
+	b.fromFile = func(f *fileConfig) error {
+		if len(f.Probe.AllowedTargets) > 0 {
+			*fl.probeAllowed = f.Probe.AllowedTargets
+		}
+		return nil
+	}
+	c, b = fl.bind(app, "probe.idle-timeout", "Forget a probed target (its client, discovery and remembered queues) after this long without a probe.", "")
+	fl.probeIdleTimeout = durationFlag(c, "probe.idle-timeout", DefaultProbeIdleTimeout)
+	b.fromFile = func(f *fileConfig) error { return setDuration(fl.probeIdleTimeout, f.Probe.IdleTimeout) }
+	c, b = fl.bind(app, "probe.max-targets", "Most probed targets kept at once; a new one evicts the least recently probed idle one, or gets 503.", "")
+	fl.probeMaxTargets = intFlag(c, "probe.max-targets", DefaultProbeMaxTargets)
+	b.fromFile = func(f *fileConfig) error {
+		if f.Probe.MaxTargets != nil {
+			*fl.probeMaxTargets = *f.Probe.MaxTargets
+		}
+		return nil
+	}
+
 	for _, col := range collectors {
 		state := "disabled"
 		if col.DefaultEnabled {
@@ -430,6 +461,12 @@ type fileConfig struct {
 		Timeout      string   `yaml:"timeout"`
 	} `yaml:"check"`
 	Collectors map[string]bool `yaml:"collectors"`
+	Probe      struct {
+		AllowedTargets []string `yaml:"allowed_targets"`
+		IdleTimeout    string   `yaml:"idle_timeout"`
+		MaxTargets     *int     `yaml:"max_targets"`
+	} `yaml:"probe"`
+	Modules map[string]moduleFile `yaml:"modules"`
 }
 
 // setValue feeds a file value to a flag's own parser, so both are checked
@@ -506,6 +543,8 @@ func (fl *Flags) Load() (*Config, error) {
 		LogFormat:         fl.log.Format.String(),
 		MaxConnections:    *fl.maxConnections,
 		IdleTimeout:       *fl.idleTimeout,
+		ProbeIdleTimeout:  *fl.probeIdleTimeout,
+		ProbeMaxTargets:   *fl.probeMaxTargets,
 		Collectors:        map[string]bool{},
 	}
 	for name, v := range fl.collectors {
@@ -521,6 +560,13 @@ func (fl *Flags) Load() (*Config, error) {
 		}
 	}
 	sort.Strings(cfg.Queues)
+	for _, raw := range *fl.probeAllowed {
+		for _, a := range strings.Split(raw, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.ProbeAllowedTargets = append(cfg.ProbeAllowedTargets, a)
+			}
+		}
+	}
 	for _, raw := range *fl.sentinelAddrs {
 		for _, a := range strings.Split(raw, ",") {
 			if a = strings.TrimSpace(a); a != "" {
@@ -541,6 +587,9 @@ func (fl *Flags) Load() (*Config, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fl.where(err)
+	}
+	if cfg.Modules, err = loadModules(fl.modules, cfg); err != nil {
+		return nil, fmt.Errorf("--config.file %s: %v", fl.filePath, err)
 	}
 	return cfg, nil
 }
@@ -585,6 +634,7 @@ func (fl *Flags) applyFile(path string) error {
 		}
 	}
 	fl.filePath = path
+	fl.modules = f.Modules
 	fl.fromFile = map[string]bool{}
 	for _, b := range fl.bindings {
 		if b.set || (b.envar != "" && os.Getenv(b.envar) != "") || b.fromFile == nil {
@@ -719,6 +769,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateTopology(); err != nil {
 		return err
+	}
+	if err := checkAllowedTargets(c.ProbeAllowedTargets); err != nil {
+		return err
+	}
+	if c.ProbeIdleTimeout <= 0 {
+		return fieldErr("probe.idle-timeout", "must be positive, not %s", c.ProbeIdleTimeout)
+	}
+	if c.ProbeMaxTargets < 1 {
+		return fieldErr("probe.max-targets", "must be 1 or more, not %d", c.ProbeMaxTargets)
 	}
 	if err := checkName("dramatiq.namespace", c.Namespace); err != nil {
 		return err

@@ -77,6 +77,9 @@ func samples(t *testing.T) map[string]sample {
 		with(one("redis.tls-key-file", "/k.pem"), "--redis.url=rediss://r:6380/0", "--redis.tls-cert-file=/c.pem"),
 		with(one("redis.tls-server-name", "redis.internal"), "--redis.url=rediss://r:6380/0"),
 		with(on("redis.tls-insecure-skip-verify"), "--redis.url=rediss://r:6380/0"),
+		{[]string{"--probe.allowed-targets=10.0.0.*:6379,redis-*:6379"}, []string{"10.0.0.*:6379", "redis-*:6379"}},
+		one("probe.idle-timeout", "1m"),
+		one("probe.max-targets", 7),
 	} {
 		s[strings.SplitN(strings.TrimPrefix(x.args[0], "--"), "=", 2)[0]] = x
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/probe"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
@@ -134,6 +135,14 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector(name),
 	)
+	prober := probe.New(ctx, probe.Options{
+		Allowed: cfg.ProbeAllowedTargets, Modules: cfg.Modules, IdleTimeout: cfg.ProbeIdleTimeout,
+		MaxTargets: cfg.ProbeMaxTargets, Logger: logger,
+		Build: func(ctx context.Context, m *config.Module, target string) (*probe.Target, error) {
+			return buildProbeTarget(ctx, cfg.ForProbe(m, target), logger.With("target", target, "module", m.Name))
+		},
+	})
+	base.MustRegister(prober)
 	metrics := server.MetricsHandler(exporter, base, server.MetricsOptions{
 		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
 	})
@@ -147,6 +156,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("/api/v1/status", status.APIHandler())
+	mux.Handle("/probe", prober)
 	mux.Handle("/", status.PageHandler())
 
 	srv, limiter := server.NewHTTPServer(server.Route(cfg.TelemetryPath, metrics, mux), server.HTTPOptions{
@@ -240,4 +250,26 @@ func redisOptions(cfg *config.Config) broker.ClientOptions {
 		o.Sentinel = &broker.SentinelOptions{Addrs: s.Addrs, Master: s.Master, Password: s.Password, Replica: s.Replica}
 	}
 	return o
+}
+
+// buildProbeTarget makes what /probe reads one target through: the same
+// sources, collectors and handler as /metrics, with the target's own
+// registry (no go_* or process_* series: those describe the exporter).
+func buildProbeTarget(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*probe.Target, error) {
+	sources, cleanup, err := buildSources(ctx, cfg, logger, true)
+	if err != nil {
+		return nil, err
+	}
+	exporter, err := collector.NewExporter(collector.ExporterOptions{
+		Enabled: cfg.Collectors, Environment: cfg.Environment, Namespace: cfg.Namespace,
+	}, sources)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	sources.Broker.Start(ctx)
+	h := server.MetricsHandler(exporter, prometheus.NewRegistry(), server.MetricsOptions{
+		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
+	})
+	return &probe.Target{Handler: h, Close: cleanup}, nil
 }

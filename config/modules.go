@@ -1,0 +1,240 @@
+package config
+
+// Multi-target settings: the /probe allow-list and limits, and the modules
+// that say how to read a probed target (namespace, credentials, TLS).
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the probe settings.
+const (
+	DefaultProbeIdleTimeout = 5 * time.Minute
+	DefaultProbeMaxTargets  = 100
+	// DefaultModule is used when a probe names no module.
+	DefaultModule = "default"
+)
+
+// Module is how to read one kind of probed target. Fields a module leaves
+// out take the flags' defaults, not the top-level settings: a module is
+// self-contained, so the broker the exporter watches by itself never leaks
+// its credentials into a probe.
+type Module struct {
+	Name              string
+	RedisPassword     string
+	RedisTLS          RedisTLS
+	Namespace         string
+	HeartbeatTimeout  time.Duration
+	Queues            []string
+	DiscoveryInterval time.Duration
+	MaxQueues         int
+	QueueRetention    time.Duration
+	DatabaseURL       string
+	DatabasePassword  string
+}
+
+// moduleFile is one entry of modules: in the file. It takes the keys of the
+// top-level redis (but url and the Sentinel keys: the probe's target names
+// the server), dramatiq and database sections.
+type moduleFile struct {
+	Redis struct {
+		PasswordFile          string `yaml:"password_file"`
+		TLSCAFile             string `yaml:"tls_ca_file"`
+		TLSCertFile           string `yaml:"tls_cert_file"`
+		TLSKeyFile            string `yaml:"tls_key_file"`
+		TLSServerName         string `yaml:"tls_server_name"`
+		TLSInsecureSkipVerify *bool  `yaml:"tls_insecure_skip_verify"`
+	} `yaml:"redis"`
+	Dramatiq struct {
+		Namespace         string   `yaml:"namespace"`
+		HeartbeatTimeout  string   `yaml:"heartbeat_timeout"`
+		Queues            []string `yaml:"queues"`
+		DiscoveryInterval string   `yaml:"discovery_interval"`
+		MaxQueues         *int     `yaml:"max_queues"`
+		QueueRetention    string   `yaml:"queue_retention"`
+	} `yaml:"dramatiq"`
+	Database struct {
+		URL          string `yaml:"url"`
+		PasswordFile string `yaml:"password_file"`
+	} `yaml:"database"`
+}
+
+// loadModules resolves the file's modules: defaults filled in, password
+// files read, every value checked like its top-level flag.
+func loadModules(files map[string]moduleFile, base *Config) (map[string]*Module, error) {
+	out := map[string]*Module{}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m, err := loadModule(name, files[name], base)
+		if err != nil {
+			return nil, fmt.Errorf("modules.%s: %w", name, err)
+		}
+		out[name] = m
+	}
+	return out, nil
+}
+
+func loadModule(name string, f moduleFile, base *Config) (*Module, error) {
+	if err := checkName("module", name); err != nil {
+		return nil, fmt.Errorf("the name: %s", strings.TrimPrefix(err.Error(), "--module: "))
+	}
+	m := &Module{
+		Name:              name,
+		Namespace:         DefaultNamespace,
+		HeartbeatTimeout:  DefaultHeartbeatTimeout,
+		DiscoveryInterval: DefaultDiscoveryInterval,
+		MaxQueues:         DefaultMaxQueues,
+		RedisTLS: RedisTLS{
+			CAFile: f.Redis.TLSCAFile, CertFile: f.Redis.TLSCertFile, KeyFile: f.Redis.TLSKeyFile,
+			ServerName: f.Redis.TLSServerName,
+		},
+		DatabaseURL: f.Database.URL,
+	}
+	if f.Redis.TLSInsecureSkipVerify != nil {
+		m.RedisTLS.InsecureSkipVerify = *f.Redis.TLSInsecureSkipVerify
+	}
+	d := f.Dramatiq
+	if d.Namespace != "" {
+		m.Namespace = d.Namespace
+	}
+	for key, dst := range map[string]*time.Duration{
+		"dramatiq.heartbeat_timeout": &m.HeartbeatTimeout, "dramatiq.discovery_interval": &m.DiscoveryInterval,
+		"dramatiq.queue_retention": &m.QueueRetention,
+	} {
+		v := map[string]string{"dramatiq.heartbeat_timeout": d.HeartbeatTimeout, "dramatiq.discovery_interval": d.DiscoveryInterval,
+			"dramatiq.queue_retention": d.QueueRetention}[key]
+		if err := setDuration(dst, v); err != nil {
+			return nil, fmt.Errorf("%s: %v", key, err)
+		}
+	}
+	if d.MaxQueues != nil {
+		m.MaxQueues = *d.MaxQueues
+	}
+	seen := map[string]bool{}
+	for _, raw := range d.Queues {
+		for _, q := range strings.Split(raw, ",") {
+			if q = strings.TrimSpace(q); q != "" && !seen[q] {
+				seen[q] = true
+				m.Queues = append(m.Queues, q)
+			}
+		}
+	}
+	sort.Strings(m.Queues)
+	var err error
+	if m.RedisPassword, err = secret("", f.Redis.PasswordFile, "redis.password-file"); err != nil {
+		return nil, moduleErr(err)
+	}
+	if m.DatabasePassword, err = secret("", f.Database.PasswordFile, "database.password-file"); err != nil {
+		return nil, moduleErr(err)
+	}
+	// Checked as the configuration a probe will run with; a TLS module is
+	// for rediss:// targets.
+	scheme := "redis"
+	if m.RedisTLS != (RedisTLS{}) {
+		scheme = "rediss"
+	}
+	if err := base.ForProbe(m, scheme+"://probe.invalid:6379/0").Validate(); err != nil {
+		return nil, moduleErr(err)
+	}
+	return m, nil
+}
+
+// moduleErr names a module's key rather than the top-level flag.
+func moduleErr(err error) error {
+	if fe, ok := asFieldError(err); ok {
+		return fmt.Errorf("%s: %s", flagToKey(fe.Flag), fe.Msg)
+	}
+	return err
+}
+
+func flagToKey(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
+
+// ForProbe is the configuration that reads target with module m: the
+// module's broker and database settings, everything else (collectors,
+// environment, timeouts) from c.
+func (c *Config) ForProbe(m *Module, target string) *Config {
+	p := *c
+	p.RedisURL = target
+	p.RedisPassword = m.RedisPassword
+	p.Sentinel = Sentinel{}
+	p.RedisTLS = m.RedisTLS
+	p.Namespace = m.Namespace
+	p.HeartbeatTimeout = m.HeartbeatTimeout
+	p.Queues = append([]string(nil), m.Queues...)
+	p.DiscoveryInterval = m.DiscoveryInterval
+	p.MaxQueues = m.MaxQueues
+	p.QueueRetention = m.QueueRetention
+	p.DatabaseURL = m.DatabaseURL
+	p.DatabasePassword = m.DatabasePassword
+	p.Modules = nil
+	return &p
+}
+
+// ParseTarget checks a probe's target and returns it in canonical form
+// and its host:port. A target is redis:// or rediss:// with a host, a port
+// and a database number, and nothing else: no credentials (they belong in
+// a module), no query (go-redis reads options, a password among them, from
+// it).
+func ParseTarget(raw string) (canonical, hostport string, err error) {
+	if len(raw) > 1024 {
+		return "", "", fmt.Errorf("target is longer than 1024 bytes")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("target is not a URL")
+	}
+	switch {
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return "", "", fmt.Errorf("target must be redis:// or rediss://")
+	case u.User != nil:
+		return "", "", fmt.Errorf("target must not carry credentials; put them in a module's redis.password_file")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return "", "", fmt.Errorf("target must have no query or fragment")
+	case u.Hostname() == "" || u.Port() == "":
+		return "", "", fmt.Errorf("target needs a host and a port")
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil || port < 1 || port > 65535 {
+		return "", "", fmt.Errorf("target port must be 1-65535")
+	}
+	db, err := strconv.Atoi(strings.TrimPrefix(u.Path, "/"))
+	if err != nil || db < 0 || !strings.HasPrefix(u.Path, "/") || strconv.Itoa(db) != strings.TrimPrefix(u.Path, "/") {
+		return "", "", fmt.Errorf("target needs a database number: redis://host:port/N")
+	}
+	hostport = net.JoinHostPort(strings.ToLower(u.Hostname()), strconv.Itoa(port))
+	return fmt.Sprintf("%s://%s/%d", u.Scheme, hostport, db), hostport, nil
+}
+
+// TargetAllowed says whether host:port matches one of the allow-list's
+// globs (path.Match syntax: * matches within the host or the port).
+func TargetAllowed(allowed []string, hostport string) bool {
+	for _, p := range allowed {
+		if ok, _ := path.Match(p, hostport); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func checkAllowedTargets(patterns []string) error {
+	for _, p := range patterns {
+		if !strings.Contains(p, ":") {
+			return fieldErr("probe.allowed-targets", "%q is not a host:port glob", p)
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return fieldErr("probe.allowed-targets", "%q: %v", p, err)
+		}
+	}
+	return nil
+}
