@@ -284,3 +284,43 @@ func (p *Prober) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, n, reason)
 	}
 }
+
+// FirstAlone serves the first request on its own, then calls after (once)
+// and serves every later request concurrently. Requests that arrive
+// during the first wait for it, within their own deadline.
+//
+// A new target's reader knows no queues: its first probe discovers them
+// within that probe's deadline, and only then does discovery move to the
+// background (after), so no probe of a new target reports it empty.
+func FirstAlone(h http.Handler, after func()) http.Handler {
+	gate := make(chan struct{}, 1)
+	done := make(chan struct{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-done:
+			h.ServeHTTP(w, r)
+			return
+		default:
+		}
+		select {
+		case gate <- struct{}{}:
+		case <-done:
+			h.ServeHTTP(w, r)
+			return
+		case <-r.Context().Done():
+			http.Error(w, "the target's first probe is still running", http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case <-done:
+			<-gate
+			h.ServeHTTP(w, r)
+			return
+		default:
+		}
+		h.ServeHTTP(w, r)
+		after()
+		close(done)
+		<-gate
+	})
+}

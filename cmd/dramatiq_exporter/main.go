@@ -267,9 +267,12 @@ func buildProbeTarget(ctx context.Context, cfg *config.Config, logger *slog.Logg
 		cleanup()
 		return nil, err
 	}
-	sources.Broker.Start(ctx)
 	h := server.MetricsHandler(exporter, prometheus.NewRegistry(), server.MetricsOptions{
 		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
 	})
-	return &probe.Target{Handler: h, Close: cleanup}, nil
+	// A new target knows no queues yet: its first probe discovers them
+	// within its own deadline (a reader not yet started does), then
+	// discovery goes on in the background, as for /metrics.
+	first := probe.FirstAlone(h, func() { sources.Broker.Start(ctx) })
+	return &probe.Target{Handler: first, Close: cleanup}, nil
 }

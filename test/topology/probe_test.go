@@ -99,6 +99,13 @@ modules:
 	t1, t2 := "redis://"+r1.Addr+"/0", r2.URL()
 
 	t.Run("per-target numbers", func(t *testing.T) {
+		// Even the first probe of a target, which discovers its queues
+		// within its own deadline, has them.
+		for path, want := range map[string]map[string]map[string]float64{probePath(t1, "app1"): want1, probePath(t2, ""): want2} {
+			if s := e.scrape(path, 5*time.Second); s.err != nil || matches(s.fams, want) != "" {
+				t.Errorf("first probe %s: %v %s", path, s.err, matches(s.fams, want))
+			}
+		}
 		e.waitMatch(t, probePath(t1, "app1"), want1, 20*time.Second)
 		// No module: the module named default.
 		e.waitMatch(t, probePath(t2, ""), want2, 20*time.Second)
