@@ -29,22 +29,32 @@ run: build
 deps:
 	@scripts/deps.sh
 
+# test/kube is a module of its own (the Kubernetes, prometheus-operator and
+# KEDA API types stay out of the exporter's go.mod): every Go step runs there too.
+KUBE_TEST := test/kube
+
 vet:
 	$(GO) vet ./...
+	cd $(KUBE_TEST) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 lint: vet
 	$(STATICCHECK) ./...
+	cd $(KUBE_TEST) && $(STATICCHECK) ./...
 
 # Every test: unit tests against real redis-server and PostgreSQL, the
 # conformance suite against real Dramatiq, rule tests with promtool and
-# amtool, the end-to-end test with a real Prometheus, and the browser test.
+# amtool, the end-to-end test with a real Prometheus, the browser test, and
+# the Helm chart and Kubernetes examples (test/kube; no -race: it starts no
+# goroutines of its own, and the race build of client-go costs minutes).
 test: deps lint
 	CI=$${CI:-true} $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd $(KUBE_TEST) && CI=$${CI:-true} $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Quick loop while editing: no installs, no race detector.
 unit:
 	$(GO) test -count=1 ./...
+	cd $(KUBE_TEST) && $(GO) test -count=1 ./...
 
 bench: deps
 	$(GO) run ./tools/dramatiq-bench $(BENCH_ARGS)
@@ -59,9 +69,12 @@ demo:
 demo-stop:
 	@scripts/demo-stop.sh
 
-# Rules, Alertmanager example and dashboards come from alerts/mixin/config.go.
+# Rules, Alertmanager example and dashboards come from alerts/mixin/config.go,
+# with the chart's copies of them; deploy/kubernetes is the chart rendered
+# (needs the Helm of scripts/tools.sh).
 generate:
 	$(GO) run ./alerts/gen
+	cd $(KUBE_TEST) && $(GO) test -count=1 -run 'TestDeployKubernetesIsTheChart$$' . -update
 
 clean:
 	rm -rf $(BIN) .build

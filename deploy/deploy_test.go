@@ -1,6 +1,7 @@
-// Package deploy holds no code: its tests check the Dockerfile, the
-// docker-compose stack and the Kubernetes manifests against the code and
-// against each other, because no Docker engine or cluster runs in CI.
+// Package deploy holds no code: its tests check the Dockerfile and the
+// docker-compose stack against the code and against each other, because no
+// Docker engine runs in CI. The Kubernetes manifests are the Helm chart
+// rendered; test/kube checks them.
 package deploy
 
 import (
@@ -49,6 +50,8 @@ func exporterPort(t *testing.T) string {
 	}
 	return port
 }
+
+const rulesFile = "alerts/dramatiq.rules.yml"
 
 // rulesJob is the job the shipped rules select: every scrape config and
 // ServiceMonitor must produce it.
@@ -582,168 +585,6 @@ func checkComposePrometheusConfig(t *testing.T, promtool string) {
 	if !strings.Contains(string(out), "SUCCESS") || !strings.Contains(string(out), "rules found") {
 		t.Fatalf("promtool did not check any rules:\n%s", out)
 	}
-}
-
-// --- Kubernetes ---
-
-type object struct {
-	Kind     string `yaml:"kind"`
-	Metadata struct {
-		Name   string            `yaml:"name"`
-		Labels map[string]string `yaml:"labels"`
-	} `yaml:"metadata"`
-	Spec yaml.Node `yaml:"spec"`
-}
-
-func TestKubernetes(t *testing.T) {
-	root := testserver.RepoRoot(t)
-	dir := filepath.Join(root, "deploy/kubernetes")
-	var kust struct {
-		Resources []string `yaml:"resources"`
-	}
-	if err := yaml.Unmarshal(mustRead(t, filepath.Join(dir, "kustomization.yaml")), &kust); err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	var all []string
-	for _, f := range files {
-		if b := filepath.Base(f); b != "kustomization.yaml" {
-			all = append(all, b)
-		}
-	}
-	sorted := slices.Clone(kust.Resources)
-	sort.Strings(sorted)
-	if !slices.Equal(sorted, all) {
-		t.Errorf("kustomization lists %v, the directory has %v", kust.Resources, all)
-	}
-
-	objs := map[string]object{}
-	for _, f := range all {
-		var o object
-		if err := yaml.Unmarshal(mustRead(t, filepath.Join(dir, f)), &o); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		objs[o.Kind] = o
-	}
-	var dep struct {
-		Selector struct {
-			MatchLabels map[string]string `yaml:"matchLabels"`
-		} `yaml:"selector"`
-		Template struct {
-			Metadata struct {
-				Labels map[string]string `yaml:"labels"`
-			} `yaml:"metadata"`
-			Spec struct {
-				SecurityContext struct {
-					RunAsNonRoot bool `yaml:"runAsNonRoot"`
-					RunAsUser    int  `yaml:"runAsUser"`
-				} `yaml:"securityContext"`
-				Containers []struct {
-					Env []struct {
-						Name string `yaml:"name"`
-					} `yaml:"env"`
-					Ports []struct {
-						Name          string `yaml:"name"`
-						ContainerPort int    `yaml:"containerPort"`
-					} `yaml:"ports"`
-					LivenessProbe  map[string]any `yaml:"livenessProbe"`
-					ReadinessProbe map[string]any `yaml:"readinessProbe"`
-				} `yaml:"containers"`
-			} `yaml:"spec"`
-		} `yaml:"template"`
-	}
-	var svc struct {
-		Selector map[string]string `yaml:"selector"`
-		Ports    []struct {
-			Name       string `yaml:"name"`
-			Port       int    `yaml:"port"`
-			TargetPort string `yaml:"targetPort"`
-		} `yaml:"ports"`
-	}
-	var sm struct {
-		Selector struct {
-			MatchLabels map[string]string `yaml:"matchLabels"`
-		} `yaml:"selector"`
-		Endpoints []struct {
-			Port        string `yaml:"port"`
-			Path        string `yaml:"path"`
-			Relabelings []struct {
-				TargetLabel string `yaml:"targetLabel"`
-				Replacement string `yaml:"replacement"`
-			} `yaml:"relabelings"`
-		} `yaml:"endpoints"`
-	}
-	for kind, dst := range map[string]any{"Deployment": &dep, "Service": &svc, "ServiceMonitor": &sm} {
-		o, ok := objs[kind]
-		if !ok {
-			t.Fatalf("no %s in deploy/kubernetes", kind)
-		}
-		if err := o.Spec.Decode(dst); err != nil {
-			t.Fatalf("%s: %v", kind, err)
-		}
-	}
-	if _, ok := objs["PrometheusRule"]; !ok {
-		t.Fatal("no PrometheusRule in deploy/kubernetes")
-	}
-
-	port := exporterPort(t)
-	pod := dep.Template.Spec
-	if len(pod.Containers) != 1 || len(pod.Containers[0].Ports) != 1 {
-		t.Fatalf("want one container with one port: %+v", pod.Containers)
-	}
-	cp := pod.Containers[0].Ports[0]
-	if strconv.Itoa(cp.ContainerPort) != port {
-		t.Errorf("containerPort %d, the exporter listens on %s", cp.ContainerPort, port)
-	}
-	if !subset(dep.Selector.MatchLabels, dep.Template.Metadata.Labels) || !subset(svc.Selector, dep.Template.Metadata.Labels) {
-		t.Error("the Deployment's or the Service's selector does not match the pod labels")
-	}
-	if len(svc.Ports) != 1 || svc.Ports[0].TargetPort != cp.Name || strconv.Itoa(svc.Ports[0].Port) != port {
-		t.Errorf("Service ports %+v do not target %s", svc.Ports, cp.Name)
-	}
-	if !subset(sm.Selector.MatchLabels, objs["Service"].Metadata.Labels) {
-		t.Error("the ServiceMonitor does not select the Service")
-	}
-	job := rulesJob(t, root)
-	if len(sm.Endpoints) != 1 || sm.Endpoints[0].Port != svc.Ports[0].Name || sm.Endpoints[0].Path != "/metrics" {
-		t.Errorf("ServiceMonitor endpoints %+v", sm.Endpoints)
-	} else if r := sm.Endpoints[0].Relabelings; len(r) != 1 || r[0].TargetLabel != "job" || r[0].Replacement != job {
-		t.Errorf("the ServiceMonitor must set job=%q, the job the rules select: %+v", job, r)
-	}
-
-	// Same non-root uid as the image.
-	_, stages := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
-	uid, _, _ := strings.Cut(stages[len(stages)-1].one(t, "USER"), ":")
-	if !pod.SecurityContext.RunAsNonRoot || strconv.Itoa(pod.SecurityContext.RunAsUser) != uid {
-		t.Errorf("securityContext %+v, image USER %s", pod.SecurityContext, uid)
-	}
-	var env []string
-	for _, e := range pod.Containers[0].Env {
-		env = append(env, e.Name)
-	}
-	if !slices.Contains(env, "REDIS_URL") || !slices.Contains(env, "DATABASE_URL") {
-		t.Errorf("env %v", env)
-	}
-	// The exporter's probes test the process, never the broker: its
-	// /-/healthy and /-/ready on the metrics port (see deployment.yaml).
-	for name, p := range map[string]map[string]any{"/-/healthy": pod.Containers[0].LivenessProbe, "/-/ready": pod.Containers[0].ReadinessProbe} {
-		get, _ := p["httpGet"].(map[string]any)
-		if get == nil || get["path"] != name || get["port"] != cp.Name {
-			t.Errorf("probe %v: want httpGet of %s on port %s", p, name, cp.Name)
-		}
-	}
-}
-
-func subset(sel, labels map[string]string) bool {
-	if len(sel) == 0 {
-		return false
-	}
-	for k, v := range sel {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // The health checks in the Dockerfile and the compose file must be

@@ -31,6 +31,7 @@ promtool     v0.316.0 github.com/prometheus/prometheus/cmd/promtool        3.16.
 prometheus   v0.316.0 github.com/prometheus/prometheus/cmd/prometheus      3.16.0 remove_all_sd
 alertmanager v0.35.0  github.com/prometheus/alertmanager/cmd/alertmanager 0.35.0 -
 amtool       v0.35.0  github.com/prometheus/alertmanager/cmd/amtool       0.35.0 -
+helm         v3.22.0  helm.sh/helm/v3/cmd/helm                             3.22.0 -
 "
 
 # Alertmanager embeds its web UI (go:embed ui/app/dist), which upstream's

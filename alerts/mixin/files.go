@@ -7,18 +7,26 @@ import (
 	"sort"
 )
 
+// ChartFiles is where the Helm chart keeps its copies of the rules and
+// dashboards: Helm's .Files reads only inside the chart, so the chart cannot
+// point at alerts/ or dashboards/.
+const ChartFiles = "charts/dramatiq-exporter/files"
+
 // Files returns every generated file by its path relative to the repository
 // root.
 func (c Config) Files() (map[string][]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	rules := c.RulesYAML()
 	out := map[string][]byte{
-		"alerts/dramatiq.rules.yml": c.RulesYAML(),
-		"alerts/alertmanager.yml":   c.AlertmanagerYAML(),
+		"alerts/dramatiq.rules.yml":        rules,
+		"alerts/alertmanager.yml":          c.AlertmanagerYAML(),
+		ChartFiles + "/dramatiq.rules.yml": rules,
 	}
 	for name, b := range c.Dashboards() {
 		out["dashboards/"+name] = b
+		out[ChartFiles+"/dashboards/"+name] = b
 	}
 	return out, nil
 }
