@@ -46,17 +46,24 @@ func (g *SentinelGroup) Addrs() []string {
 // the master and see the replica and each other.
 func StartSentinelGroup(t testing.TB, name string) *SentinelGroup {
 	t.Helper()
+	return StartSentinelGroupAuth(t, name, "")
+}
+
+// StartSentinelGroupAuth is StartSentinelGroup with sentinels that require
+// password (requirepass; they also use it with each other).
+func StartSentinelGroupAuth(t testing.TB, name, password string) *SentinelGroup {
+	t.Helper()
 	g := &SentinelGroup{Name: name}
 	g.Master = StartRedis(t)
 	g.Replica = StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port))
 	for i := 0; i < 3; i++ {
-		g.Sentinels = append(g.Sentinels, startSentinel(t, name, g.Master.Port))
+		g.Sentinels = append(g.Sentinels, startSentinel(t, name, g.Master.Port, password))
 	}
 	g.waitSettled(t, g.Master.Addr, 30*time.Second)
 	return g
 }
 
-func startSentinel(t testing.TB, name string, masterPort int) *Sentinel {
+func startSentinel(t testing.TB, name string, masterPort int, password string) *Sentinel {
 	t.Helper()
 	bin := LookPath(t, "redis-server")
 	port := FreePort(t)
@@ -73,6 +80,9 @@ func startSentinel(t testing.TB, name string, masterPort int) *Sentinel {
 		fmt.Sprintf("sentinel parallel-syncs %s 1", name),
 		"",
 	}, "\n")
+	if password != "" {
+		text += "requirepass " + password + "\n"
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +92,7 @@ func startSentinel(t testing.TB, name string, masterPort int) *Sentinel {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start sentinel: %v", err)
 	}
-	s.Client = redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
+	s.Client = redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1, Password: password})
 	t.Cleanup(func() {
 		s.Client.Close()
 		_ = s.cmd.Process.Kill()

@@ -2,6 +2,8 @@ package topology_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -186,5 +188,36 @@ func TestSentinelFailover(t *testing.T) {
 	code, _, st, stderr = runCheck(t, append(checkArgs, "--redis.sentinel-replica")...)
 	if q := checkQueue(st, "backlog"); code != 0 || q == nil || q["ready"] != 12.0 {
 		t.Errorf("check --redis.sentinel-replica after the failover: exit %d, backlog = %v %s", code, q, stderr)
+	}
+}
+
+// Sentinels that require a password: the exporter gives it from
+// --redis.sentinel-password-file and never logs it; without it, up 0 and a
+// log line that says why.
+func TestSentinelPassword(t *testing.T) {
+	const password = "sentinel-Pass-77"
+	g := testserver.StartSentinelGroupAuth(t, "authed", password)
+	g.Master.NewBroker(t, "dramatiq").Enqueue("emails", 2, time.Now())
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--redis.sentinel-addrs", joinAddrs(g.Addrs()), "--redis.sentinel-master", g.Name}
+	ok := startExporter(t, append(args, "--redis.sentinel-password-file", pw)...)
+	ok.waitMatch(t, "/metrics", map[string]map[string]float64{"emails": {"ready": 2}}, 20*time.Second)
+
+	bad := startExporter(t, args...)
+	s := bad.scrape("/metrics", 5*time.Second)
+	if s.err != nil || s.up() != 0 {
+		t.Errorf("without the sentinel password: up %v, %v", s.up(), s.err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !strings.Contains(bad.logs.String(), "all sentinels specified in configuration are unreachable: NOAUTH") {
+		t.Errorf("the log does not say why:\n%s", bad.logs.String())
+	}
+	for _, e := range []*exporter{ok, bad} {
+		if strings.Contains(e.logs.String(), password) {
+			t.Error("the sentinel password is in the log")
+		}
 	}
 }
