@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,10 +52,13 @@ const (
 	// A dead-letter score or message_timestamp that is not a time between
 	// 1970 and 9999 (see millisTime): the time is left absent.
 	AnomalyInvalidTime = "invalid_time"
+	// A head body larger than MaxHeadBodyBytes: not fetched, and the
+	// queue's oldest age is absent.
+	AnomalyOversizeBody = "oversize_body"
 )
 
 // AnomalyKinds lists every kind, in a stable order.
-var AnomalyKinds = []string{AnomalyUndecodableBody, AnomalyMissingHead, AnomalyWrongType, AnomalyInvalidQueueName, AnomalyInvalidTime}
+var AnomalyKinds = []string{AnomalyUndecodableBody, AnomalyMissingHead, AnomalyWrongType, AnomalyInvalidQueueName, AnomalyInvalidTime, AnomalyOversizeBody}
 
 type ackKey struct {
 	key   string
@@ -78,6 +82,9 @@ type Reader struct {
 	pass      pass
 	seen      map[string]time.Time // queue → when discovery last found a key of it
 	legacyLog bool
+
+	headsMu sync.Mutex
+	heads   map[string]headInfo // queue → its head, as the latest read saw it
 
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]

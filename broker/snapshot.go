@@ -13,7 +13,7 @@ import (
 )
 
 // headProbe is how many ids from the head of a ready list are read to find
-// the oldest message. Only the first body is fetched; the others are there
+// the oldest message. At most one body is fetched; the others are there
 // for the rare scrape in which a worker fetches and acks the head between
 // our round trips, so the age does not blink out (and reset an alert's
 // `for:`). Bodies can be large, so we never fetch more than we need.
@@ -151,19 +151,37 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		snap.Queues[i] = s
 	}
 
-	// Round trip 2: bodies at the heads of non-empty lists, and the size of
-	// every ack set whose owner is no longer alive.
+	// Round trip 2: the size of every ack set whose owner is no longer
+	// alive, and HSTRLEN of the head ids of queues whose head changed since
+	// the last read. Round trip 3, only for changed heads: HGET of one body
+	// per queue, if it is small enough. An unchanged head costs nothing:
+	// its message_timestamp is remembered by id (see heads.go).
 	pipe = r.client.Pipeline()
-	heads := make([]*redis.StringCmd, len(queues))
 	n := 0
+	known := r.knownHeads(queues)
+	fresh := make(map[string]headInfo, len(queues))
+	type probe struct {
+		queue int
+		ids   []string
+		lens  []*redis.IntCmd
+	}
+	var probes []probe
 	for i, q := range queues {
-		if snap.Queues[i].Ready == 0 {
+		ids := cmds[i].head.Val()
+		if snap.Queues[i].Ready == 0 || len(ids) == 0 {
 			continue
 		}
-		if ids := cmds[i].head.Val(); len(ids) > 0 {
-			heads[i] = pipe.HGet(ctx, r.keys.queueMsgs(q), ids[0])
+		if h, ok := known[q]; ok && h.id == ids[0] {
+			an.applyHead(&snap.Queues[i], now, h)
+			fresh[q] = h
+			continue
+		}
+		p := probe{queue: i, ids: ids}
+		for _, id := range ids {
+			p.lens = append(p.lens, pipe.HStrLen(ctx, r.keys.queueMsgs(q), id))
 			n++
 		}
+		probes = append(probes, p)
 	}
 	type orphan struct {
 		queue int
@@ -190,53 +208,75 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		snap.Queues[o.queue].Orphaned += v
 	}
-	// Round trip 3, only when a head vanished between round trips 1 and 2:
-	// the next ids of those queues.
-	var retry []int
-	retryCmds := map[int]*redis.SliceCmd{}
-	for i, h := range heads {
-		if h == nil {
-			continue
-		}
-		if err := an.check(h.Err()); err != nil {
-			return nil, err
-		}
-		if h.Err() == redis.Nil {
-			if ids := cmds[i].head.Val(); len(ids) > 1 {
-				retry = append(retry, i)
-				continue
+
+	type fetch struct {
+		queue int
+		id    string
+		body  *redis.StringCmd
+	}
+	var fetches []fetch
+	var unsettled []string
+	pipe = r.client.Pipeline()
+	budget := int64(maxHeadBytesPerRead)
+	for _, p := range probes {
+		q := queues[p.queue]
+		// The first probed id that still has a body is the oldest message:
+		// the ones before it were fetched by a worker since round trip 1.
+		chosen, size := -1, int64(0)
+		for j, c := range p.lens {
+			v, err := an.count(c)
+			if err != nil {
+				return nil, err
 			}
+			if v > 0 {
+				chosen, size = j, v
+				break
+			}
+		}
+		if chosen < 0 {
 			an.add(AnomalyMissingHead, 1)
 			continue
 		}
-		an.setAge(&snap.Queues[i], now, h.Val())
-	}
-	if len(retry) > 0 {
-		pipe = r.client.Pipeline()
-		for _, i := range retry {
-			retryCmds[i] = pipe.HMGet(ctx, r.keys.queueMsgs(queues[i]), cmds[i].head.Val()[1:]...)
+		id := p.ids[chosen]
+		if h, ok := known[q]; ok && h.id == id {
+			an.applyHead(&snap.Queues[p.queue], now, h)
+			fresh[q] = h
+			continue
 		}
+		if size > MaxHeadBodyBytes {
+			h := headInfo{id: id, outcome: headOversize}
+			an.applyHead(&snap.Queues[p.queue], now, h)
+			fresh[q] = h
+			continue
+		}
+		if size > budget {
+			// Left for the next read, which finds the others remembered.
+			unsettled = append(unsettled, q)
+			continue
+		}
+		budget -= size
+		fetches = append(fetches, fetch{queue: p.queue, id: id, body: pipe.HGet(ctx, r.keys.queueMsgs(q), id)})
+	}
+	if len(fetches) > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
 			return nil, err
 		}
-		for _, i := range retry {
-			c := retryCmds[i]
-			if err := an.check(c.Err()); err != nil {
-				return nil, err
-			}
-			found := false
-			for _, v := range c.Val() {
-				if body, ok := v.(string); ok {
-					an.setAge(&snap.Queues[i], now, body)
-					found = true
-					break
-				}
-			}
-			if !found {
-				an.add(AnomalyMissingHead, 1)
-			}
-		}
 	}
+	for _, f := range fetches {
+		if err := an.check(f.body.Err()); err != nil {
+			return nil, err
+		}
+		if f.body.Err() != nil {
+			// Acked between round trips 2 and 3: a race, not odd data. The
+			// age is absent from this read only.
+			unsettled = append(unsettled, queues[f.queue])
+			continue
+		}
+		h := decodeHead(f.id, f.body.Val())
+		an.applyHead(&snap.Queues[f.queue], now, h)
+		fresh[queues[f.queue]] = h
+	}
+	r.rememberHeads(fresh, unsettled)
 	return snap, nil
 }
 
@@ -261,21 +301,20 @@ func (a Anomalies) check(err error) error {
 	return err
 }
 
-// setAge sets the queue's oldest age from the head body, or counts the
-// body as undecodable.
-func (a Anomalies) setAge(q *QueueStats, now time.Time, body string) {
-	ms, ok := messageTimestamp(body)
-	if !ok {
+// applyHead sets the queue's oldest age from what its head told, or
+// counts why it cannot.
+func (a Anomalies) applyHead(q *QueueStats, now time.Time, h headInfo) {
+	switch h.outcome {
+	case headOK:
+		q.OldestAge = max(now.Sub(time.UnixMilli(h.ms)), 0)
+		q.OldestAgeKnown = true
+	case headUndecodable:
 		a.add(AnomalyUndecodableBody, 1)
-		return
-	}
-	ts, ok := millisTime(ms)
-	if !ok {
+	case headInvalidTime:
 		a.add(AnomalyInvalidTime, 1)
-		return
+	case headOversize:
+		a.add(AnomalyOversizeBody, 1)
 	}
-	q.OldestAge = max(now.Sub(ts), 0)
-	q.OldestAgeKnown = true
 }
 
 // messageTimestamp reads message_timestamp (ms) from a body, unchecked:

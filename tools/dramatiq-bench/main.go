@@ -41,19 +41,30 @@ func main() {
 	scrapes := flag.Int("scrapes", 50, "timed scrapes per size")
 	redisServer := flag.String("redis-server", "redis-server", "redis-server binary")
 	discovery := flag.String("discovery", "1000000,10000000", "unrelated key counts to measure background discovery over, comma-separated (empty: skip)")
+	bigHeads := flag.Int("big-heads", 10, "queues whose head message is large, for the memory benchmark (0: skip)")
+	headBytes := flag.Int("head-bytes", 5<<20, "size of the argument in each large head message")
+	concurrency := flag.Int("concurrency", 40, "concurrent scrapes in the large-head benchmark (the default --web.max-requests)")
+	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
 	flag.Parse()
 
-	bin, cleanup, err := buildExporter()
-	if err != nil {
-		fatal(err)
+	bin := *exporter
+	if bin == "" {
+		b, cleanup, err := buildExporter()
+		if err != nil {
+			fatal(err)
+		}
+		defer cleanup()
+		bin = b
 	}
-	defer cleanup()
 
 	if *sizes != "" {
 		scrapeBench(*sizes, *messages, *tenfold, *unrelated, *processes, *scrapes, *redisServer, bin)
 	}
 	if *discovery != "" {
 		discoveryBench(*discovery, *redisServer, bin)
+	}
+	if *bigHeads > 0 {
+		bigHeadsBench(*bigHeads, *headBytes, *concurrency, 3, *redisServer, bin)
 	}
 }
 
@@ -214,7 +225,7 @@ func (r run) measure() (*result, error) {
 			lat = append(lat, time.Since(begin))
 		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	sortDurations(lat)
 	res.p50 = lat[len(lat)/2]
 	res.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
 	res.rssPeak = peakRSS(exp.Process.Pid)
@@ -386,3 +397,7 @@ func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "dramatiq-bench:", err)
 	os.Exit(1)
 }
+
+func sortDurations(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
+
+var errNotYet = fmt.Errorf("discovery has not completed yet")
