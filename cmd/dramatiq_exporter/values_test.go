@@ -344,3 +344,51 @@ func TestHugeScrapeTimeoutHeaderGivesTheCap(t *testing.T) {
 		}
 	}
 }
+
+// The issue as it was found: with a low file-descriptor limit, clients
+// holding many idle keep-alive connections made accept fail ("too many
+// open files") and every scrape wait. With the connection limit below the
+// descriptor limit, each new connection displaces an idle one instead.
+func TestFileDescriptorLimitCannotBlockScrapes(t *testing.T) {
+	r := testserver.StartRedis(t)
+	port := testserver.FreePort(t)
+	cmd := exec.Command("sh", "-c", `ulimit -n 128 && exec "$0" "$@"`, binary,
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--web.max-connections=64")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + r.URL()}
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exporter did not start: %s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Twice the descriptor limit in idle keep-alive connections, each
+	// served once (dialIdle fails the test if one is not).
+	for i := 0; i < 256; i++ {
+		dialIdle(t, addr)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v\n%s", err, logs.String())
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "dramatiq_redis_up 1") {
+		t.Fatalf("scrape: %d", resp.StatusCode)
+	}
+	if strings.Contains(logs.String(), "too many open files") {
+		t.Errorf("the exporter ran out of descriptors: %s", logs.String())
+	}
+}
