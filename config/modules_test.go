@@ -112,3 +112,10 @@ modules:
 		}
 	}
 }
+
+func TestTargetAllowedIPv6(t *testing.T) {
+	_, hp, err := ParseTarget("redis://[fd00::1]:6379/0")
+	if err != nil || !TargetAllowed([]string{`\[fd00::1\]:6379`}, hp) || TargetAllowed([]string{`\[fd00::1\]:6380`}, hp) {
+		t.Errorf("%q: %v", hp, err)
+	}
+}
