@@ -78,7 +78,11 @@ while read -r name version pkg reports tags; do
 	[[ -n "$name" ]] || continue
 	[[ "$tags" != - ]] || tags=""
 	dir="$TOOLS/$name-$version"
-	if [[ -x "$dir/$name" ]]; then
+	# The folder is named by version; .pin records how the binary was built,
+	# so changing a tool's tags or package rebuilds it too. (A binary without
+	# a .pin, from before it existed, is kept.)
+	pin="$pkg $version $reports ${tags:--} ${UI_STUB[$name]:--}"
+	if [[ -x "$dir/$name" ]] && { [[ ! -f "$dir/.pin" ]] || [[ "$(cat "$dir/.pin")" == "$pin" ]]; }; then
 		built+=("$name@$version")
 		continue
 	fi
@@ -98,6 +102,7 @@ while read -r name version pkg reports tags; do
 		say "building $name $version failed"
 		exit 1
 	fi
+	printf '%s\n' "$pin" >"$tmp/.pin"
 	rm -rf "$dir"
 	mv "$tmp" "$dir"
 	say "built $name $version in $(($(date +%s) - start))s: ${dir#"$ROOT"/}/$name"
