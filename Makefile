@@ -10,9 +10,11 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
              -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) \
              -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 TEST_TIMEOUT ?= 9m
+# How long `make fuzz` runs each Fuzz function.
+FUZZTIME     ?= 3s
 STATICCHECK  := $(CURDIR)/.build/bin/staticcheck
 
-.PHONY: all build run deps test lint vet unit bench demo demo-stop generate clean
+.PHONY: all build run deps test fuzz lint vet unit bench demo demo-stop generate clean
 
 all: build
 
@@ -50,6 +52,20 @@ lint: vet
 test: deps lint
 	CI=$${CI:-true} $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd $(KUBE_TEST) && CI=$${CI:-true} $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory fuzz
+
+# Runs every Fuzz function of the repository for FUZZTIME each, found with
+# `go test -list` (a new one needs no change here). go test fuzzes one
+# function per invocation. The seed corpora under testdata/fuzz also run
+# in plain `go test`.
+fuzz:
+	@$(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { fs = fs " " $$1; next } /^ok / && fs != "" { print $$2 fs; fs = "" }' | \
+	while read -r pkg funcs; do \
+		for fn in $$funcs; do \
+			echo "fuzz: $$pkg $$fn ($(FUZZTIME))"; \
+			$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) "$$pkg" || exit 1; \
+		done; \
+	done
 
 # Quick loop while editing: no installs, no race detector.
 unit:

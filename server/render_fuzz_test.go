@@ -1,0 +1,153 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"html/template"
+	"math"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/status"
+)
+
+// fuzzStatus builds the status of a broker holding one queue with one dead
+// letter, every field of which comes from the fuzzer: anything a broker can
+// hold reaches the renderers this way.
+func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadLetterMs, ageMs int64, memory float64, showArgs bool) *status.Status {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	// The broker reader hands over args only as valid JSON.
+	var raw json.RawMessage
+	if json.Valid(args) {
+		raw = args
+	}
+	retries := int(ready % 1000)
+	other := "default"
+	if runesAsJSON(queue) == other {
+		other = "other"
+	}
+	snap := &broker.Snapshot{
+		MemoryUsedBytes: memory, ConnectedClients: math.NaN(), ProcessesAlive: int(ready % 7), ProcessesStale: 1,
+		Queues: []broker.QueueStats{
+			{
+				Name: queue, Ready: ready, InFlight: -ready, Delayed: ready / 3, DeadLetter: 1, Orphaned: ready % 2,
+				DeadLetterLast: time.UnixMilli(deadLetterMs), OldestAge: time.Duration(ageMs) * time.Millisecond,
+				OldestAgeKnown: ageMs%5 != 0,
+			},
+			{Name: other, Ready: 1, OldestAgeKnown: true},
+		},
+	}
+	st := &collector.State{
+		Time: now, Duration: time.Duration(ageMs), Environment: actor, Namespace: queue,
+		Collectors: []string{"broker"}, Outcomes: []collector.Outcome{{Name: "broker", Success: true}},
+		Broker: &collector.BrokerState{
+			Snapshot: snap,
+			RecentDeadLetters: map[string][]broker.DeadLetter{queue: {{
+				MessageID: msgID, Actor: actor, DeadLetteredAt: time.UnixMilli(deadLetterMs),
+				Retries: &retries, TracebackLast: traceback, Undecodable: ready%3 == 0,
+				Args: raw, Kwargs: raw,
+			}}},
+		},
+	}
+	return status.From(st, status.Options{
+		Thresholds: status.Thresholds{MinProcesses: 1, MaxReady: map[string]int64{queue: ready / 2}},
+		ShowMessageArgs: showArgs, RecentDeadLetters: true,
+	})
+}
+
+func addSeeds(f *testing.F) {
+	f.Add("default", "send_email", "0d4f0f5c-6d0b-4c4b-9b8e-1b0c2f6d7a10", "ValueError: boom", []byte(`[1, "a"]`), int64(5), int64(1767225600000), int64(90000), 1024.0, true)
+	f.Add("q\xff\xfebad", "<script>alert(1)</script>", "\"><img src=x onerror=alert(1)>", "</time><script>x</script>", []byte(`{"</script>": "\u2028"}`), int64(-1), int64(253402300800000), int64(-5), math.Inf(1), true)
+	f.Add("", "", "", "", []byte(nil), int64(math.MaxInt64), int64(math.MinInt64), int64(math.MaxInt64), math.NaN(), false)
+}
+
+// runesAsJSON is what encoding/json makes of a string: each invalid byte
+// becomes U+FFFD.
+func runesAsJSON(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		b.WriteRune(r)
+		s = s[n:]
+	}
+	return b.String()
+}
+
+// The API's JSON either encodes, and then decodes to the same names, or
+// fails with an error only for a time JSON cannot carry.
+func FuzzStatusJSON(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, queue, actor, msgID, traceback string, args []byte, ready, deadLetterMs, ageMs int64, memory float64, showArgs bool) {
+		st := fuzzStatus(queue, actor, msgID, traceback, args, ready, deadLetterMs, ageMs, memory, showArgs)
+		body, err := EncodeStatus(st)
+		if err != nil {
+			if y := time.UnixMilli(deadLetterMs).UTC().Year(); y >= 0 && y <= 9999 && !math.IsInf(memory, 0) && !math.IsNaN(memory) {
+				t.Fatalf("encoding failed for a year-%d time: %v", y, err)
+			}
+			if err.Error() == "" {
+				t.Fatal("an encoding error without a message")
+			}
+			return
+		}
+		var back status.Status
+		if err := json.Unmarshal(body, &back); err != nil {
+			t.Fatalf("the API's JSON does not decode: %v\n%s", err, body)
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("the API's JSON is not valid UTF-8")
+		}
+		var found bool
+		for _, q := range back.Queues {
+			if q.Name != runesAsJSON(queue) {
+				continue
+			}
+			found = true
+			if q.Ready != ready {
+				t.Errorf("ready = %d, want %d", q.Ready, ready)
+			}
+			if len(q.RecentDeadLetters) != 1 {
+				t.Fatalf("recent dead letters = %v", q.RecentDeadLetters)
+			}
+			d := q.RecentDeadLetters[0]
+			if d.Actor != runesAsJSON(actor) || d.MessageID != runesAsJSON(msgID) || d.Traceback != runesAsJSON(traceback) {
+				t.Errorf("dead letter changed in JSON: %+v", d)
+			}
+			if d.Args != nil && !showArgs {
+				t.Errorf("args shown without show-args: %v", d.Args)
+			}
+		}
+		if !found {
+			t.Errorf("queue %q missing from the JSON", queue)
+		}
+	})
+}
+
+// The page renders whatever the broker holds, and nothing from the broker
+// becomes markup: the only script element is the page's own.
+func FuzzStatusHTML(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, queue, actor, msgID, traceback string, args []byte, ready, deadLetterMs, ageMs int64, memory float64, showArgs bool) {
+		st := fuzzStatus(queue, actor, msgID, traceback, args, ready, deadLetterMs, ageMs, memory, showArgs)
+		var buf bytes.Buffer
+		err := pageTmpl.Execute(&buf, pageData{
+			S: st, CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds,
+			TelemetryPath: "/metrics", MetricsHref: "./metrics",
+		})
+		if err != nil {
+			t.Fatalf("rendering failed: %v", err)
+		}
+		page := strings.ToLower(buf.String())
+		if n := strings.Count(page, "<script"); n != 1 {
+			t.Fatalf("%d script elements, want the page's own only", n)
+		}
+		for _, s := range []string{queue, actor, msgID, traceback, string(args)} {
+			if strings.ContainsAny(s, "<>") && len(s) > 3 && strings.Contains(buf.String(), s) {
+				t.Fatalf("broker text %q reached the page unescaped", s)
+			}
+		}
+	})
+}
