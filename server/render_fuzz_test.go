@@ -85,13 +85,9 @@ func FuzzStatusJSON(f *testing.F) {
 		st := fuzzStatus(queue, actor, msgID, traceback, args, ready, deadLetterMs, ageMs, memory, showArgs)
 		body, err := EncodeStatus(st)
 		if err != nil {
-			if y := time.UnixMilli(deadLetterMs).UTC().Year(); y >= 0 && y <= 9999 && !math.IsInf(memory, 0) && !math.IsNaN(memory) {
-				t.Fatalf("encoding failed for a year-%d time: %v", y, err)
-			}
-			if err.Error() == "" {
-				t.Fatal("an encoding error without a message")
-			}
-			return
+			// Times JSON cannot carry are absent, NaN is never a number:
+			// nothing a broker holds may fail the answer.
+			t.Fatalf("encoding failed: %v", err)
 		}
 		var back status.Status
 		if err := json.Unmarshal(body, &back); err != nil {
@@ -150,4 +146,16 @@ func FuzzStatusHTML(f *testing.F) {
 			}
 		}
 	})
+}
+
+// What the encoder refuses is an error with a message, never an empty
+// answer: the API turns it into a 500 with that reason, check into a line
+// on stderr.
+func TestEncodeStatusError(t *testing.T) {
+	nan := math.NaN()
+	st := &status.Status{Components: status.Components{Redis: status.RedisStatus{MemoryUsedBytes: &nan}}}
+	body, err := EncodeStatus(st)
+	if err == nil || err.Error() == "" || body != nil {
+		t.Fatalf("EncodeStatus(NaN) = %q, %v", body, err)
+	}
 }

@@ -8,6 +8,7 @@ package status
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -127,7 +128,8 @@ type QueueStatus struct {
 type DeadLetter struct {
 	MessageID      string    `json:"message_id"`
 	Actor          string    `json:"actor"`
-	DeadLetteredAt time.Time `json:"dead_lettered_at"`
+	// DeadLetteredAt is nil when the score is not a time (see jsonTime).
+	DeadLetteredAt *time.Time `json:"dead_lettered_at"`
 	Retries        *int      `json:"retries"`
 	Traceback      string    `json:"traceback_last_line"`
 	Undecodable    bool      `json:"undecodable,omitempty"`
@@ -258,9 +260,10 @@ func From(st *collector.State, o Options) *Status {
 	return s
 }
 
-// known is nil for NaN, the snapshot's "not allowed to read it".
+// known is nil for NaN, the snapshot's "not allowed to read it", and for
+// the infinities JSON has no number for.
 func known(v float64) *float64 {
-	if v != v {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil
 	}
 	return &v
@@ -277,17 +280,30 @@ func queueStatus(q broker.QueueStats) QueueStatus {
 	}
 	if !q.DeadLetterLast.IsZero() {
 		// The precision /metrics has: milliseconds.
-		t := time.UnixMilli(q.DeadLetterLast.UnixMilli()).UTC()
-		out.DeadLetterLast = &t
+		out.DeadLetterLast = jsonTime(time.UnixMilli(q.DeadLetterLast.UnixMilli()))
 	}
 	return out
+}
+
+// jsonTime is t in UTC, or nil when t is zero (unknown) or outside the
+// years JSON's RFC 3339 can carry. The broker reader already refuses such
+// times; this keeps one odd value from failing the whole answer.
+func jsonTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 func deadLetters(list []broker.DeadLetter, withArgs bool) []DeadLetter {
 	out := make([]DeadLetter, 0, len(list))
 	for _, d := range list {
 		dl := DeadLetter{
-			MessageID: d.MessageID, Actor: d.Actor, DeadLetteredAt: d.DeadLetteredAt.UTC(),
+			MessageID: d.MessageID, Actor: d.Actor, DeadLetteredAt: jsonTime(d.DeadLetteredAt),
 			Retries: d.Retries, Traceback: d.TracebackLast, Undecodable: d.Undecodable,
 		}
 		if withArgs {

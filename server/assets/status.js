@@ -168,7 +168,7 @@
           msg.push(el("pre", { "class": "args", text: JSON.stringify(d.args === undefined ? null : d.args) + " " + JSON.stringify(d.kwargs === undefined ? null : d.kwargs) }));
         }
         return el("tr", null, [
-          el("td", { "data-label": "When" }, [el("time", { datetime: d.dead_lettered_at, title: d.dead_lettered_at, text: ago(s.time, d.dead_lettered_at) })]),
+          el("td", { "data-label": "When" }, [d.dead_lettered_at === null ? el("span", { "class": "muted", text: "unknown" }) : el("time", { datetime: d.dead_lettered_at, title: d.dead_lettered_at, text: ago(s.time, d.dead_lettered_at) })]),
           el("td", { "data-label": "Actor" }, [d.undecodable ? el("span", { "class": "muted", text: "undecodable body" }) : el("code", { text: d.actor })]),
           el("td", { "data-label": "Message" }, msg),
           el("td", { "class": "n", "data-label": "Retries", text: optint(d.retries) }),
