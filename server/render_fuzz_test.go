@@ -54,7 +54,7 @@ func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadL
 		},
 	}
 	return status.From(st, status.Options{
-		Thresholds: status.Thresholds{MinProcesses: 1, MaxReady: map[string]int64{queue: ready / 2}},
+		Thresholds:      status.Thresholds{MinProcesses: 1, MaxReady: map[string]int64{queue: ready / 2}},
 		ShowMessageArgs: showArgs, RecentDeadLetters: true,
 	})
 }

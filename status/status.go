@@ -126,15 +126,15 @@ type QueueStatus struct {
 // DeadLetter is one recently dead-lettered message. Args and Kwargs are
 // present only with --web.show-message-args.
 type DeadLetter struct {
-	MessageID      string    `json:"message_id"`
-	Actor          string    `json:"actor"`
+	MessageID string `json:"message_id"`
+	Actor     string `json:"actor"`
 	// DeadLetteredAt is nil when the score is not a time (see jsonTime).
 	DeadLetteredAt *time.Time `json:"dead_lettered_at"`
-	Retries        *int      `json:"retries"`
-	Traceback      string    `json:"traceback_last_line"`
-	Undecodable    bool      `json:"undecodable,omitempty"`
-	Args           any       `json:"args,omitempty"`
-	Kwargs         any       `json:"kwargs,omitempty"`
+	Retries        *int       `json:"retries"`
+	Traceback      string     `json:"traceback_last_line"`
+	Undecodable    bool       `json:"undecodable,omitempty"`
+	Args           any        `json:"args,omitempty"`
+	Kwargs         any        `json:"kwargs,omitempty"`
 }
 
 // Collector is one collector's outcome in this gather.
