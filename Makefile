@@ -12,7 +12,8 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
 TEST_TIMEOUT ?= 9m
 # How long `make fuzz` runs each Fuzz function.
 FUZZTIME     ?= 3s
-STATICCHECK  := $(CURDIR)/.build/bin/staticcheck
+# Quoted: the checkout may live in a path with spaces.
+STATICCHECK  := "$(CURDIR)/.build/bin/staticcheck"
 
 .PHONY: all build run deps test fuzz lint vet unit bench demo demo-stop generate clean
 
