@@ -202,6 +202,11 @@ func TestDefaultValues(t *testing.T) {
 	if env := exporterContainer(t, r.deployments[0]).Env; len(env) != 0 {
 		t.Errorf("env %+v without a Secret", env)
 	}
+	// The default image is the release the chart belongs to.
+	version := strings.TrimSpace(string(mustRead(t, filepath.Join(testserver.RepoRoot(t), "VERSION"))))
+	if img := exporterContainer(t, r.deployments[0]).Image; !strings.HasSuffix(img, ":"+version) {
+		t.Errorf("default image %s, the exporter's VERSION is %s (Chart.yaml appVersion)", img, version)
+	}
 }
 
 // With existingSecret, every credential comes from that Secret, each key
