@@ -89,6 +89,7 @@ type Reader struct {
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
 	status     atomic.Pointer[DiscoveryStatus]
+	args       atomic.Pointer[queueArgs] // the view's commands, built once per view
 }
 
 // NewReader builds a Reader around a client the caller owns.

@@ -52,10 +52,49 @@ type QueueStats struct {
 	OldestAgeKnown bool
 }
 
+// queueCmds are one queue's round-trip-1 commands. They are generic
+// commands over arguments built once per discovery view (queueArgs): a
+// typed go-redis command allocates its argument slice, the boxed key and
+// the key string on every scrape, which made up about half of a scrape's
+// allocations per queue.
 type queueCmds struct {
-	ready, msgs, delayed, dead *redis.IntCmd
-	deadLast                   *redis.ZSliceCmd
-	head                       *redis.StringSliceCmd
+	ready, msgs, delayed, dead, deadLast, head *redis.Cmd
+}
+
+// queueArgs holds, for one view, every queue's command arguments. They are
+// only ever read, so concurrent snapshots share them.
+type queueArgs struct {
+	view *view
+	qs   []queueCmdArgs
+}
+
+type queueCmdArgs struct {
+	ready, msgs, delayed, dead, deadLast, head []any
+	msgsKey                                    string
+}
+
+// queueArgs returns the arguments for v's queues, building them when the
+// view changed since the last scrape.
+func (r *Reader) queueArgs(v *view) []queueCmdArgs {
+	if a := r.args.Load(); a != nil && a.view == v {
+		return a.qs
+	}
+	qs := make([]queueCmdArgs, len(v.queues))
+	for i, q := range v.queues {
+		list, msgs, dead := r.keys.queue(q), r.keys.queueMsgs(q), r.keys.dead(q)
+		// Command names are lower case: go-redis lowers them for Name().
+		qs[i] = queueCmdArgs{
+			ready:    []any{"llen", list},
+			msgs:     []any{"hlen", msgs},
+			delayed:  []any{"hlen", r.keys.delayMsgs(q)},
+			dead:     []any{"zcard", dead},
+			deadLast: []any{"zrevrange", dead, 0, 0, "withscores"},
+			head:     []any{"lrange", list, 0, headProbe - 1},
+			msgsKey:  msgs,
+		}
+	}
+	r.args.Store(&queueArgs{view: v, qs: qs})
+	return qs
 }
 
 // Snapshot reads every reported queue and the heartbeat set in two
@@ -81,15 +120,17 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	infoClients := pipe.Info(ctx, "clients")
 	aliveIDs := pipe.ZRangeByScore(ctx, r.keys.heartbeats(), &redis.ZRangeBy{Min: cutoff, Max: "+inf"})
 	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+cutoff)
+	args := r.queueArgs(v)
 	cmds := make([]queueCmds, len(queues))
-	for i, q := range queues {
+	for i := range queues {
+		a := &args[i]
 		cmds[i] = queueCmds{
-			ready:    pipe.LLen(ctx, r.keys.queue(q)),
-			msgs:     pipe.HLen(ctx, r.keys.queueMsgs(q)),
-			delayed:  pipe.HLen(ctx, r.keys.delayMsgs(q)),
-			dead:     pipe.ZCard(ctx, r.keys.dead(q)),
-			deadLast: pipe.ZRevRangeWithScores(ctx, r.keys.dead(q), 0, 0),
-			head:     pipe.LRange(ctx, r.keys.queue(q), 0, headProbe-1),
+			ready:    pipe.Do(ctx, a.ready...),
+			msgs:     pipe.Do(ctx, a.msgs...),
+			delayed:  pipe.Do(ctx, a.delayed...),
+			dead:     pipe.Do(ctx, a.dead...),
+			deadLast: pipe.Do(ctx, a.deadLast...),
+			head:     pipe.Do(ctx, a.head...),
 		}
 	}
 	if err := execPipe(ctx, pipe); err != nil {
@@ -118,10 +159,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		c := cmds[i]
 		s := QueueStats{Name: q}
 		var err error
-		if s.Ready, err = an.count(c.ready); err != nil {
+		if s.Ready, err = an.countCmd(c.ready); err != nil {
 			return nil, err
 		}
-		msgs, err := an.count(c.msgs)
+		msgs, err := an.countCmd(c.msgs)
 		if err != nil {
 			return nil, err
 		}
@@ -129,17 +170,17 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		// what is not in the list is in some ack set. This avoids SCARD over
 		// every worker's ack set, which would need a fresh SCAN each scrape.
 		s.InFlight = max(msgs-s.Ready, 0)
-		if s.Delayed, err = an.count(c.delayed); err != nil {
+		if s.Delayed, err = an.countCmd(c.delayed); err != nil {
 			return nil, err
 		}
-		if s.DeadLetter, err = an.count(c.dead); err != nil {
+		if s.DeadLetter, err = an.countCmd(c.dead); err != nil {
 			return nil, err
 		}
 		if err := an.check(c.deadLast.Err()); err != nil {
 			return nil, err
 		}
-		if zs := c.deadLast.Val(); len(zs) > 0 {
-			if at, ok := millisTime(zs[0].Score); ok {
+		if score, ok := firstScore(c.deadLast.Val()); ok {
+			if at, ok := millisTime(score); ok {
 				s.DeadLetterLast = at
 			} else {
 				an.add(AnomalyInvalidTime, 1)
@@ -167,7 +208,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	var probes []probe
 	for i, q := range queues {
-		ids := cmds[i].head.Val()
+		ids := headIDs(cmds[i].head)
 		if snap.Queues[i].Ready == 0 || len(ids) == 0 {
 			continue
 		}
@@ -178,7 +219,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		p := probe{queue: i, ids: ids}
 		for _, id := range ids {
-			p.lens = append(p.lens, pipe.HStrLen(ctx, r.keys.queueMsgs(q), id))
+			p.lens = append(p.lens, pipe.HStrLen(ctx, args[i].msgsKey, id))
 			n++
 		}
 		probes = append(probes, p)
@@ -255,7 +296,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 			continue
 		}
 		budget -= size
-		fetches = append(fetches, fetch{queue: p.queue, id: id, body: pipe.HGet(ctx, r.keys.queueMsgs(q), id)})
+		fetches = append(fetches, fetch{queue: p.queue, id: id, body: pipe.HGet(ctx, args[p.queue].msgsKey, id)})
 	}
 	if len(fetches) > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
@@ -288,6 +329,57 @@ func (a Anomalies) count(c *redis.IntCmd) (int64, error) {
 		return 0, err
 	}
 	return v, nil
+}
+
+// countCmd is count for a generic command.
+func (a Anomalies) countCmd(c *redis.Cmd) (int64, error) {
+	if err := a.check(c.Err()); err != nil || c.Err() != nil {
+		return 0, err
+	}
+	return c.Int64()
+}
+
+// headIDs are the ids an LRANGE reply holds (none for a wrong type).
+func headIDs(c *redis.Cmd) []string {
+	vals, ok := c.Val().([]any)
+	if !ok {
+		return nil
+	}
+	ids := make([]string, 0, len(vals))
+	for _, v := range vals {
+		if s, ok := v.(string); ok {
+			ids = append(ids, s)
+		}
+	}
+	return ids
+}
+
+// firstScore reads the score of a ZREVRANGE ... 0 0 WITHSCORES reply in
+// either protocol: RESP2 sends [member, score-string], RESP3 [[member,
+// double]]. ok is false for an empty set; a score that does not parse is
+// NaN, which millisTime refuses and counts.
+func firstScore(reply any) (float64, bool) {
+	vals, ok := reply.([]any)
+	if !ok || len(vals) == 0 {
+		return 0, false
+	}
+	if pair, ok := vals[0].([]any); ok { // RESP3
+		vals = pair
+	}
+	if len(vals) < 2 {
+		return math.NaN(), true
+	}
+	switch s := vals[1].(type) {
+	case float64:
+		return s, true
+	case string:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return math.NaN(), true
+		}
+		return f, true
+	}
+	return math.NaN(), true
 }
 
 func (a Anomalies) check(err error) error {

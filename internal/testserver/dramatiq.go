@@ -35,16 +35,23 @@ func UUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// Body is a Dramatiq JSON message body as the default encoder writes it.
+// Body is a Dramatiq JSON message body as the default encoder writes it:
+// the fields in the order of Dramatiq's Message dataclass, compact, so that
+// message_timestamp is the last key (a map would sort it elsewhere).
 func Body(queue, rid string, created time.Time, options map[string]any) string {
 	opts := map[string]any{"redis_message_id": rid}
 	for k, v := range options {
 		opts[k] = v
 	}
-	b, _ := json.Marshal(map[string]any{
-		"queue_name": queue, "actor_name": "task", "args": []any{"secret-arg"}, "kwargs": map[string]any{},
-		"options": opts, "message_id": UUID(), "message_timestamp": created.UnixMilli(),
-	})
+	b, _ := json.Marshal(struct {
+		QueueName        string         `json:"queue_name"`
+		ActorName        string         `json:"actor_name"`
+		Args             []any          `json:"args"`
+		Kwargs           map[string]any `json:"kwargs"`
+		Options          map[string]any `json:"options"`
+		MessageID        string         `json:"message_id"`
+		MessageTimestamp int64          `json:"message_timestamp"`
+	}{queue, "task", []any{"secret-arg"}, map[string]any{}, opts, UUID(), created.UnixMilli()})
 	return string(b)
 }
 

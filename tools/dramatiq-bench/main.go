@@ -33,7 +33,7 @@ import (
 )
 
 func main() {
-	sizes := flag.String("sizes", "10,100,1000,10000", "queue counts to measure, comma-separated (empty: skip)")
+	sizes := flag.String("sizes", "100,1000,10000", "queue counts to measure, comma-separated (empty: skip)")
 	messages := flag.Int("messages", 1_000_000, "messages in total, spread over the queues")
 	tenfold := flag.Bool("tenfold", true, "also measure the first size with a tenth of the messages, to show scrape cost does not follow message count")
 	unrelated := flag.Int("unrelated", 1_000_000, "unrelated keys in the same database")
@@ -47,18 +47,24 @@ func main() {
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
 	flag.Parse()
 
+	dir, err := os.MkdirTemp("", "dramatiq-bench-bin")
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(dir)
 	bin := *exporter
 	if bin == "" {
-		b, cleanup, err := buildExporter()
-		if err != nil {
+		if bin, err = build(dir, "./cmd/dramatiq_exporter"); err != nil {
 			fatal(err)
 		}
-		defer cleanup()
-		bin = b
+	}
+	floor, err := build(dir, "./tools/scrape-floor")
+	if err != nil {
+		fatal(err)
 	}
 
 	if *sizes != "" {
-		scrapeBench(*sizes, *messages, *tenfold, *unrelated, *processes, *scrapes, *redisServer, bin)
+		scrapeBench(*sizes, *messages, *tenfold, *unrelated, *processes, *scrapes, *redisServer, bin, floor)
 	}
 	if *discovery != "" {
 		discoveryBench(*discovery, *redisServer, bin)
@@ -68,11 +74,11 @@ func main() {
 	}
 }
 
-func scrapeBench(sizes string, messages int, tenfold bool, unrelated, processes, scrapes int, redisServer, bin string) {
+func scrapeBench(sizes string, messages int, tenfold bool, unrelated, processes, scrapes int, redisServer, bin, floor string) {
 	fmt.Printf("dramatiq_exporter scrape benchmark: %d messages, %d unrelated keys, %d processes, %d scrapes per size, %d CPUs\n\n",
 		messages, unrelated, processes, scrapes, runtime.NumCPU())
-	fmt.Println("| queues | messages | scrape p50 | scrape p99 | Redis commands / scrape | round trips / scrape | allocs / scrape | alloc bytes / scrape | peak RSS | discovery SCAN (background) |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| queues | messages | scrape p50 | floor p50 | exporter / floor | scrape p99 | Redis commands / scrape | round trips / scrape | allocs / scrape | allocs / queue | alloc bytes / scrape | peak RSS | discovery SCAN (background) |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var runs []run
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -85,23 +91,27 @@ func scrapeBench(sizes string, messages int, tenfold bool, unrelated, processes,
 		runs = append([]run{{queues: runs[0].queues, messages: messages / 10}}, runs...)
 	}
 	for _, r := range runs {
-		r.processes, r.unrelated, r.scrapes, r.redisServer, r.exporter = processes, unrelated, scrapes, redisServer, bin
+		r.processes, r.unrelated, r.scrapes, r.redisServer, r.exporter, r.floor = processes, unrelated, scrapes, redisServer, bin, floor
 		res, err := r.measure()
 		if err != nil {
 			fatal(fmt.Errorf("%d queues: %w", r.queues, err))
 		}
-		fmt.Printf("| %d | %d | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s |\n", r.queues, r.messages,
-			ms(res.p50), ms(res.p99), res.commands, res.trips, res.allocs, bytes(res.allocBytes), bytes(float64(res.rssPeak)), ms(res.discovery))
+		fmt.Printf("| %d | %d | %s | %s | %.2f× | %s | %.0f | %.0f | %.0f | %.1f | %s | %s | %s |\n", r.queues, r.messages,
+			ms(res.p50), ms(res.floorP50), float64(res.p50)/float64(res.floorP50), ms(res.p99), res.commands, res.trips,
+			res.allocs, res.allocs/float64(r.queues), bytes(res.allocBytes), bytes(float64(res.rssPeak)), ms(res.discovery))
+	}
+	if l, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("\nload average at the end (1, 5, 15 min): %s\n", strings.Join(strings.Fields(string(l))[:3], ", "))
 	}
 }
 
 type run struct {
 	queues, messages, processes, unrelated, scrapes int
-	redisServer, exporter                           string
+	redisServer, exporter, floor                    string
 }
 
 type result struct {
-	p50, p99, discovery                 time.Duration
+	p50, p99, floorP50, discovery       time.Duration
 	commands, trips, allocs, allocBytes float64
 	rssPeak                             int64
 }
@@ -198,36 +208,87 @@ func (r run) measure() (*result, error) {
 	defer func() { _ = exp.Process.Signal(syscall.SIGTERM); _ = exp.Wait() }()
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort)
 	httpc := &http.Client{Timeout: 2 * time.Minute}
-	var lat []time.Duration
-	for i := -3; i < r.scrapes; i++ { // the first scrapes discover and warm up
-		begin := time.Now()
-		resp, err := httpc.Get(url)
-		if err != nil {
-			if i == -3 {
-				time.Sleep(200 * time.Millisecond)
-				i--
-				continue
-			}
-			return nil, err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), "dramatiq_redis_up 1") {
+	for i := 0; ; i++ { // the first scrapes discover and warm up
+		body, err := scrape(httpc, url)
+		if err == nil && !strings.Contains(body, "dramatiq_redis_up 1") {
 			return nil, fmt.Errorf("scrape did not succeed:\n%.2000s", body)
 		}
 		// Discovery runs in the background from start: time full scrapes only.
-		if i == -1 && !strings.Contains(string(body), "dramatiq_exporter_discovery_complete 1") {
-			time.Sleep(200 * time.Millisecond)
-			i--
-			continue
+		if err == nil && strings.Contains(body, "dramatiq_exporter_discovery_complete 1") && i >= 2 {
+			break
 		}
-		if i >= 0 {
-			lat = append(lat, time.Since(begin))
+		if err != nil && i > 300 {
+			return nil, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The floor, on the same Redis, scraped alternately with the exporter
+	// so that both see the same machine load.
+	names, err := os.Create(filepath.Join(dir, "queues.txt"))
+	if err != nil {
+		return nil, err
+	}
+	for q := 0; q < r.queues; q++ {
+		fmt.Fprintf(names, "queue%05d\n", q)
+	}
+	names.Close()
+	floorPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	fl := exec.Command(r.floor, "-redis", addr, "-queues-file", names.Name(), "-listen", "127.0.0.1:"+strconv.Itoa(floorPort))
+	fl.Stderr = os.Stderr
+	if err := fl.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = fl.Process.Kill(); _ = fl.Wait() }()
+	floorURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", floorPort)
+	for i := 0; ; i++ {
+		_, err := scrape(httpc, floorURL)
+		if err == nil && i >= 2 {
+			break
+		}
+		if err != nil && i > 300 {
+			return nil, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	progress("  scraping the exporter binary and the floor %d times each, interleaved", r.scrapes)
+	var lat, floorLat []time.Duration
+	// Both must report every queue, or the comparison is meaningless.
+	timed := func(u string) (time.Duration, error) {
+		begin := time.Now()
+		body, err := scrape(httpc, u)
+		d := time.Since(begin)
+		if n := strings.Count(body, "dramatiq_queue_ready_messages{"); err == nil && n != r.queues {
+			err = fmt.Errorf("%s reported %d of %d queues:\n%.2000s", u, n, r.queues, body)
+		}
+		return d, err
+	}
+	for i := 0; i < r.scrapes; i++ {
+		// Alternate who goes first, so neither always follows the other.
+		order := []string{url, floorURL}
+		if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, u := range order {
+			d, err := timed(u)
+			if err != nil {
+				return nil, err
+			}
+			if u == url {
+				lat = append(lat, d)
+			} else {
+				floorLat = append(floorLat, d)
+			}
 		}
 	}
 	sortDurations(lat)
+	sortDurations(floorLat)
 	res.p50 = lat[len(lat)/2]
 	res.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	res.floorP50 = floorLat[len(floorLat)/2]
 	res.rssPeak = peakRSS(exp.Process.Pid)
 	return res, nil
 }
@@ -353,19 +414,36 @@ func peakRSS(pid int) int64 {
 	return 0
 }
 
-func buildExporter() (string, func(), error) {
-	dir, err := os.MkdirTemp("", "dramatiq-bench-bin")
-	if err != nil {
-		return "", nil, err
-	}
-	bin := filepath.Join(dir, "dramatiq_exporter")
-	progress("building the exporter")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/dramatiq_exporter")
+// build compiles pkg into dir; only the exporter's own code is timed, so
+// both binaries are built the same way.
+func build(dir, pkg string) (string, error) {
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	progress("building %s", pkg)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", nil, fmt.Errorf("go build: %w", err)
+		return "", fmt.Errorf("go build %s: %w", pkg, err)
 	}
-	return bin, func() { os.RemoveAll(dir) }, nil
+	return bin, nil
+}
+
+// scrape GETs u as curl does (no compression) and fails on any status but 200.
+func scrape(c *http.Client, u string) (string, error) {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s: %.200s", u, resp.Status, body)
+	}
+	return string(body), err
 }
 
 func freePort() (int, error) {
