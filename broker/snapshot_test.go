@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -102,5 +104,48 @@ func TestSeenQueuesStayBoundedUnderTheCap(t *testing.T) {
 	reader.unlock()
 	if n > 10 {
 		t.Fatalf("remembers %d queues with a cap of 10", n)
+	}
+}
+
+// The per-queue commands are generic, so their replies are parsed here, not
+// by go-redis: both protocols must give the same snapshot (RESP3 sends the
+// dead-letter score as a double in a pair, RESP2 as a string).
+func TestSnapshotSameInBothProtocols(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	ctx := context.Background()
+	b := r.NewBroker(t, "dramatiq")
+	b.Enqueue("q", 3, now.Add(-7*time.Second))
+	b.DeadLetter("q", now.Add(-time.Minute), nil)
+	b.Enqueue("empty", 1, now)
+	b.Purge("empty")
+	r.Admin.Set(ctx, "dramatiq:wrong.msgs", "a string", 0)
+	r.Admin.RPush(ctx, "dramatiq:wrong", "id")
+	var snaps []*Snapshot
+	for _, proto := range []int{2, 3} {
+		client := redis.NewClient(&redis.Options{Addr: r.Addr, Protocol: proto, MaxRetries: -1})
+		defer client.Close()
+		snap, err := NewReader(client, Options{Now: func() time.Time { return now }}).Snapshot(ctx)
+		if err != nil {
+			t.Fatalf("RESP%d: %v", proto, err)
+		}
+		snaps = append(snaps, snap)
+	}
+	for _, snap := range snaps {
+		byName := map[string]QueueStats{}
+		for _, q := range snap.Queues {
+			byName[q.Name] = q
+		}
+		q := byName["q"]
+		if q.Ready != 3 || q.DeadLetter != 1 || !q.DeadLetterLast.Equal(now.Add(-time.Minute)) || !q.OldestAgeKnown || q.OldestAge != 7*time.Second {
+			t.Errorf("q = %+v", q)
+		}
+		// HLEN and the head's HGET both meet the string.
+		if snap.Anomalies[AnomalyWrongType] != 2 {
+			t.Errorf("wrong_type anomalies = %d, want 2", snap.Anomalies[AnomalyWrongType])
+		}
+	}
+	if fmt.Sprint(snaps[0].Queues) != fmt.Sprint(snaps[1].Queues) {
+		t.Errorf("RESP2 %v != RESP3 %v", snaps[0].Queues, snaps[1].Queues)
 	}
 }
