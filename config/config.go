@@ -737,7 +737,7 @@ func checkName(flag, v string) error {
 
 // Paths the exporter serves besides the metrics; the telemetry path must
 // not shadow them.
-var reservedPaths = []string{"/", "/api/v1/status", "/-/healthy", "/-/ready"}
+var reservedPaths = []string{"/", "/api/v1/status", "/probe", "/-/healthy", "/-/ready"}
 
 // checkTelemetryPath: the path is served as a literal (not an
 // http.ServeMux pattern), so braces, spaces and % are fine; it only has to

@@ -86,6 +86,7 @@ func TestFlagValues(t *testing.T) {
 		{name: "path root", args: argv("--web.telemetry-path", "/"), want: "--web.telemetry-path: \"/\" is taken"},
 		{name: "path health", args: argv("--web.telemetry-path", "/-/healthy"), want: "--web.telemetry-path: \"/-/healthy\" is taken"},
 		{name: "path api", args: argv("--web.telemetry-path", "/api/v1/status"), want: "is taken"},
+		{name: "path probe", args: argv("--web.telemetry-path", "/probe"), want: "is taken"},
 		{name: "path control", args: argv("--web.telemetry-path", "/a\nb"), want: "--web.telemetry-path: \"/a\\nb\" holds a control character"},
 		{name: "path not UTF-8", args: argv("--web.telemetry-path", "/\xff"), want: "--web.telemetry-path: \"/\\xff\" is not valid UTF-8"},
 		{name: "path root from file names the key", args: fileArgs("web:\n  telemetry_path: /\n"), want: "web.telemetry_path: \"/\" is taken"},
