@@ -263,7 +263,13 @@ func TestRuleConventions(t *testing.T) {
 			t.Errorf("%s: summary %q must be one static sentence ending with a period", name, sum)
 		}
 		desc := r.Annotations["description"]
-		if !strings.Contains(desc, "{{ $labels.instance }}") {
+		fromWorkers := strings.Contains(r.Expr, "queue_actor:")
+		if fromWorkers {
+			// Summed over the worker pods: the actor and queue name it.
+			if !strings.Contains(desc, "{{ $labels.actor_name }}") || !strings.Contains(desc, "{{ $labels.queue_name }}") {
+				t.Errorf("%s: description %q does not name the actor and its queue", name, desc)
+			}
+		} else if !strings.Contains(desc, "{{ $labels.instance }}") {
 			t.Errorf("%s: description %q does not name the instance", name, desc)
 		}
 		if strings.Contains(r.Expr, "dramatiq_queue_") && !strings.Contains(desc, "{{ $labels.queue }}") {
@@ -289,9 +295,10 @@ func TestRuleConventions(t *testing.T) {
 			jobMatchers[jm[0].Op+jm[0].Value] = true
 		}
 	}
-	// One job selector across every rule: the one set in alerts/mixin/config.go.
-	if len(jobMatchers) != 1 {
-		t.Errorf("rules use %d different job matchers, want 1: %v", len(jobMatchers), jobMatchers)
+	// Two job selectors across every rule, both set in alerts/mixin/config.go:
+	// the exporter's and the workers' (their Prometheus middleware).
+	if len(jobMatchers) != 2 {
+		t.Errorf("rules use %d different job matchers, want 2 (exporter, workers): %v", len(jobMatchers), jobMatchers)
 	}
 }
 

@@ -2,6 +2,7 @@ package alerts
 
 import (
 	"fmt"
+	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -134,8 +135,8 @@ func TestDashboardLint(t *testing.T) {
 			}
 		}
 	}
-	if len(uids) < 3 {
-		t.Errorf("%d dashboards, want overview, queue and database", len(uids))
+	if len(uids) < 4 {
+		t.Errorf("%d dashboards, want overview, queue, database and actors", len(uids))
 	}
 }
 
@@ -236,6 +237,9 @@ func TestDashboardContents(t *testing.T) {
 			"dramatiq_database_oldest_transaction_age_seconds", "dramatiq_database_blocked_connections",
 			"dramatiq_database_in_recovery", "dramatiq_database_replication_lag_seconds", "dramatiq_database_size_bytes",
 			"dramatiq_database_ping_duration_seconds", "dramatiq_database_info"},
+		// The workers' own view beside the broker's queues.
+		"dramatiq-actors": append([]string{"dramatiq_queue_ready_messages", "dramatiq_queue_oldest_message_age_seconds"},
+			mixin.MiddlewareMetrics[:len(mixin.MiddlewareMetrics)-2]...),
 	}
 	for _, f := range dashboardFiles(t) {
 		d := must(shipped.ReadDashboard(f))(t)

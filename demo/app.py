@@ -10,6 +10,11 @@ Settings come from the environment, as in a real deployment:
   DRAMATIQ_NAMESPACE      RedisBroker namespace (default dramatiq)
   DEMO_HEARTBEAT_TIMEOUT  seconds; the exporter's --dramatiq.heartbeat-timeout
                           must be the same (default 60, Dramatiq's default)
+  dramatiq_prom_db        when set, the workers export Dramatiq's own metrics
+                          with its Prometheus middleware: this is its
+                          multi-process directory (PROMETHEUS_MULTIPROC_DIR
+                          must be the same), dramatiq_prom_port its port.
+                          scripts/demo.sh sets them for its two workers.
 """
 import os
 import random
@@ -23,6 +28,13 @@ broker = RedisBroker(
     namespace=os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq"),
     heartbeat_timeout=int(float(os.environ.get("DEMO_HEARTBEAT_TIMEOUT", "60")) * 1000),
 )
+if os.environ.get("dramatiq_prom_db"):
+    # Imported only then: the module creates its directory on import.
+    from dramatiq.middleware.prometheus import Prometheus
+
+    # Dramatiq 1.x had it among its default middleware; 2.x does not.
+    if not any(isinstance(m, Prometheus) for m in broker.middleware):
+        broker.add_middleware(Prometheus())
 dramatiq.set_broker(broker)
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole product on one machine, on loopback: redis-server, PostgreSQL, a
 # Dramatiq app (two worker processes, a producer, a worker that crashes now
-# and then, a legacy pickle producer), the exporter on :10191 and Debian's
-# Prometheus scraping it with the shipped alert rules.
+# and then, a legacy pickle producer), the exporter on :10191, the workers'
+# own metrics (Dramatiq's Prometheus middleware) on :10192 and :10193, and
+# Debian's Prometheus scraping them with the shipped alert rules.
 #
 #   scripts/demo.sh               start, print the URLs, stop on Ctrl-C
 #   scripts/demo.sh --background  start, print the URLs, return (for scripts)
@@ -11,8 +12,9 @@
 # State, logs and pid files live in .demo/ (removed on the next start);
 # PostgreSQL's cluster lives in a directory of its own under /tmp (named in
 # .demo/pg-dir), which the postgres user can reach wherever the checkout is.
-# Ports can be moved with DEMO_REDIS_PORT, DEMO_PG_PORT, DEMO_EXPORTER_PORT
-# and DEMO_PROMETHEUS_PORT; PG_BINDIR names PostgreSQL's bin directory
+# Ports can be moved with DEMO_REDIS_PORT, DEMO_PG_PORT, DEMO_EXPORTER_PORT,
+# DEMO_PROMETHEUS_PORT, DEMO_WORKERS_METRICS_PORT and
+# DEMO_REPORTS_METRICS_PORT; PG_BINDIR names PostgreSQL's bin directory
 # (default: the newest /usr/lib/postgresql/*/bin).
 set -euo pipefail
 
@@ -24,6 +26,9 @@ REDIS_PORT="${DEMO_REDIS_PORT:-16379}"
 PG_PORT="${DEMO_PG_PORT:-15432}"
 EXPORTER_PORT="${DEMO_EXPORTER_PORT:-10191}"
 PROM_PORT="${DEMO_PROMETHEUS_PORT:-9090}"
+# Dramatiq's own Prometheus middleware, one exposition server per worker CLI.
+WORKERS_METRICS_PORT="${DEMO_WORKERS_METRICS_PORT:-10192}"
+REPORTS_METRICS_PORT="${DEMO_REPORTS_METRICS_PORT:-10193}"
 # Shorter than Dramatiq's 60 s default so a crashed worker shows up as stale
 # with orphaned messages within a minute. App and exporter must agree.
 HEARTBEAT_TIMEOUT="${DEMO_HEARTBEAT_TIMEOUT:-20}"
@@ -35,7 +40,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--background) background=true ;;
 	-h | --help)
-		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -81,7 +86,7 @@ for f in "$PIDS"/*.pid; do
 		die "already running ($(basename "$f" .pid) is up): scripts/demo-stop.sh first"
 	fi
 done
-for port in "$REDIS_PORT" "$PG_PORT" "$EXPORTER_PORT" "$PROM_PORT"; do
+for port in "$REDIS_PORT" "$PG_PORT" "$EXPORTER_PORT" "$PROM_PORT" "$WORKERS_METRICS_PORT" "$REPORTS_METRICS_PORT"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 		die "port $port on 127.0.0.1 is taken; set DEMO_*_PORT to move the demo"
 	fi
@@ -184,9 +189,24 @@ say "starting Dramatiq $("$PY" -c 'import dramatiq; print(dramatiq.__version__)'
 # leave a backlog that takes minutes to work off.
 # `python -m dramatiq` rather than the venv's dramatiq script: a script's
 # #! line cannot hold a path with a space.
-(cd "$ROOT/demo" && start workers "$PY" -m dramatiq app --processes 1 --threads 4 \
+# Both run Dramatiq's Prometheus middleware (demo/app.py adds it when
+# dramatiq_prom_db is set), each with its own multi-process directory and
+# port: CLIs sharing a directory would each export the other's counts too.
+# PROMETHEUS_MULTIPROC_DIR (prometheus_multiproc_dir for older
+# prometheus_client) names the same directory, in case prometheus_client is
+# imported before the middleware sets it.
+prom_env() { # NAME PORT: the middleware's environment for one worker CLI
+	rm -rf -- "${DEMO:?}/prometheus-multiproc-$1"
+	mkdir -p "$DEMO/prometheus-multiproc-$1"
+	printf '%s\n' dramatiq_prom_host=127.0.0.1 "dramatiq_prom_port=$2" \
+		"dramatiq_prom_db=$DEMO/prometheus-multiproc-$1" "dramatiq_prom_lock=$DEMO/prometheus-multiproc-$1.lock" \
+		"PROMETHEUS_MULTIPROC_DIR=$DEMO/prometheus-multiproc-$1" "prometheus_multiproc_dir=$DEMO/prometheus-multiproc-$1"
+}
+mapfile -t workers_env < <(prom_env workers "$WORKERS_METRICS_PORT")
+mapfile -t reports_env < <(prom_env workers-reports "$REPORTS_METRICS_PORT")
+(cd "$ROOT/demo" && export "${workers_env[@]}" && start workers "$PY" -m dramatiq app --processes 1 --threads 4 \
 	--queues default payments webhooks.outbound emails)
-(cd "$ROOT/demo" && start workers-reports "$PY" -m dramatiq app --processes 1 --threads 1 --queues reports)
+(cd "$ROOT/demo" && export "${reports_env[@]}" && start workers-reports "$PY" -m dramatiq app --processes 1 --threads 1 --queues reports)
 (cd "$ROOT/demo" && start producer "$PY" producer.py)
 (cd "$ROOT/demo" && DEMO_CHAOS_VICTIM_PID_FILE="$PIDS/chaos-victim.pid" start chaos "$PY" chaos.py)
 (cd "$ROOT/demo" && start legacy-producer "$PY" legacy_producer.py)
@@ -217,6 +237,11 @@ scrape_configs:
   - job_name: dramatiq
     static_configs:
       - targets: ['127.0.0.1:$EXPORTER_PORT']
+  # The workers' own metrics (Dramatiq's Prometheus middleware), under their
+  # own job: the rules' WorkersSelector (alerts/mixin/config.go).
+  - job_name: dramatiq-workers
+    static_configs:
+      - targets: ['127.0.0.1:$WORKERS_METRICS_PORT', '127.0.0.1:$REPORTS_METRICS_PORT']
 EOF
 if command -v promtool >/dev/null; then
 	promtool check config "$DEMO/prometheus.yml" >"$LOGS/promtool.log" 2>&1 ||
@@ -235,6 +260,7 @@ cat <<EOF
 
 Dramatiq demo is up (everything on 127.0.0.1):
   exporter metrics   http://127.0.0.1:$EXPORTER_PORT/metrics
+  workers' metrics   http://127.0.0.1:$WORKERS_METRICS_PORT/metrics http://127.0.0.1:$REPORTS_METRICS_PORT/metrics
   Prometheus         http://127.0.0.1:$PROM_PORT/graph
   alerts             http://127.0.0.1:$PROM_PORT/alerts   (rules: ${rules:-none yet})
   redis              $REDIS_URL   (namespace $NAMESPACE)

@@ -20,6 +20,12 @@ type Config struct {
 	// Selector is added to every series selector of every rule. It names the
 	// scrape job of the exporter; change it to match your scrape config.
 	Selector string
+	// WorkersSelector selects the series of Dramatiq's own Prometheus
+	// middleware (dramatiq.middleware.prometheus). Prometheus scrapes those
+	// from the worker processes under the workers' scrape job, not the
+	// exporter's, so it is a separate selector; change it to match your
+	// scrape config.
+	WorkersSelector string
 	// RunbookURL is the address of alerts/RUNBOOK.md; each alert links to the
 	// section named after it.
 	RunbookURL string
@@ -56,6 +62,14 @@ type Config struct {
 	// DeadLettersWindow is how long after a dead-lettering the alert fires.
 	DeadLettersWindow time.Duration
 
+	// ActorErrorRatio is the share of an actor's processed messages that
+	// raised (retried attempts included) above which DramatiqActorErrorRatioHigh
+	// fires, once the actor processes at least ActorErrorMinRate messages a
+	// second (so that one failure of a rarely used actor is not a page).
+	ActorErrorRatio   float64
+	ActorErrorMinRate float64
+	ActorErrorFor     time.Duration
+
 	DatabaseConnectionsRatio float64
 	DatabaseConnectionsFor   time.Duration
 	DatabaseTransactionAge   time.Duration
@@ -66,9 +80,10 @@ type Config struct {
 // DefaultConfig is the configuration of the committed files.
 func DefaultConfig() Config {
 	return Config{
-		Selector:   `job="dramatiq"`,
-		RunbookURL: "https://github.com/dramatiq-exporter/dramatiq_exporter/blob/main/alerts/RUNBOOK.md",
-		ForScale:   1,
+		Selector:        `job="dramatiq"`,
+		WorkersSelector: `job="dramatiq-workers"`,
+		RunbookURL:      "https://github.com/dramatiq-exporter/dramatiq_exporter/blob/main/alerts/RUNBOOK.md",
+		ForScale:        1,
 
 		ExporterDownFor:     5 * time.Minute,
 		CollectorFailingFor: 10 * time.Minute,
@@ -88,6 +103,9 @@ func DefaultConfig() Config {
 		WorkersDyingMinIncrease: 2,
 		WorkersDyingFor:         15 * time.Minute,
 		DeadLettersWindow:       15 * time.Minute,
+		ActorErrorRatio:         0.25,
+		ActorErrorMinRate:       1.0 / 60,
+		ActorErrorFor:           15 * time.Minute,
 
 		DatabaseConnectionsRatio: 0.8,
 		DatabaseConnectionsFor:   5 * time.Minute,
@@ -104,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if strings.ContainsAny(c.Selector, "{}") {
 		return fmt.Errorf("selector %q: give the matchers without braces, e.g. job=\"dramatiq\"", c.Selector)
+	}
+	if strings.TrimSpace(c.WorkersSelector) == "" || strings.ContainsAny(c.WorkersSelector, "{}") {
+		return fmt.Errorf("workers selector %q: give the matchers of the workers' scrape job without braces, e.g. job=\"dramatiq-workers\"", c.WorkersSelector)
 	}
 	if c.ForScale <= 0 || math.IsInf(c.ForScale, 0) || math.IsNaN(c.ForScale) {
 		return fmt.Errorf("for-scale %v: must be a positive number", c.ForScale)

@@ -8,6 +8,7 @@ func (c Config) Dashboards() map[string][]byte {
 		"dramatiq-overview.json": overview().render(),
 		"dramatiq-queue.json":    queueDetail(c).render(),
 		"dramatiq-database.json": database(c).render(),
+		"dramatiq-actors.json":   actors(c).render(),
 	}
 }
 
@@ -114,6 +115,7 @@ func overview() dashboard {
 				ts("Orphaned messages by queue", "short", "Messages held by dead processes, waiting for Dramatiq's maintenance to requeue them.", 12,
 					target{Expr: q("dramatiq_queue_orphaned_messages"), Legend: "{{queue}}"}),
 			}},
+			workersRow(),
 			{Title: "Exporter and Redis", Panels: []panel{
 				ts("Collector success", "none", "1 when the collector read its source without error.", 8,
 					target{Expr: fmt.Sprintf("min by (collector) (dramatiq_exporter_collector_success{%s})", s), Legend: "{{collector}}"}),
@@ -127,6 +129,14 @@ func overview() dashboard {
 					target{Expr: fmt.Sprintf("dramatiq_redis_memory_used_bytes{%s}", s), Legend: "{{instance}}"}),
 				ts("Redis clients", "short", "Clients connected to the broker's Redis: workers, producers and exporters.", 8,
 					target{Expr: fmt.Sprintf("dramatiq_redis_connected_clients{%s}", s), Legend: "{{instance}}"}),
+				{Type: "table", Title: "Exporters", Unit: "none", W: 24, H: 5,
+					Description: "Each exporter and what it watches: namespace and environment.",
+					Targets:     []target{{Expr: fmt.Sprintf("dramatiq_exporter_info{%s}", s), Table: true}},
+					Custom: func(p map[string]any) {
+						p["transformations"] = []any{map[string]any{"id": "organize", "options": map[string]any{
+							"excludeByName": map[string]any{"Time": true, "Value": true, "__name__": true},
+						}}}
+					}},
 				ts("Queues dropped", "short", "Queues not reported because of --dramatiq.max-queues.", 8,
 					target{Expr: fmt.Sprintf("dramatiq_exporter_queues_dropped{%s}", s), Legend: "{{instance}}"}),
 			}},

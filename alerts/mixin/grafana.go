@@ -186,8 +186,11 @@ func (d dashboard) render() []byte {
 			"type": "datasource", "name": "datasource", "label": "Data source",
 			"query": "prometheus", "regex": "", "refresh": 1, "hide": 0, "options": []any{},
 		},
-		queryVar("job", "label_values(dramatiq_exporter_info, job)", true),
-		queryVar("instance", `label_values(dramatiq_exporter_info{job=~"$job"}, instance)`, true),
+		// From up rather than dramatiq_exporter_info: the workers' own
+		// middleware metrics (docs/worker-metrics.md) come from another
+		// scrape job, and the same two variables select both.
+		queryVar("job", "label_values(up, job)", true),
+		queryVar("instance", `label_values(up{job=~"$job"}, instance)`, true),
 	}
 	for _, v := range d.ExtraVars {
 		vars = append(vars, v)

@@ -26,10 +26,10 @@ func TestCommittedFilesUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rules, Alertmanager example, 3 dashboards, and the chart's copies of
+	// Rules, Alertmanager example, 4 dashboards, and the chart's copies of
 	// the rules and dashboards.
-	if len(paths) != 9 {
-		t.Fatalf("generator wrote %d files, want 9: %v", len(paths), paths)
+	if len(paths) != 11 {
+		t.Fatalf("generator wrote %d files, want 11: %v", len(paths), paths)
 	}
 	for _, p := range paths {
 		rel, _ := filepath.Rel(dir, p)
@@ -124,6 +124,7 @@ func TestForScale(t *testing.T) {
 func TestSelectorEverywhere(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Selector = `job="dramatiq-prod",env="prod"`
+	cfg.WorkersSelector = `job="dramatiq-prod-workers",env="prod"`
 	rf := parseRules(t, cfg.RulesYAML())
 	selectorRE := regexp.MustCompile(`[a-z_:]+\{([^}]*)\}`)
 	for _, r := range rf {
@@ -132,11 +133,11 @@ func TestSelectorEverywhere(t *testing.T) {
 			t.Errorf("%s: no selector in %q", r.Alert, r.Expr)
 		}
 		for _, m := range ms {
-			if !strings.HasPrefix(m[1], cfg.Selector) {
+			if !strings.HasPrefix(m[1], cfg.Selector) && !strings.HasPrefix(m[1], cfg.WorkersSelector) {
 				t.Errorf("%s: selector {%s} lacks %s", r.Alert, m[1], cfg.Selector)
 			}
 		}
-		if strings.Contains(r.Expr, `job="dramatiq"`) {
+		if strings.Contains(r.Expr, `job="dramatiq"`) || strings.Contains(r.Expr, `job="dramatiq-workers"`) {
 			t.Errorf("%s: default job selector left in %q", r.Alert, r.Expr)
 		}
 	}
@@ -149,6 +150,7 @@ func TestValidate(t *testing.T) {
 		"zero scale":     func(c *Config) { c.ForScale = 0 },
 		"negative scale": func(c *Config) { c.ForScale = -1 },
 		"no runbook":     func(c *Config) { c.RunbookURL = "" },
+		"no workers":     func(c *Config) { c.WorkersSelector = "" },
 	} {
 		c := DefaultConfig()
 		mod(&c)

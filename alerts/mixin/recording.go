@@ -1,5 +1,7 @@
 package mixin
 
+import "strings"
+
 // Recording is one recording rule.
 type Recording struct {
 	Record string
@@ -46,6 +48,80 @@ func (c Config) Recordings() []Recording {
 				c.sel("dramatiq_queue_ready_messages") + "\n  +\n  " +
 				c.sel("dramatiq_queue_inflight_messages") + "\n  +\n  " +
 				c.sel("dramatiq_queue_delayed_messages") + "\n)",
+		},
+	}
+}
+
+// ActorsRecordingGroupName is the name of the group of the per-actor
+// recording rules, computed from Dramatiq's own Prometheus middleware.
+const ActorsRecordingGroupName = "dramatiq-actors-rates"
+
+// MiddlewareMetrics are the series of dramatiq.middleware.prometheus that the
+// rules and dashboards use. The worker processes export them, not
+// dramatiq_exporter; docs/worker-metrics.md says what each one counts in
+// Dramatiq 1.2 and 2.x. The rules and panels use them through
+// WorkersSelector.
+var MiddlewareMetrics = []string{
+	"dramatiq_messages_total",
+	"dramatiq_message_errors_total",
+	"dramatiq_message_retries_total",
+	"dramatiq_message_rejects_total",
+	"dramatiq_messages_inprogress",
+	"dramatiq_message_duration_milliseconds_bucket",
+	"dramatiq_message_duration_milliseconds_sum",
+	"dramatiq_message_duration_milliseconds_count",
+}
+
+// wsel returns metric{<workers selector>,extra...}.
+func (c Config) wsel(metric string, extra ...string) string {
+	return metric + "{" + strings.Join(append([]string{c.WorkersSelector}, extra...), ",") + "}"
+}
+
+// The labels that tell worker processes (pods) apart. The middleware already
+// sums the processes of one pod (multi-process mode); the rules sum the pods.
+const workerLabels = "instance, pod"
+
+// ActorRecordings returns the per-actor recording rules, in file order.
+// docs/worker-metrics.md says what each one means; alerts/tests/actors.yml
+// tests their numbers.
+func (c Config) ActorRecordings() []Recording {
+	sum := func(expr string) string { return "sum without (" + workerLabels + ") (\n  " + expr + "\n)" }
+	return []Recording{
+		{
+			// Messages processed a second, failed attempts included: every
+			// attempt of a retried message is one more.
+			Record: "queue_actor:dramatiq_messages:rate5m",
+			Expr:   sum("rate(" + c.wsel("dramatiq_messages_total") + "[5m])"),
+		},
+		{
+			Record: "queue_actor:dramatiq_message_errors:rate5m",
+			Expr:   sum("rate(" + c.wsel("dramatiq_message_errors_total") + "[5m])"),
+		},
+		{
+			// The share of attempts that raised. The middleware creates an
+			// actor's error series at its first error, so an actor that never
+			// failed has none: it is 0 then. Absent (not 0/0) while the actor
+			// processes nothing.
+			Record: "queue_actor:dramatiq_message_errors:ratio_rate5m",
+			Expr: "(\n  queue_actor:dramatiq_message_errors:rate5m{" + c.WorkersSelector + "}\n  or\n  " +
+				"queue_actor:dramatiq_messages:rate5m{" + c.WorkersSelector + "} * 0\n)\n/\n" +
+				"(queue_actor:dramatiq_messages:rate5m{" + c.WorkersSelector + "} > 0)",
+		},
+		{
+			// The middleware counts a retry twice: once when Retries puts it
+			// on the delay queue (queue_name "<queue>.DQ") and again when a
+			// worker moves it back to the queue once due (queue_name
+			// "<queue>"). Only the first is kept, renamed to the queue.
+			Record: "queue_actor:dramatiq_message_retries:rate5m",
+			Expr: sum("label_replace(\n    rate(" + c.wsel("dramatiq_message_retries_total", `queue_name=~".+\\.DQ"`) + "[5m]),\n" +
+				`    "queue_name", "$1", "queue_name", "(.+)\\.DQ"` + "\n  )"),
+		},
+		{
+			// Messages dead-lettered by the workers (the middleware's
+			// "rejects": a nack after the last retry or on a permanent
+			// failure).
+			Record: "queue_actor:dramatiq_message_rejects:rate5m",
+			Expr:   sum("rate(" + c.wsel("dramatiq_message_rejects_total") + "[5m])"),
 		},
 	}
 }

@@ -15,6 +15,7 @@ const (
 	classSourceDown   = "source-down"   // Redis or the database is unreachable
 	classWorkload     = "workload"      // queues and processes, read from Redis
 	classDatabase     = "database"      // details of a reachable database
+	classWorkers      = "workers"       // from the workers' own middleware metrics
 )
 
 // Alert is one alerting rule.
@@ -137,6 +138,19 @@ func (c Config) Groups() []RuleGroup {
 				Expr:        "time() - " + c.sel("dramatiq_queue_dead_letter_last_timestamp_seconds") + " < " + secs(c.DeadLettersWindow),
 				Summary:     "A Dramatiq queue dead-lettered messages.",
 				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} moved a message to its dead-letter queue {{ $value | humanizeDuration }} ago.",
+			},
+		}},
+		{Name: "dramatiq-actors", Alerts: []Alert{
+			{
+				Name: "DramatiqActorErrorRatioHigh", Class: classWorkers, Severity: "warning",
+				// From the workers' middleware, not the exporter: it needs
+				// the workers scraped (docs/worker-metrics.md). The minimum
+				// rate keeps one failure of a rarely used actor quiet.
+				Expr: "queue_actor:dramatiq_message_errors:ratio_rate5m{" + c.WorkersSelector + "} > " + strconv.FormatFloat(c.ActorErrorRatio, 'f', -1, 64) +
+					"\nand\nqueue_actor:dramatiq_messages:rate5m{" + c.WorkersSelector + "} > " + strconv.FormatFloat(c.ActorErrorMinRate, 'f', 4, 64),
+				For:         c.ActorErrorFor,
+				Summary:     "A Dramatiq actor fails a high share of its messages.",
+				Description: "Actor {{ $labels.actor_name }} on queue {{ $labels.queue_name }} (workers of job {{ $labels.job }}) raised on {{ $value | humanizePercentage }} of its attempts over 5 minutes, for " + f(c.ActorErrorFor) + "; retries and dead letters follow.",
 			},
 		}},
 		{Name: "dramatiq-database", Alerts: []Alert{

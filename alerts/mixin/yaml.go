@@ -77,6 +77,11 @@ func (c Config) RulesYAML() []byte {
 		records = append(records, ymap("record", r.Record, "expr", r.Expr))
 	}
 	groups := []*yaml.Node{ymap("name", RecordingGroupName, "rules", yseq(records...))}
+	var actors []*yaml.Node
+	for _, r := range c.ActorRecordings() {
+		actors = append(actors, ymap("record", r.Record, "expr", r.Expr))
+	}
+	groups = append(groups, ymap("name", ActorsRecordingGroupName, "rules", yseq(actors...)))
 	for _, g := range c.Groups() {
 		var rules []*yaml.Node
 		for _, a := range g.Alerts {

@@ -30,7 +30,7 @@ func TestVariableExpr(t *testing.T) {
 }
 
 func TestExpandGrafanaVars(t *testing.T) {
-	vars := map[string]string{"job": "dramatiq", "instance": "127.0.0.1:1", "queue": ".+", "__rate_interval": "1m"}
+	vars := map[string]string{"job": "dramatiq", "instance": "127.0.0.1:1", "queue": ".+", "actor": ".+", "__rate_interval": "1m"}
 	got, err := ExpandGrafanaVars(`sum(rate(m{job=~"$job",instance=~"${instance}",queue=~"$queue"}[$__rate_interval]))`, vars)
 	if want := `sum(rate(m{job=~"dramatiq",instance=~"127.0.0.1:1",queue=~".+"}[1m]))`; err != nil || got != want {
 		t.Errorf("got %q %v, want %q", got, err, want)

@@ -164,11 +164,14 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	databaseLoad(t, pg)
 	logf("PostgreSQL: one session blocked on a lock, %d sessions in all", databaseSessions)
 
+	workersAddr := startWorkers(t, root, dramatiqCLI, rds.URL(), dir)
+	logf("Dramatiq workers with the Prometheus middleware serving on %s", workersAddr)
+
 	// One Prometheus per release, all scraping the same exporter: the
 	// scenario runs once and every check runs against each of them.
 	var proms []*prometheus
 	for _, rel := range releases {
-		prom := startPrometheus(t, rel, filepath.Join(dir, rel.Name), exporterAddr, rulesYAML)
+		prom := startPrometheus(t, rel, filepath.Join(dir, rel.Name), exporterAddr, workersAddr, rulesYAML)
 		proms = append(proms, prom)
 		logf("%s ready on %s", prom.name, prom.base)
 		defer func() {
@@ -241,6 +244,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		{"DramatiqExporterQueuesDropped", "", ""},
 		{"DramatiqDatabaseBlockedConnections", "", ""},
 		{"DramatiqDatabaseConnectionsNearLimit", "", ""},
+		{"DramatiqActorErrorRatioHigh", "actor_name", "charge"},
 	}, map[string][]string{
 		// Every queue alert that fires, fires for these queues only: drain
 		// and reports are served by a live worker, zz_overflow is dropped.
@@ -454,6 +458,12 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`queue:dramatiq_queue_unfinished_messages:max{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1: reports' delayed message"},
 		{`dramatiq_database_blocked_connections{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1"},
 		{`sum(dramatiq_database_connections{job="dramatiq"})`, func(v float64) bool { return v == databaseSessions }, strconv.Itoa(databaseSessions)},
+		// e2e_workers.py: charge fails 2 attempts in 3, resize never; each
+		// retry is counted once, under the queue's own name.
+		{`queue_actor:dramatiq_message_errors:ratio_rate5m{job="dramatiq-workers",queue_name="payments",actor_name="charge"}`, func(v float64) bool { return v > 0.5 && v < 0.8 }, "about 2/3"},
+		{`queue_actor:dramatiq_message_errors:ratio_rate5m{job="dramatiq-workers",queue_name="default",actor_name="resize"}`, func(v float64) bool { return v == 0 }, "0"},
+		{`count(queue_actor:dramatiq_message_retries:rate5m{job="dramatiq-workers",actor_name="charge"})`, func(v float64) bool { return v == 1 }, "1 series (payments, not payments.DQ)"},
+		{`queue_actor:dramatiq_message_retries:rate5m{job="dramatiq-workers",queue_name="payments"} / queue_actor:dramatiq_message_rejects:rate5m{job="dramatiq-workers",queue_name="payments"}`, func(v float64) bool { return v > 0.7 && v < 1.4 }, "about 1: one retry per dead letter"},
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -526,6 +536,11 @@ func (o *observed) wait(t *testing.T, prom *prometheus, logf func(string, ...any
 			o.firing[name] = true
 			problem := ""
 			switch {
+			case a.Labels["job"] == workersJob:
+				// From the workers' middleware, summed over their pods.
+				if a.Labels["instance"] != "" || a.Labels["queue_name"] != "payments" || a.Labels["actor_name"] != "charge" {
+					problem = "want payments/charge without instance"
+				}
 			case a.Labels["job"] != "dramatiq" || a.Labels["instance"] != o.instance:
 				problem = fmt.Sprintf("job %q instance %q, want dramatiq and %s", a.Labels["job"], a.Labels["instance"], o.instance)
 			case a.Labels["severity"] != o.severity[name]:
@@ -707,4 +722,42 @@ func venvBinary(t *testing.T, root, name string) string {
 		t.Skipf("%s missing: run scripts/deps.sh (make deps) to run this test", p)
 	}
 	return p
+}
+
+// workersJob is the scrape job of the workers' own Prometheus middleware,
+// the mixin's default WorkersSelector.
+const workersJob = "dramatiq-workers"
+
+// startWorkers runs e2e_workers.py under the dramatiq CLI with Dramatiq's
+// Prometheus middleware on a free port, and returns its address once it
+// exports the per-actor counters.
+func startWorkers(t *testing.T, root, cli, redisURL, dir string) string {
+	t.Helper()
+	promDir := filepath.Join(dir, "dramatiq-prometheus")
+	if err := os.Mkdir(promDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, port := startListening(t, "workers", func(port int) *exec.Cmd {
+		cmd := exec.Command(cli, "e2e_workers", "--processes", "1", "--threads", "4")
+		cmd.Dir = filepath.Join(root, "test", "e2e")
+		cmd.Env = testserver.Env(
+			"E2E_REDIS_URL="+redisURL,
+			"dramatiq_prom_host=127.0.0.1",
+			"dramatiq_prom_port="+strconv.Itoa(port),
+			"dramatiq_prom_db="+promDir,
+			"PROMETHEUS_MULTIPROC_DIR="+promDir,
+		)
+		return cmd
+	}, func(port int) error {
+		b, _, err := httpGet(context.Background(), fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err == nil && !strings.Contains(string(b), "dramatiq_message_errors_total{") {
+			err = fmt.Errorf("no errors counted yet")
+		}
+		return err
+	})
+	// The CLI forks the middleware's exposition server from its main
+	// process, which no Pdeathsig reaches: end the whole process group
+	// (startProc made the CLI its leader) before the CLI itself.
+	t.Cleanup(func() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
+	return "127.0.0.1:" + strconv.Itoa(port)
 }

@@ -134,9 +134,10 @@ type prometheus struct {
 }
 
 // startPrometheus runs the release's prometheus in dir with a 1 s scrape and
-// evaluation interval, scraping the exporter as job "dramatiq" (the rules'
-// job selector) and loading rules.
-func startPrometheus(t *testing.T, rel testserver.PromRelease, dir, exporterAddr string, rules []byte) *prometheus {
+// evaluation interval, scraping the exporter as job "dramatiq" and the
+// workers' own Prometheus middleware as job "dramatiq-workers" (the rules'
+// two job selectors), and loading rules.
+func startPrometheus(t *testing.T, rel testserver.PromRelease, dir, exporterAddr, workersAddr string, rules []byte) *prometheus {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -155,7 +156,10 @@ scrape_configs:
   - job_name: dramatiq
     static_configs:
       - targets: [%q]
-`, rulesPath, exporterAddr)
+  - job_name: dramatiq-workers
+    static_configs:
+      - targets: [%q]
+`, rulesPath, exporterAddr, workersAddr)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

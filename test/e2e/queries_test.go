@@ -7,13 +7,14 @@ import (
 )
 
 // grafanaVars are the values Grafana would substitute with job set to the
-// test's job and every other variable set to All (the dashboards' allValue,
-// ".+"); $__rate_interval is what Grafana computes for a 1s scrape interval
-// and a short time range.
+// test's two jobs (the exporter and the workers' middleware) and every other
+// variable set to All (the dashboards' allValue, ".+"); $__rate_interval is
+// what Grafana computes for a 1s scrape interval and a short time range.
 var grafanaVars = map[string]string{
-	"job":             "dramatiq",
+	"job":             "(dramatiq|dramatiq-workers)",
 	"instance":        ".+",
 	"queue":           ".+",
+	"actor":           ".+",
 	"__rate_interval": "1m",
 }
 
@@ -55,7 +56,7 @@ func dashboardQueries(t *testing.T, root string) []shipped.Query {
 
 func TestExpandGrafanaVars(t *testing.T) {
 	got, err := shipped.ExpandGrafanaVars(`sum(rate(m{job=~"$job",instance=~"${instance}",queue=~"${queue:regex}"}[$__rate_interval]))`, grafanaVars)
-	if want := `sum(rate(m{job=~"dramatiq",instance=~".+",queue=~".+"}[1m]))`; err != nil || got != want {
+	if want := `sum(rate(m{job=~"(dramatiq|dramatiq-workers)",instance=~".+",queue=~".+"}[1m]))`; err != nil || got != want {
 		t.Errorf("got %q %v, want %q", got, err, want)
 	}
 	if _, err := shipped.ExpandGrafanaVars(`m{x=~"$unknown"}`, grafanaVars); err == nil {
