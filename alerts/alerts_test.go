@@ -88,6 +88,8 @@ func TestPromtoolTestsDetectChanges(t *testing.T) {
 			"dead-letter window":       func(c *mixin.Config) { c.DeadLettersWindow *= 2 },
 			"connections ratio":        func(c *mixin.Config) { c.DatabaseConnectionsRatio = 0.9 },
 			"workers dying increase":   func(c *mixin.Config) { c.WorkersDyingMinIncrease = 20 },
+			"workers job selector":     func(c *mixin.Config) { c.WorkersSelector = `job="other-workers"` },
+			"actor error ratio":        func(c *mixin.Config) { c.ActorErrorRatio = 0.6 },
 		}
 		for name, mutate := range mutations {
 			t.Run(name, func(t *testing.T) {
@@ -263,7 +265,7 @@ func TestRuleConventions(t *testing.T) {
 			t.Errorf("%s: summary %q must be one static sentence ending with a period", name, sum)
 		}
 		desc := r.Annotations["description"]
-		fromWorkers := strings.Contains(r.Expr, "queue_actor:")
+		fromWorkers := strings.Contains(r.Expr, "dramatiq_messages_total")
 		if fromWorkers {
 			// Summed over the worker pods: the actor and queue name it.
 			if !strings.Contains(desc, "{{ $labels.actor_name }}") || !strings.Contains(desc, "{{ $labels.queue_name }}") {

@@ -77,6 +77,12 @@ func (c Config) wsel(metric string, extra ...string) string {
 	return metric + "{" + strings.Join(append([]string{c.WorkersSelector}, extra...), ",") + "}"
 }
 
+// actorRate is the 5-minute rate of a middleware counter, summed over the
+// worker pods.
+func (c Config) actorRate(metric string) string {
+	return "sum without (" + workerLabels + ") (rate(" + c.wsel(metric) + "[5m]))"
+}
+
 // The labels that tell worker processes (pods) apart. The middleware already
 // sums the processes of one pod (multi-process mode); the rules sum the pods.
 const workerLabels = "instance, pod"

@@ -145,9 +145,14 @@ func (c Config) Groups() []RuleGroup {
 				Name: "DramatiqActorErrorRatioHigh", Class: classWorkers, Severity: "warning",
 				// From the workers' middleware, not the exporter: it needs
 				// the workers scraped (docs/worker-metrics.md). The minimum
-				// rate keeps one failure of a rarely used actor quiet.
-				Expr: "queue_actor:dramatiq_message_errors:ratio_rate5m{" + c.WorkersSelector + "} > " + strconv.FormatFloat(c.ActorErrorRatio, 'f', -1, 64) +
-					"\nand\nqueue_actor:dramatiq_messages:rate5m{" + c.WorkersSelector + "} > " + strconv.FormatFloat(c.ActorErrorMinRate, 'f', 4, 64),
+				// rate keeps one failure of a rarely used actor quiet. The
+				// same expressions as the queue_actor: recording rules, but
+				// on the raw series: an alert reading rules of another group
+				// lags them by an evaluation on some Prometheus versions and
+				// not on others.
+				Expr: "(\n  " + c.actorRate("dramatiq_message_errors_total") + "\n  /\n  (" + c.actorRate("dramatiq_messages_total") + " > 0)\n) > " +
+					strconv.FormatFloat(c.ActorErrorRatio, 'f', -1, 64) +
+					"\nand\n" + c.actorRate("dramatiq_messages_total") + " > " + strconv.FormatFloat(c.ActorErrorMinRate, 'f', 4, 64),
 				For:         c.ActorErrorFor,
 				Summary:     "A Dramatiq actor fails a high share of its messages.",
 				Description: "Actor {{ $labels.actor_name }} on queue {{ $labels.queue_name }} (workers of job {{ $labels.job }}) raised on {{ $value | humanizePercentage }} of its attempts over 5 minutes, for " + f(c.ActorErrorFor) + "; retries and dead letters follow.",
