@@ -43,8 +43,10 @@ func PinnedTools() (map[string]PinnedTool, error) {
 		}
 		pins = map[string]PinnedTool{}
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			f := strings.Fields(line)
-			if len(f) != 4 {
+			// The path comes last and may hold spaces (a checkout under
+			// "/tmp/with space/"), so only the first three fields split.
+			f := strings.SplitN(strings.TrimSpace(line), " ", 4)
+			if len(f) != 4 || f[3] == "" {
 				pinsErr = fmt.Errorf("scripts/tools.sh --list: bad line %q", line)
 				return
 			}
