@@ -99,7 +99,7 @@ func measureBigHeads(queues, headBytes, concurrency, rounds int, redisServer, bi
 		if !strings.Contains(string(body), "dramatiq_redis_up 1") {
 			return 0, fmt.Errorf("scrape did not succeed:\n%.2000s", body)
 		}
-		if !strings.Contains(string(body), "dramatiq_exporter_discovery_complete 1") {
+		if !strings.Contains(string(body), "\ndramatiq_exporter_discovery_complete 1\n") {
 			return 0, errNotYet
 		}
 		return time.Since(begin), nil

@@ -214,11 +214,12 @@ func (r run) measure() (*result, error) {
 			return nil, fmt.Errorf("scrape did not succeed:\n%.2000s", body)
 		}
 		// Discovery runs in the background from start: time full scrapes only.
-		if err == nil && strings.Contains(body, "dramatiq_exporter_discovery_complete 1") && i >= 2 {
+		// The sample line, not the HELP text, which also starts with the name and a 1.
+		if err == nil && strings.Contains(body, "\ndramatiq_exporter_discovery_complete 1\n") && i >= 2 {
 			break
 		}
-		if err != nil && i > 300 {
-			return nil, err
+		if i > 1500 { // 5 minutes: a paced first pass over 1M keys takes about 10 s
+			return nil, fmt.Errorf("the exporter did not complete discovery: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
