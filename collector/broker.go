@@ -68,6 +68,7 @@ var (
 
 type brokerCollector struct {
 	reader *broker.Reader
+	labels queueLabels
 }
 
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -133,17 +134,23 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	for _, kind := range broker.AnomalyKinds {
 		m.Gauge(anomaliesDesc, float64(snap.Anomalies[kind]), kind)
 	}
-	for _, q := range snap.Queues {
-		m.Gauge(queueReadyDesc, float64(q.Ready), q.Name)
-		m.Gauge(queueInflightDesc, float64(q.InFlight), q.Name)
-		m.Gauge(queueDelayedDesc, float64(q.Delayed), q.Name)
-		m.Gauge(queueDeadDesc, float64(q.DeadLetter), q.Name)
-		m.Gauge(queueOrphanedDesc, float64(q.Orphaned), q.Name)
+	names := make([]string, len(snap.Queues))
+	for i, q := range snap.Queues {
+		names[i] = q.Name
+	}
+	labels := c.labels.pairs(names)
+	for i, q := range snap.Queues {
+		l := labels[i]
+		m.queueGauge(queueReadyDesc, float64(q.Ready), l)
+		m.queueGauge(queueInflightDesc, float64(q.InFlight), l)
+		m.queueGauge(queueDelayedDesc, float64(q.Delayed), l)
+		m.queueGauge(queueDeadDesc, float64(q.DeadLetter), l)
+		m.queueGauge(queueOrphanedDesc, float64(q.Orphaned), l)
 		if !q.DeadLetterLast.IsZero() {
-			m.Gauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, q.Name)
+			m.queueGauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, l)
 		}
 		if q.OldestAgeKnown {
-			m.Gauge(queueOldestDesc, q.OldestAge.Seconds(), q.Name)
+			m.queueGauge(queueOldestDesc, q.OldestAge.Seconds(), l)
 		}
 	}
 }
