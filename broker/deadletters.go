@@ -43,6 +43,10 @@ type DeadLetter struct {
 	// Undecodable is true when the body was missing or not Dramatiq JSON
 	// (a custom encoder); only RedisID and DeadLetteredAt are set then.
 	Undecodable bool
+	// Oversize is true when the body was larger than MaxHeadBodyBytes, or
+	// beyond what one read fetches in total, and so was not read; only
+	// RedisID and DeadLetteredAt are set then.
+	Oversize bool
 }
 
 // DeadLetterOptions configure RecentDeadLetters.
@@ -54,10 +58,13 @@ type DeadLetterOptions struct {
 	WithArgs bool
 }
 
-// RecentDeadLetters reads the newest dead letters of each queue in two
-// pipelined round trips: ZREVRANGE of each XQ with a limit, then one HMGET of
-// exactly those ids. Its cost is bounded by queues × limit, never by the
-// size of a dead-letter queue. Queues with none are left out of the map.
+// RecentDeadLetters reads the newest dead letters of each queue in three
+// pipelined round trips: ZREVRANGE of each XQ with a limit, HSTRLEN of
+// exactly those ids, then one HMGET of the bodies small enough to read (a
+// dead letter's body holds its arguments, of any size, like a head's). Its
+// cost is bounded by queues × limit, and its memory by maxHeadBytesPerRead,
+// never by the size of a dead-letter queue or of a message. Queues with none
+// are left out of the map.
 func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadLetterOptions) (map[string][]DeadLetter, error) {
 	limit := o.Limit
 	if limit <= 0 || limit > MaxRecentDeadLetters {
@@ -77,24 +84,20 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 		return nil, err
 	}
 
+	// Round trip 2: the size of each body, so that none over the limit is
+	// ever read.
 	pipe = r.client.Pipeline()
-	bodies := make([]*redis.SliceCmd, len(queues))
+	sizes := make([][]*redis.IntCmd, len(queues))
 	n := 0
 	for i, q := range queues {
 		if err := checkReply(ranges[i].Err()); err != nil {
 			return nil, err
 		}
-		zs := ranges[i].Val()
-		if len(zs) == 0 {
-			continue
-		}
-		ids := make([]string, 0, len(zs))
-		for _, z := range zs {
+		for _, z := range ranges[i].Val() {
 			id, _ := z.Member.(string)
-			ids = append(ids, id)
+			sizes[i] = append(sizes[i], pipe.HStrLen(ctx, r.keys.deadMsgs(q), id))
+			n++
 		}
-		bodies[i] = pipe.HMGet(ctx, r.keys.deadMsgs(q), ids...)
-		n++
 	}
 	if n == 0 {
 		return out, nil
@@ -102,15 +105,55 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	if err := execPipe(ctx, pipe); err != nil {
 		return nil, err
 	}
+
+	// Round trip 3: the bodies that fit, newest first, within the budget.
+	pipe = r.client.Pipeline()
+	bodies := make([]*redis.SliceCmd, len(queues))
+	oversize := make([][]bool, len(queues))
+	budget := int64(maxHeadBytesPerRead)
+	n = 0
 	for i, q := range queues {
-		if bodies[i] == nil {
+		zs := ranges[i].Val()
+		if len(zs) == 0 {
 			continue
 		}
-		if err := checkReply(bodies[i].Err()); err != nil {
+		oversize[i] = make([]bool, len(zs))
+		var ids []string
+		for j, z := range zs {
+			size, err := sizes[i][j].Result()
+			if err := checkReply(err); err != nil {
+				return nil, err
+			}
+			if size > MaxHeadBodyBytes || size > budget {
+				oversize[i][j] = true
+				continue
+			}
+			budget -= size
+			id, _ := z.Member.(string)
+			ids = append(ids, id)
+		}
+		if len(ids) > 0 {
+			bodies[i] = pipe.HMGet(ctx, r.keys.deadMsgs(q), ids...)
+			n++
+		}
+	}
+	if n > 0 {
+		if err := execPipe(ctx, pipe); err != nil {
 			return nil, err
 		}
+	}
+	for i, q := range queues {
 		zs := ranges[i].Val()
-		vals := bodies[i].Val()
+		if len(zs) == 0 {
+			continue
+		}
+		var vals []any
+		if bodies[i] != nil {
+			if err := checkReply(bodies[i].Err()); err != nil {
+				return nil, err
+			}
+			vals = bodies[i].Val()
+		}
 		list := make([]DeadLetter, 0, len(zs))
 		for j, z := range zs {
 			id, _ := z.Member.(string)
@@ -118,9 +161,15 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 			if at, ok := millisTime(z.Score); ok {
 				d.DeadLetteredAt = at
 			}
+			if oversize[i][j] {
+				d.Oversize = true
+				list = append(list, d)
+				continue
+			}
 			var body string
-			if j < len(vals) {
-				body, _ = vals[j].(string)
+			if len(vals) > 0 {
+				body, _ = vals[0].(string)
+				vals = vals[1:]
 			}
 			if !decodeDeadLetter(body, o.WithArgs, &d) {
 				d.Undecodable = true

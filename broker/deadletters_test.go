@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -231,4 +232,50 @@ func TestRecentDeadLettersUnexpectedFieldTypes(t *testing.T) {
 	if d := byID["rid-bad-utf8"]; d.MessageID != "m4" || d.Actor != "s\uFFFDnd" || d.Retries != nil {
 		t.Errorf("invalid UTF-8: %+v", d)
 	}
+}
+
+// A dead letter's body holds its arguments, of any size: one over
+// MaxHeadBodyBytes is never read (its size is taken with HSTRLEN), and the
+// others around it still decode.
+func TestRecentDeadLettersOversizeBodyIsNotRead(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now := time.Now()
+	deadLetter(t, r, "q", "small-old", now.Add(-2*time.Second), dramatiqBody("q", "small-old", "m1", "first", nil))
+	huge := dramatiqBody("q", "huge", "m2", "second", map[string]any{"pad": strings.Repeat("x", broker.MaxHeadBodyBytes)})
+	deadLetter(t, r, "q", "huge", now.Add(-time.Second), huge)
+	deadLetter(t, r, "q", "small-new", now, dramatiqBody("q", "small-new", "m3", "third", nil))
+	before := hgetCalls(t, r)
+	got, err := readerFor(t, r).RecentDeadLetters(context.Background(), []string{"q"}, broker.DeadLetterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := got["q"]
+	if len(list) != 3 {
+		t.Fatalf("got %d dead letters, want 3", len(list))
+	}
+	if list[0].Actor != "third" || list[2].Actor != "first" {
+		t.Errorf("the small bodies did not decode: %+v", list)
+	}
+	if d := list[1]; !d.Oversize || d.Actor != "" || d.RedisID != "huge" || d.DeadLetteredAt.IsZero() {
+		t.Errorf("oversize dead letter: %+v", d)
+	}
+	if n := hgetCalls(t, r) - before; n != 1 {
+		t.Errorf("%d HMGET calls, want 1 (of the two small bodies)", n)
+	}
+}
+
+// hgetCalls counts HMGET calls so far (INFO commandstats).
+func hgetCalls(t *testing.T, r *testserver.Redis) int {
+	t.Helper()
+	info, err := r.Admin.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_hmget:calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
 }

@@ -133,8 +133,10 @@ type DeadLetter struct {
 	Retries        *int       `json:"retries"`
 	Traceback      string     `json:"traceback_last_line"`
 	Undecodable    bool       `json:"undecodable,omitempty"`
-	Args           any        `json:"args,omitempty"`
-	Kwargs         any        `json:"kwargs,omitempty"`
+	// Oversize: the body was too large to read (see docs/api.md).
+	Oversize bool `json:"oversize,omitempty"`
+	Args     any  `json:"args,omitempty"`
+	Kwargs   any  `json:"kwargs,omitempty"`
 }
 
 // Collector is one collector's outcome in this gather.
@@ -304,7 +306,7 @@ func deadLetters(list []broker.DeadLetter, withArgs bool) []DeadLetter {
 	for _, d := range list {
 		dl := DeadLetter{
 			MessageID: d.MessageID, Actor: d.Actor, DeadLetteredAt: jsonTime(d.DeadLetteredAt),
-			Retries: d.Retries, Traceback: d.TracebackLast, Undecodable: d.Undecodable,
+			Retries: d.Retries, Traceback: d.TracebackLast, Undecodable: d.Undecodable, Oversize: d.Oversize,
 		}
 		if withArgs {
 			if len(d.Args) > 0 {
