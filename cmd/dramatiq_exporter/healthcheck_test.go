@@ -102,7 +102,7 @@ func TestHealthcheckCommand(t *testing.T) {
 		port := testserver.FreePort(t)
 		listen := fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port)
 		startExporterOn(t, port, []string{"REDIS_URL=" + r.URL()}, listen, "--dramatiq.discovery-interval=1h")
-		time.Sleep(time.Second) // the start-up discovery
+		waitDiscovered(t, fmt.Sprintf("http://127.0.0.1:%d", port))
 		before := commandsProcessed(t, r)
 		for i := 0; i < 5; i++ {
 			if _, stderr, code := runBinary(t, []string{"REDIS_URL=" + r.URL()}, "healthcheck", listen); code != 0 {

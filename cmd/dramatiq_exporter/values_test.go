@@ -280,7 +280,7 @@ func TestHealthEndpointsCostNothing(t *testing.T) {
 	r := testserver.StartRedis(t)
 	base, _ := startExporter(t, []string{"REDIS_URL=redis://" + r.Addr + "/0"}, "--dramatiq.discovery-interval=1h")
 	// Let the start-up discovery finish, then count what the probes cost.
-	time.Sleep(time.Second)
+	waitDiscovered(t, base)
 	before := commandsProcessed(t, r)
 	for _, p := range []string{"/-/healthy", "/-/ready"} {
 		for i := 0; i < 20; i++ {
@@ -306,6 +306,25 @@ func TestHealthEndpointsCostNothing(t *testing.T) {
 	}
 	if code, body := httpGet(t, base+"/metrics"); code != 200 || !strings.Contains(body, "dramatiq_redis_up 0") {
 		t.Errorf("metrics with Redis down: %d", code)
+	}
+}
+
+// waitDiscovered waits for the exporter's start-up discovery pass to
+// complete, so that its commands are not counted as another request's. The
+// deadline is generous: under -race on a loaded machine a pass can take
+// seconds.
+func waitDiscovered(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, body := httpGet(t, base+"/metrics")
+		if code == 200 && strings.Contains(body, "dramatiq_exporter_discovery_complete 1\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the start-up discovery did not complete: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
