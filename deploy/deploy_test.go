@@ -57,16 +57,27 @@ const rulesFile = "alerts/dramatiq.rules.yml"
 // ServiceMonitor must produce it.
 func rulesJob(t *testing.T, root string) string {
 	t.Helper()
+	return rulesJobs(t, root)[0]
+}
+
+// rulesJobs lists the jobs the shipped rules select, the exporter's first:
+// the exporter's own, and the workers' (their Prometheus middleware).
+func rulesJobs(t *testing.T, root string) []string {
+	t.Helper()
 	m := regexp.MustCompile(`job="([^"]+)"`).FindAllStringSubmatch(string(mustRead(t, filepath.Join(root, rulesFile))), -1)
 	if len(m) == 0 {
 		t.Fatalf("%s selects no job", rulesFile)
 	}
+	jobs := []string{m[0][1]}
 	for _, x := range m {
-		if x[1] != m[0][1] {
-			t.Fatalf("%s selects several jobs: %q and %q", rulesFile, m[0][1], x[1])
+		if !slices.Contains(jobs, x[1]) {
+			jobs = append(jobs, x[1])
 		}
 	}
-	return m[0][1]
+	if len(jobs) > 2 {
+		t.Fatalf("%s selects more jobs than the exporter's and the workers': %q", rulesFile, jobs)
+	}
+	return jobs
 }
 
 // --- Dockerfile ---
@@ -457,19 +468,28 @@ func TestCompose(t *testing.T) {
 	if err := yaml.Unmarshal(mustRead(t, promConfig), &pcfg); err != nil {
 		t.Fatal(err)
 	}
-	job := rulesJob(t, root)
-	scraped := false
-	for _, sc := range pcfg.ScrapeConfigs {
-		for _, st := range sc.StaticConfigs {
-			for _, target := range st.Targets {
-				if target == "exporter:"+exporterPort(t) && sc.JobName == job {
+	// The exporter under the rules' first job, the workers' middleware
+	// (deploy/worker/Dockerfile) under the other.
+	targets := []string{"exporter:" + exporterPort(t), "worker:9191"}
+	jobs := rulesJobs(t, root)
+	if len(jobs) != 2 {
+		t.Fatalf("the rules select jobs %q: want the exporter's and the workers'", jobs)
+	}
+	for i, job := range jobs {
+		scraped := false
+		for _, sc := range pcfg.ScrapeConfigs {
+			for _, st := range sc.StaticConfigs {
+				if sc.JobName == job && slices.Contains(st.Targets, targets[i]) {
 					scraped = true
 				}
 			}
 		}
+		if !scraped {
+			t.Errorf("no scrape config with job_name %q targets %s", job, targets[i])
+		}
 	}
-	if !scraped {
-		t.Errorf("no scrape config with job_name %q targets exporter:%s", job, exporterPort(t))
+	if wd := mustRead(t, filepath.Join(root, "deploy/worker/Dockerfile")); !strings.Contains(string(wd), "dramatiq_prom_port=9191") {
+		t.Error("the worker image does not serve its middleware's metrics on :9191")
 	}
 	am := c.Services["alertmanager"]
 	amTarget := "alertmanager:" + containerPort(t, am, "alertmanager")

@@ -13,7 +13,13 @@ import time
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-dramatiq.set_broker(RedisBroker(url=os.environ.get("REDIS_URL", "redis://localhost:6379/0")))
+broker = RedisBroker(url=os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
+# Dramatiq 2.x adds its Prometheus middleware only when asked: the workers'
+# own counters (job "dramatiq-workers" in deploy/prometheus/prometheus.yml).
+from dramatiq.middleware.prometheus import Prometheus  # noqa: E402
+
+broker.add_middleware(Prometheus())
+dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(queue_name="default", max_retries=2, min_backoff=1000, max_backoff=5000)
