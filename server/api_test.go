@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -435,17 +436,39 @@ func TestAPIAndScrapesShareOneRead(t *testing.T) {
 	b := r.NewBroker(t, "dramatiq")
 	b.Enqueue("default", 3, time.Now())
 	b.DeadLetter("default", time.Now().Add(-time.Minute), nil)
-	srv := startExporter(t, r, false, nil)
+	// The API request is held at the handler's door until Redis is paused,
+	// so that the network and a loaded machine's scheduling cannot delay its
+	// read past the pause or behind the scrapes'.
+	apiEntered, apiGo := make(chan struct{}), make(chan struct{})
+	srv := startExporter(t, r, false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/api/v1/status" {
+				close(apiEntered)
+				<-apiGo
+			}
+			next.ServeHTTP(w, req)
+		})
+	})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(apiGo) }) }
+	t.Cleanup(release)         // before the server's Close, which waits for the handler
 	get(t, srv.URL+"/metrics") // discovery
 	if err := r.Admin.ConfigResetStat(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
+	apiDone := make(chan string, 1)
+	go func() { _, body := get(t, srv.URL+"/api/v1/status"); apiDone <- body }()
+	select {
+	case <-apiEntered:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the API request never reached the handler")
+	}
 	if err := r.Admin.Do(context.Background(), "CLIENT", "PAUSE", 1500, "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
-	apiDone := make(chan string, 1)
-	go func() { _, body := get(t, srv.URL+"/api/v1/status"); apiDone <- body }()
-	time.Sleep(100 * time.Millisecond) // the API's read starts first
+	release()
+	// In-process only: from the handler's door to joining a read.
+	time.Sleep(200 * time.Millisecond) // the API's read starts first
 	const scrapes = 6
 	bodies := make(chan string, scrapes)
 	for range scrapes {
