@@ -349,7 +349,9 @@ func TestCallerLeavesAtItsDeadline(t *testing.T) {
 	defer cancelLong()
 	leader := make(chan *collector.State, 1)
 	go func() { leader <- f.exp.Read(long, collector.ReadOptions{}) }()
-	time.Sleep(50 * time.Millisecond)
+	// Let the leader start the read first (in-process only; the margin is
+	// for a loaded machine and still well inside the 1 s pause).
+	time.Sleep(200 * time.Millisecond)
 	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancelShort()
 	begin := time.Now()
