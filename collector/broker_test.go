@@ -304,7 +304,7 @@ dramatiq_queue_ready_messages{queue="first"} 1
 	defer cancel()
 	go f.reader.Run(ctx)
 	b.Enqueue("second", 4, now)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		snap, err := f.reader.Snapshot(context.Background())
 		if err != nil {

@@ -153,7 +153,7 @@ func startExporterOn(t *testing.T, port int, env []string, args ...string) {
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		for _, scheme := range []string{"http", "https"} {
 			if resp, err := client.Get(fmt.Sprintf("%s://127.0.0.1:%d/-/healthy", scheme, port)); err == nil {

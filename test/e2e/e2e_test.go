@@ -181,7 +181,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		}()
 	}
 	for _, prom := range proms {
-		waitFor(t, prom.name+" to scrape the exporter", 20*time.Second, func() error {
+		waitFor(t, prom.name+" to scrape the exporter", 60*time.Second, func() error {
 			s, err := prom.query(`up{job="dramatiq"} == 1`)
 			if err == nil && len(s) == 0 {
 				err = fmt.Errorf("no successful scrape yet")
@@ -465,7 +465,7 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`count(queue_actor:dramatiq_message_retries:rate5m{job="dramatiq-workers",actor_name="charge"})`, func(v float64) bool { return v == 1 }, "1 series (payments, not payments.DQ)"},
 		{`queue_actor:dramatiq_message_retries:rate5m{job="dramatiq-workers",queue_name="payments"} / queue_actor:dramatiq_message_rejects:rate5m{job="dramatiq-workers",queue_name="payments"}`, func(v float64) bool { return v > 0.7 && v < 1.4 }, "about 1: one retry per dead letter"},
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var problems []string
 		for _, c := range checks {

@@ -95,7 +95,7 @@ func startListening(t *testing.T, name string, start func(port int) *exec.Cmd, r
 	for attempt := 0; attempt < 3; attempt++ {
 		port := testserver.FreePort(t)
 		p := startProc(t, name, start(port))
-		deadline := time.Now().Add(20 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			err := ready(port)
 			if err == nil {
