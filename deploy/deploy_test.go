@@ -55,11 +55,6 @@ const rulesFile = "alerts/dramatiq.rules.yml"
 
 // rulesJob is the job the shipped rules select: every scrape config and
 // ServiceMonitor must produce it.
-func rulesJob(t *testing.T, root string) string {
-	t.Helper()
-	return rulesJobs(t, root)[0]
-}
-
 // rulesJobs lists the jobs the shipped rules select, the exporter's first:
 // the exporter's own, and the workers' (their Prometheus middleware).
 func rulesJobs(t *testing.T, root string) []string {
