@@ -420,19 +420,9 @@ type fileConfig struct {
 		TLSServerName         string   `yaml:"tls_server_name"`
 		TLSInsecureSkipVerify *bool    `yaml:"tls_insecure_skip_verify"`
 	} `yaml:"redis"`
-	Dramatiq struct {
-		Namespace         string   `yaml:"namespace"`
-		HeartbeatTimeout  string   `yaml:"heartbeat_timeout"`
-		Queues            []string `yaml:"queues"`
-		DiscoveryInterval string   `yaml:"discovery_interval"`
-		MaxQueues         *int     `yaml:"max_queues"`
-		QueueRetention    string   `yaml:"queue_retention"`
-	} `yaml:"dramatiq"`
-	Database struct {
-		URL          string `yaml:"url"`
-		PasswordFile string `yaml:"password_file"`
-	} `yaml:"database"`
-	Environment string `yaml:"environment"`
+	Dramatiq    dramatiqFile `yaml:"dramatiq"`
+	Database    databaseFile `yaml:"database"`
+	Environment string       `yaml:"environment"`
 	Web         struct {
 		ListenAddresses []string `yaml:"listen_addresses"`
 		ConfigFile      string   `yaml:"config_file"`

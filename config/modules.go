@@ -40,6 +40,22 @@ type Module struct {
 	DatabasePassword  string
 }
 
+// dramatiqFile and databaseFile are the file's dramatiq and database
+// sections: the same keys at the top level and in every module.
+type dramatiqFile struct {
+	Namespace         string   `yaml:"namespace"`
+	HeartbeatTimeout  string   `yaml:"heartbeat_timeout"`
+	Queues            []string `yaml:"queues"`
+	DiscoveryInterval string   `yaml:"discovery_interval"`
+	MaxQueues         *int     `yaml:"max_queues"`
+	QueueRetention    string   `yaml:"queue_retention"`
+}
+
+type databaseFile struct {
+	URL          string `yaml:"url"`
+	PasswordFile string `yaml:"password_file"`
+}
+
 // moduleFile is one entry of modules: in the file. It takes the keys of the
 // top-level redis (but url and the Sentinel keys: the probe's target names
 // the server), dramatiq and database sections.
@@ -52,18 +68,8 @@ type moduleFile struct {
 		TLSServerName         string `yaml:"tls_server_name"`
 		TLSInsecureSkipVerify *bool  `yaml:"tls_insecure_skip_verify"`
 	} `yaml:"redis"`
-	Dramatiq struct {
-		Namespace         string   `yaml:"namespace"`
-		HeartbeatTimeout  string   `yaml:"heartbeat_timeout"`
-		Queues            []string `yaml:"queues"`
-		DiscoveryInterval string   `yaml:"discovery_interval"`
-		MaxQueues         *int     `yaml:"max_queues"`
-		QueueRetention    string   `yaml:"queue_retention"`
-	} `yaml:"dramatiq"`
-	Database struct {
-		URL          string `yaml:"url"`
-		PasswordFile string `yaml:"password_file"`
-	} `yaml:"database"`
+	Dramatiq dramatiqFile `yaml:"dramatiq"`
+	Database databaseFile `yaml:"database"`
 }
 
 // loadModules resolves the file's modules: defaults filled in, password
