@@ -7,11 +7,13 @@
 package status
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/common/version"
 
@@ -310,10 +312,10 @@ func deadLetters(list []broker.DeadLetter, withArgs bool) []DeadLetter {
 		}
 		if withArgs {
 			if len(d.Args) > 0 {
-				dl.Args = d.Args
+				dl.Args = validUTF8JSON(d.Args)
 			}
 			if len(d.Kwargs) > 0 {
-				dl.Kwargs = d.Kwargs
+				dl.Kwargs = validUTF8JSON(d.Kwargs)
 			}
 		}
 		out = append(out, dl)
@@ -417,4 +419,15 @@ func (s *Status) FailureSummary() string {
 		msgs = append(msgs, f.Message)
 	}
 	return strings.Join(msgs, "; ")
+}
+
+// validUTF8JSON passes raw JSON on with any byte that is not UTF-8
+// replaced by U+FFFD. JSON allows such bytes inside strings (a message body
+// is whatever bytes its producer wrote), but a JSON answer must be UTF-8,
+// and encoding/json passes a RawMessage on verbatim.
+func validUTF8JSON(raw json.RawMessage) json.RawMessage {
+	if utf8.Valid(raw) {
+		return raw
+	}
+	return json.RawMessage(strings.ToValidUTF8(string(raw), "\uFFFD"))
 }
