@@ -106,17 +106,17 @@ func FuzzClassify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rest, typ string) {
 		c := classify(rest, typ)
 		switch c.kind {
-		case kindQueue, kindAck, kindLegacyAcks:
-			if c.kind != kindLegacyAcks && !validQueueName(c.queue) {
+		case kindQueue, kindAck:
+			if !validQueueName(c.queue) {
 				t.Fatalf("classify(%q, %q) = queue %q, not a valid queue name", rest, typ, c.queue)
 			}
-			if !utf8.ValidString(c.queue) || len(c.queue) > maxQueueNameLen && c.kind != kindLegacyAcks {
+			if !utf8.ValidString(c.queue) || len(c.queue) > maxQueueNameLen {
 				t.Fatalf("classify(%q, %q) = queue %q", rest, typ, c.queue)
 			}
 			if c.kind == kindAck && len(c.wid) != workerIDLen {
 				t.Fatalf("classify(%q, %q) = worker id %q", rest, typ, c.wid)
 			}
-		case kindInvalidName:
+		case kindInvalidName, kindLegacyAcks:
 			if c.queue != "" {
 				t.Fatalf("an invalid name carries queue %q", c.queue)
 			}

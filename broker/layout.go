@@ -66,7 +66,7 @@ const (
 // classified is one key of the namespace, understood.
 type classified struct {
 	kind  keyKind
-	queue string // canonical queue name (kindQueue, kindAck, kindLegacyAcks)
+	queue string // canonical queue name (kindQueue, kindAck)
 	wid   string // worker id (kindAck)
 	delay bool   // the ack set holds the queue's .DQ messages (kindAck)
 }
@@ -115,8 +115,11 @@ func classify(rest, typ string) classified {
 		if b, ok := strings.CutSuffix(rest, deadSuffix); ok {
 			return queueKey(b)
 		}
-		if b, ok := strings.CutSuffix(rest, legacyAcks); ok {
-			return classified{kind: kindLegacyAcks, queue: canonical(b)}
+		if strings.HasSuffix(rest, legacyAcks) {
+			// Only the presence of legacy ack sets matters (a warning that
+			// old workers run); their queue part is never a label, so it is
+			// not kept, whatever bytes it holds.
+			return classified{kind: kindLegacyAcks}
 		}
 	}
 	return classified{}

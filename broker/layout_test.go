@@ -22,7 +22,7 @@ func TestClassify(t *testing.T) {
 		{"app.emails.v2.DQ.msgs", "hash", classified{kind: kindQueue, queue: "app.emails.v2"}},
 		{"foo.msgs", "list", classified{kind: kindQueue, queue: "foo.msgs"}},
 		{"foo.XQ", "list", classified{kind: kindQueue, queue: "foo.XQ"}},
-		{"emails.acks", "zset", classified{kind: kindLegacyAcks, queue: "emails"}},
+		{"emails.acks", "zset", classified{kind: kindLegacyAcks}},
 		{"__acks__." + wid + ".emails", "set", classified{kind: kindAck, wid: wid, queue: "emails"}},
 		{"__acks__." + wid + ".app.emails.v2.DQ", "set", classified{kind: kindAck, wid: wid, queue: "app.emails.v2", delay: true}},
 		{"__acks__.short.emails", "set", classified{}},
