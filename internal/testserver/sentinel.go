@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -57,29 +58,65 @@ func StartSentinelGroupAuth(t testing.TB, name, password string) *SentinelGroup 
 	g.Master = StartRedis(t)
 	g.Replica = StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port))
 	for i := 0; i < 3; i++ {
-		g.Sentinels = append(g.Sentinels, startSentinel(t, name, g.Master.Port, password))
+		g.Sentinels = append(g.Sentinels, startSentinel(t, name, g.Master.Port, password, nil))
 	}
 	g.waitSettled(t, g.Master.Addr, 30*time.Second)
 	return g
 }
 
-func startSentinel(t testing.TB, name string, masterPort int, password string) *Sentinel {
+// StartSentinelGroupTLS is StartSentinelGroup with every server, the
+// sentinels included, listening on TLS only, as o says: replication, the
+// sentinels' links to the servers and to each other all speak TLS, each
+// presenting a client certificate of o.CA when o.Mutual asks for one.
+// Sentinel announces 127.0.0.1, so o.Server must name that address.
+func StartSentinelGroupTLS(t testing.TB, name string, o RedisTLS) *SentinelGroup {
+	t.Helper()
+	peer := o.CA.Client("sentinel-group-peer")
+	asClient := []string{"--tls-replication", "yes", "--tls-client-cert-file", peer.CertFile, "--tls-client-key-file", peer.KeyFile}
+	g := &SentinelGroup{Name: name}
+	g.Master = StartRedisTLS(t, o, asClient...)
+	g.Replica = StartRedisTLS(t, o, append(asClient, "--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port))...)
+	for i := 0; i < 3; i++ {
+		g.Sentinels = append(g.Sentinels, startSentinel(t, name, g.Master.Port, "", &sentinelTLS{RedisTLS: o, peer: peer}))
+	}
+	g.waitSettled(t, g.Master.Addr, 30*time.Second)
+	return g
+}
+
+type sentinelTLS struct {
+	RedisTLS
+	peer KeyPair // what the sentinel presents to the servers and to its peers
+}
+
+func startSentinel(t testing.TB, name string, masterPort int, password string, o *sentinelTLS) *Sentinel {
 	t.Helper()
 	bin := LookPath(t, "redis-server")
 	port := FreePort(t)
 	dir := t.TempDir()
 	// Sentinel rewrites its configuration file, so it must own a writable one.
 	conf := filepath.Join(dir, "sentinel.conf")
-	text := strings.Join([]string{
-		"port " + strconv.Itoa(port),
+	listen := []string{"port " + strconv.Itoa(port)}
+	var tlsConfig *tls.Config
+	if o != nil {
+		auth := "no"
+		if o.Mutual {
+			auth = "yes"
+		}
+		listen = []string{"port 0", "tls-port " + strconv.Itoa(port),
+			"tls-cert-file " + o.Server.CertFile, "tls-key-file " + o.Server.KeyFile,
+			"tls-ca-cert-file " + o.CA.File, "tls-auth-clients " + auth, "tls-replication yes",
+			"tls-client-cert-file " + o.peer.CertFile, "tls-client-key-file " + o.peer.KeyFile}
+		tlsConfig = o.CA.ClientConfig(o.Admin, "127.0.0.1")
+	}
+	text := strings.Join(append(listen,
 		"bind 127.0.0.1",
-		"dir " + dir,
+		"dir "+dir,
 		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2", name, masterPort),
 		fmt.Sprintf("sentinel down-after-milliseconds %s 1000", name),
 		fmt.Sprintf("sentinel failover-timeout %s 5000", name),
 		fmt.Sprintf("sentinel parallel-syncs %s 1", name),
 		"",
-	}, "\n")
+	), "\n")
 	if password != "" {
 		text += "requirepass " + password + "\n"
 	}
@@ -92,7 +129,7 @@ func startSentinel(t testing.TB, name string, masterPort int, password string) *
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start sentinel: %v", err)
 	}
-	s.Client = redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1, Password: password})
+	s.Client = redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1, Password: password, TLSConfig: tlsConfig})
 	t.Cleanup(func() {
 		s.Client.Close()
 		_ = s.cmd.Process.Kill()

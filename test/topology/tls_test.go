@@ -1,6 +1,7 @@
 package topology_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -216,4 +217,47 @@ func TestPostgresTLS(t *testing.T) {
 	t.Run("missing client certificate", func(t *testing.T) {
 		failsWith(t, run(t, dsn("127.0.0.1", ca.File, false)), "dramatiq_database_up", "certificate", secrets...)
 	})
+}
+
+// Sentinel and TLS together, as managed Redis setups run them: the
+// sentinels, the master and the replica all speak TLS only and require a
+// client certificate. The exporter finds the master through the sentinels
+// over TLS, reads it over TLS, and follows a failover to the replica.
+func TestSentinelTLS(t *testing.T) {
+	ca := testserver.NewCA(t, "sentinel-ca")
+	admin := ca.Client("admin")
+	g := testserver.StartSentinelGroupTLS(t, "tls-main", testserver.RedisTLS{
+		CA: ca, Server: ca.Server("redis-node", "127.0.0.1"), Mutual: true, Admin: &admin,
+	})
+	g.Master.NewBroker(t, "dramatiq").Enqueue("emails", 4, time.Now())
+	client := ca.Client("exporter")
+	args := []string{"--redis.url", "rediss://sentinel/0",
+		"--redis.sentinel-addrs", joinAddrs(g.Addrs()), "--redis.sentinel-master", g.Name,
+		"--redis.tls-ca-file", ca.File, "--redis.tls-cert-file", client.CertFile, "--redis.tls-key-file", client.KeyFile,
+		"--dramatiq.discovery-interval", "1s"}
+	e := startExporter(t, args...)
+	e.waitMatch(t, "/metrics", map[string]map[string]float64{"emails": {"ready": 4}}, 30*time.Second)
+	onReplica := startExporter(t, append(args, "--redis.sentinel-replica")...)
+	onReplica.waitMatch(t, "/metrics", map[string]map[string]float64{"emails": {"ready": 4}}, 30*time.Second)
+
+	// Without the client certificate the sentinels refuse the handshake,
+	// and the scrape says so rather than reading zeros.
+	noCert := startExporter(t, "--redis.url", "rediss://sentinel/0", "--redis.sentinel-addrs", joinAddrs(g.Addrs()),
+		"--redis.sentinel-master", g.Name, "--redis.tls-ca-file", ca.File)
+	failsWith(t, noCert, "dramatiq_redis_up", "certificate required", keyBody(t, client.KeyFile))
+
+	ctx := context.Background()
+	if n, err := g.Master.Admin.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d %v", n, err)
+	}
+	old := g.Master.Addr
+	g.Master.Stop()
+	if promoted := g.WaitFailover(t, old, 60*time.Second); promoted != g.Replica.Addr {
+		t.Fatalf("sentinels promoted %s, not the replica %s", promoted, g.Replica.Addr)
+	}
+	// The promoted replica takes writes; the exporter reads them there.
+	g.Replica.NewBroker(t, "dramatiq").Enqueue("emails", 2, time.Now())
+	want := map[string]map[string]float64{"emails": {"ready": 6}}
+	e.waitMatch(t, "/metrics", want, 30*time.Second)
+	onReplica.waitMatch(t, "/metrics", want, 30*time.Second)
 }
