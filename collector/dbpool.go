@@ -76,7 +76,7 @@ func NewDatabasePool(ctx context.Context, dsn, password string, logger *slog.Log
 		return nil, scrub.wrap("database pool", err)
 	}
 	logger.Info("database collectors enabled; connecting on the first scrape",
-		"target", databaseTarget(cfg), "application_name", cfg.ConnConfig.RuntimeParams["application_name"])
+		"database", databaseTarget(cfg), "application_name", cfg.ConnConfig.RuntimeParams["application_name"])
 	return pool, nil
 }
 

@@ -219,3 +219,81 @@ func TestProbeOffWithoutAllowList(t *testing.T) {
 		t.Error("connected with /probe off")
 	}
 }
+
+// A module's database: the probe of a target reads that module's
+// PostgreSQL with the password from the module's file, and the exporter's
+// own /metrics, which has no database, stays without one.
+func TestProbeModuleDatabase(t *testing.T) {
+	const password = "probe-Pg-pw-6"
+	pg := testserver.StartPostgres(t)
+	pg.CreateDatabase(t, "app")
+	pg.CreateRole(t, "monitor", password, "app", "pg_monitor")
+	r := testserver.StartRedis(t)
+	r.NewBroker(t, "withdb").Enqueue("emails", 3, time.Now())
+
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "pgpw")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "exporter.yml")
+	yml := fmt.Sprintf(`probe:
+  allowed_targets: ["%s"]
+modules:
+  withdb:
+    dramatiq: {namespace: withdb}
+    database: {url: "postgres://monitor@127.0.0.1:%d/app?sslmode=disable", password_file: %s}
+  nodb:
+    dramatiq: {namespace: withdb}
+`, r.Addr, pg.Port, pwFile)
+	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startExporter(t, "--config.file", conf, "--redis.url", r.URL())
+	target := r.URL()
+	e.waitMatch(t, probePath(target, "withdb"), map[string]map[string]float64{"emails": {"ready": 3}}, 20*time.Second)
+
+	s := e.scrape(probePath(target, "withdb"), 5*time.Second)
+	if v := value(s.fams, "dramatiq_database_up", nil); v != 1 {
+		t.Errorf("probe with module withdb: dramatiq_database_up = %v, want 1\n%s", v, e.logs.String())
+	}
+	if _, ok := s.fams["dramatiq_database_max_connections"]; !ok {
+		t.Error("probe with module withdb: no dramatiq_database_max_connections")
+	}
+	for path, what := range map[string]string{probePath(target, "nodb"): "probe with module nodb", "/metrics": "/metrics"} {
+		s := e.scrape(path, 5*time.Second)
+		if s.err != nil {
+			t.Fatalf("%s: %v", what, s.err)
+		}
+		if _, ok := s.fams["dramatiq_database_up"]; ok {
+			t.Errorf("%s has dramatiq_database_up, but it has no database", what)
+		}
+	}
+
+	// The password is wrong now: that probe says the database is down, and
+	// neither the password nor the log line leaks it.
+	// Sessions logged in already stay; ending them makes the pool log in again.
+	pg.Exec(t, "postgres", "ALTER ROLE monitor PASSWORD 'something-else-42'",
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'monitor'")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := e.scrape(probePath(target, "withdb"), 5*time.Second)
+		// The first scrape may still meet a terminated session; the next
+		// one logs in again and is refused.
+		if s.err == nil && value(s.fams, "dramatiq_database_up", nil) == 0 && strings.Contains(e.logs.String(), "password authentication failed") {
+			if value(s.fams, "dramatiq_redis_up", nil) != 1 {
+				t.Error("a database failure took the broker's numbers with it")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no scrape with dramatiq_database_up 0 and a log line naming the refused password:\n%s", e.logs.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	logs := e.logs.String()
+	if strings.Contains(logs, password) {
+		t.Error("the module's database password is in the log")
+	}
+
+}
