@@ -161,3 +161,44 @@ func checkTime(t *testing.T, at time.Time) {
 		t.Fatalf("time %v: %v", at, err)
 	}
 }
+
+// Whatever a dead letter's body holds, its actor is either not found or a
+// non-empty, valid UTF-8 label value of bounded length that is never one
+// of the fixed values, and a full parse of a valid body agrees with it.
+func FuzzActorName(f *testing.F) {
+	for _, s := range []string{
+		`{"queue_name":"q","actor_name":"send_email","args":["a"],"kwargs":{},"options":{},"message_id":"m","message_timestamp":1}`,
+		`{"args":[{"actor_name":"inner"}],"actor_name":"outer"}`,
+		`{"actor_name":7}`,
+		`{"actor_name":""}`,
+		`{"actor_name":"__unknown__"}`,
+		"{\"actor_name\":\"s\xffnd\"}",
+		`{"actor_name":"a","actor_name":"b"}`,
+		`{"queue_name":"q",`,
+		`["actor_name","x"]`,
+		"\x80\x04\x95pickle",
+		``,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		name, ok := actorName(body)
+		if !ok {
+			return
+		}
+		if name == "" || !utf8.ValidString(name) || len(name) > maxActorNameBytes+len("…") || name == ActorUnknown || name == ActorOther {
+			t.Fatalf("actorName(%q) = %q", body, name)
+		}
+		var full struct {
+			ActorName *string `json:"actor_name"`
+		}
+		// A full parse keeps the last of duplicate keys; the stream the
+		// first. Only bodies with one actor_name, and no escape that could
+		// spell another, must agree.
+		if json.Valid([]byte(body)) && strings.Count(body, `"actor_name"`) == 1 && !strings.Contains(body, `\u`) && json.Unmarshal([]byte(body), &full) == nil && full.ActorName != nil {
+			if want := actorLabel(*full.ActorName); want != name {
+				t.Fatalf("actorName(%q) = %q, a full parse says %q", body, name, want)
+			}
+		}
+	})
+}

@@ -86,6 +86,8 @@ type Reader struct {
 	headsMu sync.Mutex
 	heads   map[string]headInfo // queue → its head, as the latest read saw it
 
+	dead *deadCounter // dead-letter counters (deadcount.go)
+
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
 	status     atomic.Pointer[DiscoveryStatus]
@@ -118,6 +120,7 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 		configured: map[string]bool{},
 		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
+		dead:       newDeadCounter(),
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

@@ -31,6 +31,12 @@ type Snapshot struct {
 	ProcessesStale   int
 	// Anomalies are the odd data this read met, every kind present.
 	Anomalies Anomalies
+	// DeadLetteredByActor counts the dead letters of the reported queues
+	// since the Reader first read each, per actor, sorted by queue and
+	// actor (see deadcount.go). DeadLetterActorSeries is how many pairs
+	// count towards MaxActorSeries.
+	DeadLetteredByActor   []ActorDeadLetters
+	DeadLetterActorSeries int
 }
 
 // QueueStats are one canonical queue's numbers.
@@ -41,6 +47,9 @@ type QueueStats struct {
 	Delayed    int64
 	DeadLetter int64
 	Orphaned   int64
+	// DeadLettered counts the messages dead-lettered since the Reader first
+	// read the queue (deadcount.go).
+	DeadLettered uint64
 	// DeadLetterLast is when the newest message was dead-lettered; zero when
 	// the dead-letter queue is empty or the newest score is not a valid
 	// time (see millisTime).
@@ -153,6 +162,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap.ProcessesAlive, snap.ProcessesStale = len(alive), int(stale)
 
 	snap.Queues = make([]QueueStats, len(queues))
+	seenDead := make([]deadSeen, len(queues))
 	index := make(map[string]int, len(queues))
 	for i, q := range queues {
 		index[q] = i
@@ -179,6 +189,11 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if err := an.check(c.deadLast.Err()); err != nil {
 			return nil, err
 		}
+		ds := deadSeen{ok: c.dead.Err() == nil && c.deadLast.Err() == nil, card: s.DeadLetter, empty: true}
+		if id, score, ok := newestMember(c.deadLast.Val()); ok {
+			ds.empty, ds.newestID, ds.newestScore = false, id, score
+		}
+		seenDead[i] = ds
 		if score, ok := firstScore(c.deadLast.Val()); ok {
 			if at, ok := millisTime(score); ok {
 				s.DeadLetterLast = at
@@ -318,6 +333,9 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		fresh[queues[f.queue]] = h
 	}
 	r.rememberHeads(fresh, unsettled)
+	if err := r.countDeadLetters(ctx, snap, queues, seenDead); err != nil {
+		return nil, err
+	}
 	return snap, nil
 }
 

@@ -1,0 +1,508 @@
+package broker
+
+// Dead-letter counters. Dramatiq keeps no count of failed messages, and its
+// dead-letter queue forgets them after dead_message_ttl, so the depth of a
+// .XQ cannot say how many died in the last hour. The score of each member
+// is when a worker nacked it (the worker's clock, in ms), so the members
+// whose score is newer than what a Reader saw last are the messages that
+// died since. The counters are derived from them, per Reader: each new
+// member is counted once, whoever reads (/metrics, the API, the page).
+//
+// Cost. Round trip 1 of every read already has each XQ's ZCARD and its
+// newest member and score. A queue whose two values are unchanged since
+// the last counted read costs no command. Otherwise one ZRANGEBYSCORE from
+// the watermark reads the new members (and the few remembered ones of the
+// look-back window), then HSTRLEN and HMGET read only the new members'
+// bodies for their actor. Nothing ever depends on how many messages the
+// dead-letter queue holds. See docs/dead-letter-counters.md.
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// DeadLetterLookBack is how far (ms) below the newest score seen the
+	// next read looks again, for members whose worker's clock is behind
+	// another's. Their ids are remembered, so none is counted twice.
+	DeadLetterLookBack = 5000
+	// maxWindowIDs bounds the remembered ids per queue. When more members
+	// than this fall in the look-back window (over 400 dead letters a
+	// second on one queue), the window shrinks to the newest ones.
+	maxWindowIDs = 2048
+	// MaxNewDeadLettersPerQueue bounds the new members one read takes from
+	// one queue. The rest are counted by the following reads, oldest first,
+	// so both counters lag but never lose or double a message.
+	MaxNewDeadLettersPerQueue = 1000
+	// MaxActorSeries caps the {queue, actor} pairs a Reader counts. A pair
+	// first seen beyond it is counted under ActorOther.
+	MaxActorSeries = 500
+	// ActorUnknown counts dead letters whose actor could not be read: the
+	// body was gone by the time it was read (requeued or pruned), larger
+	// than MaxHeadBodyBytes, beyond the read's byte budget, or not
+	// Dramatiq JSON with a string actor_name.
+	ActorUnknown = "__unknown__"
+	// ActorOther counts dead letters of actors beyond MaxActorSeries.
+	ActorOther = "__other__"
+	// maxActorNameBytes bounds an actor label value.
+	maxActorNameBytes = 128
+)
+
+// ActorDeadLetters is how many messages of one actor of one queue were
+// dead-lettered since the Reader first read the queue.
+type ActorDeadLetters struct {
+	Queue, Actor string
+	Count        uint64
+}
+
+// deadWatch is what a Reader remembers of one queue's XQ.
+type deadWatch struct {
+	// The XQ's size and newest member at the last counted read: when a new
+	// read sees the same, nothing was added (see the doc for the limits).
+	card        int64
+	newestID    string
+	newestScore float64
+	// Members from `from` (exclusive when fromExcl) upwards are new unless
+	// their id is in ids, which holds every member of that range the
+	// Reader has seen.
+	from     float64
+	fromExcl bool
+	ids      map[string]float64
+	total    uint64
+}
+
+type actorKey struct{ queue, actor string }
+
+// deadCounter is a Reader's dead-letter state. lock is a channel so that a
+// reader waiting for it gives up at its deadline.
+type deadCounter struct {
+	lock   chan struct{}
+	queues map[string]*deadWatch
+	actors map[actorKey]uint64
+}
+
+func newDeadCounter() *deadCounter {
+	return &deadCounter{lock: make(chan struct{}, 1), queues: map[string]*deadWatch{}, actors: map[actorKey]uint64{}}
+}
+
+// deadSeen is what round trip 1 read of one queue's XQ.
+type deadSeen struct {
+	ok          bool // false when the XQ had the wrong type: leave it alone
+	card        int64
+	empty       bool
+	newestID    string
+	newestScore float64
+}
+
+// newestMember reads a ZREVRANGE ... 0 0 WITHSCORES reply in either
+// protocol; see firstScore.
+func newestMember(reply any) (string, float64, bool) {
+	score, ok := firstScore(reply)
+	if !ok {
+		return "", 0, false
+	}
+	vals := reply.([]any)
+	if pair, ok := vals[0].([]any); ok {
+		vals = pair
+	}
+	id, _ := vals[0].(string)
+	return id, score, true
+}
+
+// scoreArg formats a ZRANGEBYSCORE bound. 'g' with precision -1 is the
+// shortest form that parses back to the same double.
+func scoreArg(f float64, excl bool) string {
+	var s string
+	switch {
+	case math.IsInf(f, 1):
+		s = "+inf"
+	case math.IsInf(f, -1):
+		s = "-inf"
+	default:
+		s = strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	if excl {
+		return "(" + s
+	}
+	return s
+}
+
+// deadPlan is one queue's pending dead-letter read.
+type deadPlan struct {
+	queue string
+	seen  deadSeen
+	w     *deadWatch
+	limit int64
+	rng   *redis.ZSliceCmd
+	fresh []redis.Z // new members, ascending, at most MaxNewDeadLettersPerQueue
+	sizes []*redis.IntCmd
+	// stop is the lowest score this read did not settle: members at or
+	// above it may not have been read (+Inf when everything was).
+	stop float64
+	// take is how many of fresh this read counts (a prefix); actors holds
+	// their actors.
+	take   int
+	actors []string
+}
+
+// countDeadLetters updates the counters from round trip 1's view of each
+// queue's XQ (seen, by queue index) and fills the snapshot's counts. It
+// sends commands only for queues whose XQ changed.
+func (r *Reader) countDeadLetters(ctx context.Context, snap *Snapshot, queues []string, seen []deadSeen) error {
+	dc := r.dead
+	select {
+	case dc.lock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-dc.lock }()
+
+	var plans []*deadPlan
+	for i, q := range queues {
+		s := seen[i]
+		w := dc.queues[q]
+		if w == nil {
+			// First read of the queue: what it holds now is not counted,
+			// however many there are, and costs nothing to skip. The start
+			// is exclusive because the members already there at the newest
+			// score cannot be told from new ones with the same score.
+			w = &deadWatch{card: s.card, newestID: s.newestID, newestScore: s.newestScore, ids: map[string]float64{}}
+			if s.empty || !s.ok {
+				w.from = math.Inf(-1)
+			} else {
+				w.from, w.fromExcl = s.newestScore, true
+			}
+			dc.queues[q] = w
+			continue
+		}
+		if !s.ok || (s.card == w.card && s.newestID == w.newestID && s.newestScore == w.newestScore) {
+			continue
+		}
+		plans = append(plans, &deadPlan{queue: q, seen: s, w: w, limit: int64(len(w.ids) + MaxNewDeadLettersPerQueue)})
+	}
+	if len(plans) > 0 {
+		if err := r.readDeadLetters(ctx, snap.Anomalies, plans); err != nil {
+			return err
+		}
+	}
+	for _, p := range plans {
+		dc.commit(p)
+	}
+	dc.forget(queues)
+	for i, q := range queues {
+		snap.Queues[i].DeadLettered = dc.queues[q].total
+	}
+	snap.DeadLetteredByActor = dc.byActor(queues)
+	snap.DeadLetterActorSeries = dc.series()
+	return nil
+}
+
+// readDeadLetters reads the new members of the planned queues and their
+// actors in three pipelined round trips.
+func (r *Reader) readDeadLetters(ctx context.Context, an Anomalies, plans []*deadPlan) error {
+	pipe := r.client.Pipeline()
+	for _, p := range plans {
+		p.rng = pipe.ZRangeByScoreWithScores(ctx, r.keys.dead(p.queue), &redis.ZRangeBy{
+			Min: scoreArg(p.w.from, p.w.fromExcl), Max: "+inf", Count: p.limit,
+		})
+	}
+	if err := execPipe(ctx, pipe); err != nil {
+		return err
+	}
+	pipe = r.client.Pipeline()
+	n := 0
+	for _, p := range plans {
+		if err := an.check(p.rng.Err()); err != nil {
+			return err
+		}
+		items := p.rng.Val()
+		p.stop = math.Inf(1)
+		if int64(len(items)) == p.limit {
+			p.stop = items[len(items)-1].Score
+		}
+		for _, z := range items {
+			id, _ := z.Member.(string)
+			if _, known := p.w.ids[id]; known {
+				continue
+			}
+			if len(p.fresh) == MaxNewDeadLettersPerQueue {
+				p.stop = min(p.stop, z.Score)
+				break
+			}
+			p.fresh = append(p.fresh, z)
+			p.sizes = append(p.sizes, pipe.HStrLen(ctx, r.keys.deadMsgs(p.queue), id))
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := execPipe(ctx, pipe); err != nil {
+		return err
+	}
+
+	// Bodies: only the new members', each at most MaxHeadBodyBytes, within
+	// one read's budget. A queue whose next body does not fit the budget
+	// stops there; the rest is counted by the next read (so the two
+	// counters stay equal), never under ActorUnknown.
+	type fetch struct {
+		plan  *deadPlan
+		index []int
+		cmd   *redis.SliceCmd
+	}
+	var fetches []fetch
+	pipe = r.client.Pipeline()
+	budget := int64(maxHeadBytesPerRead)
+	for _, p := range plans {
+		p.actors = make([]string, len(p.fresh))
+		var ids []string
+		var index []int
+		for j, c := range p.sizes {
+			size, err := an.count(c)
+			if err != nil {
+				return err
+			}
+			if size > 0 && size <= MaxHeadBodyBytes && size > budget {
+				break
+			}
+			switch {
+			case size == 0:
+				// Removed since the range was read: it did die, but its
+				// body is gone.
+				p.actors[j] = ActorUnknown
+			case size > MaxHeadBodyBytes:
+				an.add(AnomalyOversizeBody, 1)
+				p.actors[j] = ActorUnknown
+			default:
+				budget -= size
+				id, _ := p.fresh[j].Member.(string)
+				ids = append(ids, id)
+				index = append(index, j)
+			}
+			p.take = j + 1
+		}
+		if p.take < len(p.fresh) {
+			p.stop = min(p.stop, p.fresh[p.take].Score)
+		}
+		if len(ids) > 0 {
+			fetches = append(fetches, fetch{plan: p, index: index, cmd: pipe.HMGet(ctx, r.keys.deadMsgs(p.queue), ids...)})
+		}
+	}
+	if len(fetches) > 0 {
+		if err := execPipe(ctx, pipe); err != nil {
+			return err
+		}
+	}
+	for _, f := range fetches {
+		if err := an.check(f.cmd.Err()); err != nil {
+			return err
+		}
+		vals := f.cmd.Val()
+		for k, j := range f.index {
+			body := ""
+			if k < len(vals) {
+				body, _ = vals[k].(string)
+			}
+			name, ok := actorName(body)
+			switch {
+			case body == "":
+				f.plan.actors[j] = ActorUnknown
+			case !ok:
+				an.add(AnomalyUndecodableBody, 1)
+				f.plan.actors[j] = ActorUnknown
+			default:
+				f.plan.actors[j] = name
+			}
+		}
+	}
+	for _, p := range plans {
+		for _, z := range p.fresh[:p.take] {
+			if _, ok := millisTime(z.Score); !ok {
+				an.add(AnomalyInvalidTime, 1)
+			}
+		}
+	}
+	return nil
+}
+
+// commit counts the members p takes and moves the queue's window.
+func (dc *deadCounter) commit(p *deadPlan) {
+	if p.rng.Err() != nil {
+		// A wrong type: nothing read, nothing counted.
+		return
+	}
+	w := p.w
+	complete := math.IsInf(p.stop, 1)
+	present := make(map[string]bool, len(p.rng.Val()))
+	for _, z := range p.rng.Val() {
+		id, _ := z.Member.(string)
+		present[id] = true
+	}
+	// A remembered id missing from the range was removed (pruned, requeued,
+	// purged), unless it lies where this read did not look.
+	ids := make(map[string]float64, len(w.ids)+p.take)
+	wm := math.Inf(-1)
+	for id, s := range w.ids {
+		if present[id] || s >= p.stop {
+			ids[id] = s
+			wm = max(wm, s)
+		}
+	}
+	for j, z := range p.fresh[:p.take] {
+		id, _ := z.Member.(string)
+		ids[id] = z.Score
+		wm = max(wm, z.Score)
+		w.total++
+		dc.countActor(p.queue, p.actors[j])
+	}
+	// The window starts DeadLetterLookBack below the newest score counted,
+	// but never above a member this read left for the next.
+	if from := min(wm-DeadLetterLookBack, p.stop); !math.IsInf(wm, -1) && from > w.from {
+		w.from, w.fromExcl = from, false
+	}
+	for id, s := range ids {
+		if s < w.from || (w.fromExcl && s == w.from) {
+			delete(ids, id)
+		}
+	}
+	if len(ids) > maxWindowIDs {
+		scores := make([]float64, 0, len(ids))
+		for _, s := range ids {
+			scores = append(scores, s)
+		}
+		sort.Sort(sort.Reverse(sort.Float64Slice(scores)))
+		cut := scores[maxWindowIDs]
+		w.from, w.fromExcl = cut, true
+		for id, s := range ids {
+			if s <= cut {
+				delete(ids, id)
+			}
+		}
+	}
+	w.ids = ids
+	w.card, w.newestID, w.newestScore = p.seen.card, p.seen.newestID, p.seen.newestScore
+	if !complete {
+		// Members are left for the next read: make it look again even if
+		// the set has not changed by then.
+		w.card = -1
+	}
+}
+
+func (dc *deadCounter) countActor(queue, actor string) {
+	k := actorKey{queue, actor}
+	if _, ok := dc.actors[k]; !ok && actor != ActorUnknown && dc.series() >= MaxActorSeries {
+		k.actor = ActorOther
+	}
+	dc.actors[k]++
+}
+
+// series counts the pairs that count towards MaxActorSeries (not the
+// fixed ones, which are at most two per queue).
+func (dc *deadCounter) series() int {
+	n := 0
+	for k := range dc.actors {
+		if k.actor != ActorUnknown && k.actor != ActorOther {
+			n++
+		}
+	}
+	return n
+}
+
+// forget drops queues the read did not report, so memory is bounded by the
+// reported queues whatever the churn of queue names. A queue reported again
+// later starts from zero, which rate() reads as a counter reset.
+func (dc *deadCounter) forget(queues []string) {
+	if len(dc.queues) == len(queues) {
+		// The map holds every queue of this read (new ones were just
+		// added), so the same size means the same names.
+		return
+	}
+	keep := make(map[string]bool, len(queues))
+	for _, q := range queues {
+		keep[q] = true
+	}
+	for q := range dc.queues {
+		if !keep[q] {
+			delete(dc.queues, q)
+		}
+	}
+	for k := range dc.actors {
+		if !keep[k.queue] {
+			delete(dc.actors, k)
+		}
+	}
+}
+
+func (dc *deadCounter) byActor(queues []string) []ActorDeadLetters {
+	if len(dc.actors) == 0 {
+		return nil
+	}
+	out := make([]ActorDeadLetters, 0, len(dc.actors))
+	for k, n := range dc.actors {
+		if _, ok := dc.queues[k.queue]; ok {
+			out = append(out, ActorDeadLetters{Queue: k.queue, Actor: k.actor, Count: n})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Queue != out[j].Queue {
+			return out[i].Queue < out[j].Queue
+		}
+		return out[i].Actor < out[j].Actor
+	})
+	return out
+}
+
+// actorName reads actor_name from a Dramatiq body without decoding the
+// rest: Dramatiq writes it second, before the arguments, which can be
+// large. ok is false for a body that is not a JSON object with a
+// non-empty string actor_name before any syntax error.
+func actorName(body string) (string, bool) {
+	dec := json.NewDecoder(strings.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, _ := t.(string)
+		if key == "actor_name" {
+			var name string
+			if err := dec.Decode(&name); err != nil || name == "" {
+				return "", false
+			}
+			return actorLabel(name), true
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// actorLabel makes an actor name a label value: valid UTF-8 (the decoder
+// already replaced invalid bytes), at most maxActorNameBytes, cut on a rune
+// boundary, and never one of the fixed values.
+func actorLabel(name string) string {
+	name = strings.ToValidUTF8(name, "\uFFFD")
+	if len(name) > maxActorNameBytes {
+		cut := maxActorNameBytes
+		for cut > 0 && !utf8.RuneStart(name[cut]) {
+			cut--
+		}
+		name = name[:cut] + "…"
+	}
+	if name == ActorUnknown || name == ActorOther {
+		name += "_"
+	}
+	return name
+}
