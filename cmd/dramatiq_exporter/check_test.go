@@ -22,20 +22,7 @@ import (
 // tests run exactly what a HEALTHCHECK runs.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dramatiq_exporter-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = testserver.BuildExporter(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testserver.RunWithExporter(m, &binary) }
 
 type checkResult struct {
 	code   int

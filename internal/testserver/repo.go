@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -35,4 +36,23 @@ func BuildExporter(dir string) (string, error) {
 		return "", fmt.Errorf("go build ./cmd/dramatiq_exporter: %v\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// RunWithExporter is a package's TestMain for tests that run the binary:
+// it builds the exporter once into a temporary directory, stores its path
+// in *binary, runs the tests and removes the directory. It never returns.
+func RunWithExporter(m *testing.M, binary *string) {
+	dir, err := os.MkdirTemp("", "dramatiq_exporter-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *binary, err = BuildExporter(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }

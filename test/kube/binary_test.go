@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -29,21 +28,7 @@ import (
 
 var exporterBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kube-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	exporterBin, err = testserver.BuildExporter(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testserver.RunWithExporter(m, &exporterBin) }
 
 // binaryFlags are the flags the real binary declares, from its --help.
 func binaryFlags(t *testing.T) []string {

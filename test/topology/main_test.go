@@ -32,20 +32,7 @@ import (
 // binary is the exporter, built once for the package.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dramatiq_exporter-topology-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = testserver.BuildExporter(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testserver.RunWithExporter(m, &binary) }
 
 // logBuffer collects a process's output for failure messages.
 type logBuffer struct {
