@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"fmt"
 	"math"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,14 @@ var (
 		"Dead-lettered messages: ZCARD of queue.XQ.", []string{"queue"}, nil)
 	queueDeadLastDesc = prometheus.NewDesc("dramatiq_queue_dead_letter_last_timestamp_seconds",
 		"Unix time of the newest dead-lettering (highest queue.XQ score, the nacking worker's clock). Absent when the dead-letter queue is empty.", []string{"queue"}, nil)
+	queueDeadLetteredDesc = prometheus.NewDesc("dramatiq_queue_dead_lettered_total",
+		"Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.", []string{"queue"}, nil)
+	actorDeadLetteredDesc = prometheus.NewDesc("dramatiq_actor_dead_lettered_total",
+		fmt.Sprintf("dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor=%q: the body was gone, over 1 MiB or not Dramatiq JSON; actor=%q: actors beyond the first %d {queue, actor} pairs.", broker.ActorUnknown, broker.ActorOther, broker.MaxActorSeries), []string{"queue", "actor"}, nil)
+	actorSeriesDesc = prometheus.NewDesc("dramatiq_exporter_dead_letter_actor_series",
+		fmt.Sprintf("{queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor=%q and %q. Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor=%q.", broker.ActorUnknown, broker.ActorOther, broker.ActorOther), nil, nil)
+	actorSeriesLimitDesc = prometheus.NewDesc("dramatiq_exporter_dead_letter_actor_series_limit",
+		"The cap on dramatiq_exporter_dead_letter_actor_series.", nil, nil)
 	queueOldestDesc = prometheus.NewDesc("dramatiq_queue_oldest_message_age_seconds",
 		"Now minus message_timestamp (creation time) of the message at the head of the ready list; 0 when the list is empty, absent when the head cannot be decoded.", []string{"queue"}, nil)
 	queueOrphanedDesc = prometheus.NewDesc("dramatiq_queue_orphaned_messages",
@@ -74,6 +83,7 @@ type brokerCollector struct {
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{redisUpDesc, redisMemoryDesc, redisClientsDesc, queueReadyDesc,
 		queueInflightDesc, queueDelayedDesc, queueDeadDesc, queueDeadLastDesc, queueOldestDesc,
+		queueDeadLetteredDesc, actorDeadLetteredDesc, actorSeriesDesc, actorSeriesLimitDesc,
 		queueOrphanedDesc, processesDesc, queuesDroppedDesc, anomaliesDesc,
 		discoveryCompleteDesc, discoveryLastDesc, discoveryPassesDesc, discoveryDurationDesc, discoveryRedisDesc,
 		discoveryKeysDesc, discoveryScannedDesc, discoveryIntervalDesc} {
@@ -134,6 +144,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	for _, kind := range broker.AnomalyKinds {
 		m.Gauge(anomaliesDesc, float64(snap.Anomalies[kind]), kind)
 	}
+	collectActors(snap, m)
 	names := make([]string, len(snap.Queues))
 	for i, q := range snap.Queues {
 		names[i] = q.Name
@@ -146,12 +157,22 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		m.queueGauge(queueDelayedDesc, float64(q.Delayed), l)
 		m.queueGauge(queueDeadDesc, float64(q.DeadLetter), l)
 		m.queueGauge(queueOrphanedDesc, float64(q.Orphaned), l)
+		m.queueCounter(queueDeadLetteredDesc, float64(q.DeadLettered), l)
 		if !q.DeadLetterLast.IsZero() {
 			m.queueGauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, l)
 		}
 		if q.OldestAgeKnown {
 			m.queueGauge(queueOldestDesc, q.OldestAge.Seconds(), l)
 		}
+	}
+}
+
+// collectActors reports the dead-letter counters by actor.
+func collectActors(snap *broker.Snapshot, m *Metrics) {
+	m.Gauge(actorSeriesDesc, float64(snap.DeadLetterActorSeries))
+	m.Gauge(actorSeriesLimitDesc, broker.MaxActorSeries)
+	for _, a := range snap.DeadLetteredByActor {
+		m.Counter(actorDeadLetteredDesc, float64(a.Count), a.Queue, a.Actor)
 	}
 }
 

@@ -555,3 +555,41 @@ dramatiq_queue_ready_messages{queue="g"} 1
 dramatiq_exporter_queues_dropped 1
 `)
 }
+
+// The dead-letter counters are counters of the scrape's families, with the
+// actors' series next to them, and Redis down leaves them out rather than
+// reporting zeros.
+func TestDeadLetterCounterSeries(t *testing.T) {
+	r := testserver.StartRedis(t)
+	now, clock := fixedClock()
+	b := r.NewBroker(t, "dramatiq")
+	b.DeadLetter("q", now.Add(-time.Hour), nil) // there before the exporter: not counted
+	f := newFixture(t, r, r.URL(), broker.Options{Now: clock, Queues: []string{"q"}, SkipDiscovery: true})
+	names := []string{"dramatiq_queue_dead_lettered_total", "dramatiq_actor_dead_lettered_total",
+		"dramatiq_exporter_dead_letter_actor_series", "dramatiq_exporter_dead_letter_actor_series_limit"}
+	const help = `
+# HELP dramatiq_queue_dead_lettered_total Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.
+# TYPE dramatiq_queue_dead_lettered_total counter
+# HELP dramatiq_actor_dead_lettered_total dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor="__unknown__": the body was gone, over 1 MiB or not Dramatiq JSON; actor="__other__": actors beyond the first 500 {queue, actor} pairs.
+# TYPE dramatiq_actor_dead_lettered_total counter
+# HELP dramatiq_exporter_dead_letter_actor_series {queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor="__unknown__" and "__other__". Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor="__other__".
+# TYPE dramatiq_exporter_dead_letter_actor_series gauge
+# HELP dramatiq_exporter_dead_letter_actor_series_limit The cap on dramatiq_exporter_dead_letter_actor_series.
+# TYPE dramatiq_exporter_dead_letter_actor_series_limit gauge
+`
+	f.compare(help+`
+dramatiq_queue_dead_lettered_total{queue="q"} 0
+dramatiq_exporter_dead_letter_actor_series 0
+dramatiq_exporter_dead_letter_actor_series_limit 500
+`, names...)
+	b.DeadLetter("q", now, nil)
+	b.DeadLetter("q", now, nil)
+	f.compare(help+`
+dramatiq_queue_dead_lettered_total{queue="q"} 2
+dramatiq_actor_dead_lettered_total{actor="task",queue="q"} 2
+dramatiq_exporter_dead_letter_actor_series 1
+dramatiq_exporter_dead_letter_actor_series_limit 500
+`, names...)
+	r.Stop()
+	f.compare(help, names...)
+}

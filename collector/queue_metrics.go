@@ -61,6 +61,26 @@ func (g *queueGauge) Write(out *dto.Metric) error {
 	return nil
 }
 
+// queueCounter is queueGauge for a per-queue counter family.
+type queueCounter queueGauge
+
+func (c *queueCounter) Desc() *prometheus.Desc { return c.desc }
+
+func (c *queueCounter) Write(out *dto.Metric) error {
+	out.Label = c.labels
+	out.Counter = &dto.Counter{Value: &c.value}
+	return nil
+}
+
+// queueCounter adds a per-queue counter sample, as queueGauge does.
+func (m *Metrics) queueCounter(d *prometheus.Desc, v float64, labels []*dto.LabelPair) {
+	if labels == nil {
+		m.invalid++
+		return
+	}
+	m.list = append(m.list, &queueCounter{desc: d, value: v, labels: labels})
+}
+
 // queueGauge adds a per-queue sample; labels nil counts it as left out,
 // as Gauge does for a label value that cannot be exposed.
 func (m *Metrics) queueGauge(d *prometheus.Desc, v float64, labels []*dto.LabelPair) {

@@ -26,7 +26,7 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 	for n, names := range scrapes {
 		snap := &broker.Snapshot{MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN(), Anomalies: broker.Anomalies{}}
 		for i, name := range names {
-			q := broker.QueueStats{Name: name, Ready: int64(n*10 + i), InFlight: 2, Delayed: 3, DeadLetter: int64(i), Orphaned: 1,
+			q := broker.QueueStats{Name: name, Ready: int64(n*10 + i), InFlight: 2, Delayed: 3, DeadLetter: int64(i), Orphaned: 1, DeadLettered: uint64(n*100 + i),
 				OldestAge: time.Duration(i) * time.Second, OldestAgeKnown: i%2 == 0}
 			if i > 0 {
 				q.DeadLetterLast = time.UnixMilli(1_700_000_000_123 + int64(i))
@@ -43,6 +43,7 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 			slow.Gauge(queueDelayedDesc, float64(q.Delayed), q.Name)
 			slow.Gauge(queueDeadDesc, float64(q.DeadLetter), q.Name)
 			slow.Gauge(queueOrphanedDesc, float64(q.Orphaned), q.Name)
+			slow.Counter(queueDeadLetteredDesc, float64(q.DeadLettered), q.Name)
 			if !q.DeadLetterLast.IsZero() {
 				slow.Gauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, q.Name)
 			}
@@ -66,7 +67,7 @@ func exposeQueueFamilies(t *testing.T, m *Metrics) string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(metricsCollector{m, []*prometheus.Desc{queueReadyDesc, queueInflightDesc, queueDelayedDesc,
-		queueDeadDesc, queueOrphanedDesc, queueDeadLastDesc, queueOldestDesc}})
+		queueDeadDesc, queueOrphanedDesc, queueDeadLastDesc, queueOldestDesc, queueDeadLetteredDesc}})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
