@@ -157,6 +157,7 @@ type Exporter struct {
 	environment string
 	namespace   string
 	logger      *slog.Logger
+	onRead      func(*State)
 
 	mu      sync.Mutex
 	flights []*flight // reads in progress
@@ -169,6 +170,12 @@ type ExporterOptions struct {
 	Enabled     map[string]bool
 	Environment string
 	Namespace   string
+	// OnRead, when set, is given the State of every read that runs to its
+	// end, once, before any caller sees it (the status history is fed this
+	// way). It runs in the read's own goroutine, so it must be quick, and
+	// must not modify the State. A read that every caller gave up on is
+	// not passed on: its failure says nothing about the sources.
+	OnRead func(*State)
 }
 
 // NewExporter builds every enabled collector. Unknown names in opts.Enabled
@@ -194,6 +201,7 @@ func NewExporter(opts ExporterOptions, s Sources) (*Exporter, error) {
 		environment: opts.Environment,
 		namespace:   opts.Namespace,
 		logger:      s.Logger,
+		onRead:      opts.OnRead,
 	}
 	for name, r := range regs {
 		on := r.defaultEnabled
@@ -382,6 +390,9 @@ func (e *Exporter) fly(ctx context.Context, f *flight) {
 		}
 		f.cutShort = f.hasDeadline && f.state.failed() &&
 			(errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(f.deadline) < deadlineSlack)
+		if e.onRead != nil && !errors.Is(ctx.Err(), context.Canceled) {
+			e.observe(f.state)
+		}
 		e.mu.Lock()
 		e.forget(f)
 		e.mu.Unlock()
@@ -410,6 +421,17 @@ func (e *Exporter) fly(ctx context.Context, f *flight) {
 	f.mu.Unlock()
 	st.Duration = time.Since(st.Time)
 	f.state = &st
+}
+
+// observe passes st to OnRead; a panic there is logged and does not keep
+// the read's callers waiting.
+func (e *Exporter) observe(st *State) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.logger.Error("read observer panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	e.onRead(st)
 }
 
 // merge takes the parts a collector stored in its own State.

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
@@ -25,7 +27,10 @@ type StatusOptions struct {
 	MaxRequests int
 	// TelemetryPath is linked from the page.
 	TelemetryPath string
-	Logger        *slog.Logger
+	// History, when set, gives the page its sparklines and the API its
+	// ?history=1. It must be fed by the Exporter's OnRead.
+	History *history.History
+	Logger  *slog.Logger
 }
 
 // StatusSource serves the status projection of the exporter's state to the
@@ -55,20 +60,31 @@ func NewStatusSource(o StatusOptions) *StatusSource {
 
 // Status reads the exporter's state within ctx (sharing a read in
 // progress), with the newest dead letters of the queues that have any, and
-// projects it.
-func (s *StatusSource) Status(ctx context.Context) *status.Status {
+// projects it; withHistory adds the queues' trends, this read included.
+func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Status {
 	st := s.o.Exporter.Read(ctx, collector.ReadOptions{RecentDeadLetters: true, DeadLetterArgs: s.o.ShowMessageArgs})
 	if st.Broker != nil && st.Broker.DeadLettersErr != nil {
 		s.o.Logger.Warn("reading recent dead letters failed", "err", st.Broker.DeadLettersErr)
 	}
-	return status.From(st, status.Options{
-		Thresholds: s.o.Thresholds, ShowMessageArgs: s.o.ShowMessageArgs, RecentDeadLetters: true,
-	})
+	o := status.Options{Thresholds: s.o.Thresholds, ShowMessageArgs: s.o.ShowMessageArgs, RecentDeadLetters: true}
+	if withHistory && s.o.History != nil {
+		var names []string
+		if st.Broker != nil && st.Broker.Snapshot != nil {
+			names = make([]string, 0, len(st.Broker.Snapshot.Queues))
+			for _, q := range st.Broker.Snapshot.Queues {
+				names = append(names, q.Name)
+			}
+		} else {
+			names = []string{} // no queue listed: no series to copy
+		}
+		o.History = s.o.History.Trend(names)
+	}
+	return status.From(st, o)
 }
 
 // read runs Status under the request's deadline and the concurrency limit.
 // ok is false when the limit turned the request away.
-func (s *StatusSource) read(w http.ResponseWriter, r *http.Request) (*status.Status, bool) {
+func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory bool) (*status.Status, bool) {
 	if s.sem != nil {
 		select {
 		case s.sem <- struct{}{}:
@@ -80,12 +96,13 @@ func (s *StatusSource) read(w http.ResponseWriter, r *http.Request) (*status.Sta
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.Timeout)
 	defer cancel()
-	return s.Status(ctx), true
+	return s.Status(ctx, withHistory), true
 }
 
 // APIHandler serves GET /api/v1/status: the status as JSON (docs/api.md).
 // It answers 200 whatever the health, like /metrics does: the body says
 // whether things are healthy, the HTTP status whether the exporter works.
+// ?history=1 adds each queue's trend (about 3 KB of JSON per queue).
 func (s *StatusSource) APIHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -93,7 +110,16 @@ func (s *StatusSource) APIHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		st, ok := s.read(w, r)
+		withHistory := false
+		if v := r.URL.Query().Get("history"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				http.Error(w, "history must be 1 or 0", http.StatusBadRequest)
+				return
+			}
+			withHistory = b
+		}
+		st, ok := s.read(w, r, withHistory)
 		if !ok {
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
@@ -33,8 +35,12 @@ const redisPassword = "pw-Status-Secret-9"
 // wires them, reading r through a password-protected read-only user.
 type exporterServer struct {
 	*httptest.Server
-	redis  *testserver.Redis
-	reader *broker.Reader
+	redis   *testserver.Redis
+	reader  *broker.Reader
+	history *history.History
+	// skew moves the history's clock (nanoseconds), so a test can place
+	// reads in slots without waiting for them.
+	skew *atomic.Int64
 }
 
 func startExporter(t *testing.T, r *testserver.Redis, showArgs bool, wrap func(http.Handler) http.Handler) *exporterServer {
@@ -46,14 +52,16 @@ func startExporter(t *testing.T, r *testserver.Redis, showArgs bool, wrap func(h
 	}
 	t.Cleanup(func() { client.Close() })
 	reader := broker.NewReader(client, broker.Options{Namespace: "dramatiq"})
-	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "staging", Namespace: "dramatiq"},
+	skew := &atomic.Int64{}
+	hist := history.New(history.Options{Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
+	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "staging", Namespace: "dramatiq", OnRead: hist.Record},
 		collector.Sources{Broker: reader})
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := server.NewStatusSource(server.StatusOptions{
 		Exporter: exp, Thresholds: status.DefaultThresholds(), ShowMessageArgs: showArgs,
-		Timeout: 3 * time.Second, TelemetryPath: "/metrics",
+		Timeout: 3 * time.Second, TelemetryPath: "/metrics", History: hist,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", server.MetricsHandler(exp, prometheus.NewRegistry(), server.MetricsOptions{Timeout: 3 * time.Second, Logger: discard()}))
@@ -65,7 +73,7 @@ func startExporter(t *testing.T, r *testserver.Redis, showArgs bool, wrap func(h
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &exporterServer{Server: srv, redis: r, reader: reader}
+	return &exporterServer{Server: srv, redis: r, reader: reader, history: hist, skew: skew}
 }
 
 func get(t *testing.T, url string) (*http.Response, string) {
@@ -144,6 +152,9 @@ var (
 	deadLetterKeys = split("message_id actor dead_lettered_at retries traceback_last_line")
 	collectorKeys  = split("name success duration_seconds")
 	failureKeys    = split("check value threshold message")
+	// With ?history=1.
+	historyKeys      = split("resolution_seconds start reads")
+	queueHistoryKeys = split("ready oldest_message_age_seconds dead_letter")
 )
 
 func checkKeys(t *testing.T, what string, v any, want []string) {
@@ -382,7 +393,7 @@ func TestAPIDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(doc)
-	for _, set := range [][]string{topKeys, redisKeys, processesKeys, queueKeys, deadLetterKeys, collectorKeys, failureKeys, {"undecodable", "args", "kwargs", "queue"}} {
+	for _, set := range [][]string{topKeys, redisKeys, processesKeys, queueKeys, deadLetterKeys, collectorKeys, failureKeys, {"undecodable", "args", "kwargs", "queue", "history", "?history=1"}, historyKeys, queueHistoryKeys} {
 		for _, k := range set {
 			if !strings.Contains(text, "`"+k+"`") {
 				t.Errorf("docs/api.md does not document %q", k)

@@ -237,7 +237,7 @@ func (s *StatusSource) PageHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		st, ok := s.read(w, r)
+		st, ok := s.read(w, r, true)
 		if !ok {
 			return
 		}

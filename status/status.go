@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 )
 
 // Overall and component states.
@@ -67,6 +69,70 @@ type Status struct {
 	// MessageArgsShown tells readers whether dead letters carry args and
 	// kwargs (--web.show-message-args), so "no args" is never ambiguous.
 	MessageArgsShown bool `json:"message_args_shown"`
+	// History is the window of the queues' trends, when asked for
+	// (Options.History); each queue then carries its own.
+	History *History `json:"history,omitempty"`
+}
+
+// History describes the window of every QueueHistory in a Status: slot k
+// of each array covers [Start + k×Resolution, Start + (k+1)×Resolution).
+type History struct {
+	ResolutionSeconds float64   `json:"resolution_seconds"`
+	Start             time.Time `json:"start"`
+	// Reads says, per slot, what the exporter's reads saw: "none" (nobody
+	// read: a chart joins the values around it), "ok" (a queue without a
+	// value was absent) or "failed" (Redis did not answer).
+	Reads []string `json:"reads"`
+}
+
+// QueueHistory is one queue's trend, oldest slot first; null where the
+// slot has no value (see History.Reads for why).
+type QueueHistory struct {
+	Ready                   Counts `json:"ready"`
+	OldestMessageAgeSeconds Ages   `json:"oldest_message_age_seconds"`
+	DeadLetter              Counts `json:"dead_letter"`
+}
+
+// Counts are counts per slot; a negative one has no value and is null in
+// JSON.
+type Counts []int32
+
+// MarshalJSON writes the counts without a pointer per value.
+func (c Counts) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 2+len(c)*4)
+	b = append(b, '[')
+	for i, v := range c {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if v < 0 {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendInt(b, int64(v), 10)
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// Ages are seconds per slot; NaN (and the infinities, which JSON cannot
+// carry) has no value and is null.
+type Ages []float32
+
+// MarshalJSON writes the ages at float32 precision.
+func (a Ages) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 2+len(a)*6)
+	b = append(b, '[')
+	for i, v := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendFloat(b, f, 'g', -1, 32)
+		}
+	}
+	return append(b, ']'), nil
 }
 
 // Version identifies the exporter build.
@@ -123,6 +189,9 @@ type QueueStatus struct {
 	// RecentDeadLetters is filled for the API and the page only (it costs
 	// one bounded extra read); `check` leaves it out.
 	RecentDeadLetters []DeadLetter `json:"recent_dead_letters,omitzero"`
+	// History is the queue's trend, when asked for and the queue has one
+	// (history.DefaultMaxQueues or --dramatiq.max-queues bound them).
+	History *QueueHistory `json:"history,omitempty"`
 }
 
 // DeadLetter is one recently dead-lettered message. Args and Kwargs are
@@ -201,6 +270,8 @@ type Options struct {
 	// none, or when they could not be read): the State must have been read
 	// with collector.ReadOptions.RecentDeadLetters.
 	RecentDeadLetters bool
+	// History, when set, adds every queue's trend from it.
+	History *history.Trend
 }
 
 // From projects one State into the status and judges it.
@@ -260,8 +331,25 @@ func From(st *collector.State, o Options) *Status {
 			q.RecentDeadLetters = deadLetters(st.Broker.RecentDeadLetters[q.Name], o.ShowMessageArgs)
 		}
 	}
+	if o.History != nil {
+		s.addHistory(o.History)
+	}
 	s.judge()
 	return s
+}
+
+func (s *Status) addHistory(t *history.Trend) {
+	h := &History{ResolutionSeconds: history.Resolution.Seconds(), Start: t.Start.UTC(), Reads: make([]string, len(t.Reads))}
+	for i, r := range t.Reads {
+		h.Reads[i] = r.String()
+	}
+	s.History = h
+	for i := range s.Queues {
+		q := &s.Queues[i]
+		if ser := t.Queues[q.Name]; ser != nil {
+			q.History = &QueueHistory{Ready: Counts(ser.Ready[:]), OldestMessageAgeSeconds: Ages(ser.OldestAge[:]), DeadLetter: Counts(ser.DeadLetter[:])}
+		}
+	}
 }
 
 // known is nil for NaN, the snapshot's "not allowed to read it", and for

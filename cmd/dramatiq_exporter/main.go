@@ -24,6 +24,7 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/probe"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
@@ -118,8 +119,12 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 		return 1
 	}
 	defer cleanup()
+	// Every read of the shared state, whoever asked for it, feeds the
+	// status page's trends. /probe targets keep none (README).
+	trends := history.New(history.Options{MaxQueues: cfg.MaxQueues})
 	exporter, err := collector.NewExporter(collector.ExporterOptions{
 		Enabled: cfg.Collectors, Environment: cfg.Environment, Namespace: cfg.Namespace,
+		OnRead: trends.Record,
 	}, sources)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -150,7 +155,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	status := server.NewStatusSource(server.StatusOptions{
 		Exporter: exporter, Thresholds: status.DefaultThresholds(),
 		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
-		TelemetryPath: cfg.TelemetryPath, Logger: logger,
+		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger,
 	})
 	health := &server.Health{}
 	mux := http.NewServeMux()
