@@ -373,3 +373,87 @@ func TestDeadLettersConcurrentReads(t *testing.T) {
 	wg.Wait()
 	f.expect(f.read(), map[string]uint64{"q": 150}, map[string]uint64{"q/a": 150})
 }
+
+// BenchmarkSnapshotDeadLetters measures a read of 100 queues whose
+// dead-letter queues hold 100,000 messages in all, with no new dead letters
+// and with 1,000 new ones per read (100 on each of 10 queues), against a
+// real redis-server. cmds/op and trips/op are the Redis commands and round
+// trips of one read. Run: go test ./broker -run '^$' -bench DeadLetters
+func BenchmarkSnapshotDeadLetters(b *testing.B) {
+	for _, fresh := range []int{0, 1000} {
+		b.Run(fmt.Sprintf("new=%d", fresh), func(b *testing.B) {
+			r := testserver.StartRedis(b)
+			ctx := context.Background()
+			queues := make([]string, 100)
+			base := float64(time.Now().UnixMilli())
+			for i := range queues {
+				queues[i] = fmt.Sprintf("queue%03d", i)
+				pipe := r.Admin.Pipeline()
+				for j := 0; j < 1000; j++ {
+					id := testserver.UUID()
+					pipe.ZAdd(ctx, "dramatiq:"+queues[i]+".XQ", redis.Z{Score: base - float64(j), Member: id})
+					pipe.HSet(ctx, "dramatiq:"+queues[i]+".XQ.msgs", id, deadBody(queues[i], "old", id))
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			client, err := NewClient(ClientOptions{URL: r.URL(), Timeout: 30 * time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			rec := &recorder{}
+			rec.reset()
+			client.AddHook(rec)
+			reader := NewReader(client, Options{Queues: queues, SkipDiscovery: true})
+			if _, err := reader.Snapshot(ctx); err != nil {
+				b.Fatal(err)
+			}
+			cmds, trips := 0, 0
+			var total uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if fresh > 0 {
+					b.StopTimer()
+					pipe := r.Admin.Pipeline()
+					for j := 0; j < fresh; j++ {
+						q := queues[j%10]
+						id := testserver.UUID()
+						// One scrape interval (15 s) later each time, several
+						// per millisecond.
+						pipe.ZAdd(ctx, "dramatiq:"+q+".XQ", redis.Z{Score: base + float64(15000*(i+1)+j%20), Member: id})
+						pipe.HSet(ctx, "dramatiq:"+q+".XQ.msgs", id, deadBody(q, fmt.Sprintf("actor%d", j%7), id))
+					}
+					if _, err := pipe.Exec(ctx); err != nil {
+						b.Fatal(err)
+					}
+					rec.reset()
+					b.StartTimer()
+				} else {
+					rec.reset()
+				}
+				snap, err := reader.Snapshot(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rec.mu.Lock()
+				for _, n := range rec.names {
+					cmds += n
+				}
+				trips += rec.trips
+				rec.mu.Unlock()
+				total = 0
+				for _, q := range snap.Queues {
+					total += q.DeadLettered
+				}
+			}
+			if total != uint64(fresh*b.N) {
+				b.Fatalf("counted %d, want %d", total, fresh*b.N)
+			}
+			b.ReportMetric(float64(cmds)/float64(b.N), "cmds/op")
+			b.ReportMetric(float64(trips)/float64(b.N), "trips/op")
+		})
+	}
+}

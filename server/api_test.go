@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -148,7 +149,7 @@ var (
 	redisKeys      = split("status up memory_used_bytes connected_clients")
 	databaseKeys   = split("status up")
 	processesKeys  = split("status alive stale min_processes")
-	queueKeys      = split("name ready in_flight delayed dead_letter orphaned oldest_message_age_seconds dead_letter_last problems recent_dead_letters")
+	queueKeys      = split("name ready in_flight delayed dead_letter orphaned oldest_message_age_seconds dead_letter_last problems recent_dead_letters dead_lettered_total dead_lettered_by_actor")
 	deadLetterKeys = split("message_id actor dead_lettered_at retries traceback_last_line")
 	collectorKeys  = split("name success duration_seconds")
 	failureKeys    = split("check value threshold message")
@@ -315,7 +316,7 @@ func TestAPIAgreesWithMetrics(t *testing.T) {
 		for field, metric := range map[string]string{
 			"ready": "dramatiq_queue_ready_messages", "in_flight": "dramatiq_queue_inflight_messages",
 			"delayed": "dramatiq_queue_delayed_messages", "dead_letter": "dramatiq_queue_dead_letter_messages",
-			"orphaned": "dramatiq_queue_orphaned_messages",
+			"orphaned": "dramatiq_queue_orphaned_messages", "dead_lettered_total": "dramatiq_queue_dead_lettered_total",
 		} {
 			line := metric + `{queue="` + m["name"].(string) + `"} ` + formatNumber(m[field].(float64))
 			if !strings.Contains(metrics, line+"\n") {
@@ -501,5 +502,51 @@ func TestAPIAndScrapesShareOneRead(t *testing.T) {
 	}
 	if !strings.Contains(info, "cmdstat_llen:calls=1,") {
 		t.Errorf("one API read and %d scrapes did not share one read:\n%s", scrapes, info)
+	}
+}
+
+// Dead letters that arrive while the exporter runs show in the API per
+// queue and actor, and on the page under "Failures by actor", the same on
+// /metrics; those already there at start are not counted.
+func TestAPIDeadLetteredByActor(t *testing.T) {
+	r := testserver.StartRedis(t)
+	s := buildState(t, r)
+	srv := startExporter(t, r, false, nil)
+	_, body := get(t, srv.URL+"/api/v1/status")
+	if q := queueOf(t, decode(t, body), "emails"); q["dead_lettered_total"] != 0.0 || len(q["dead_lettered_by_actor"].([]any)) != 0 {
+		t.Fatalf("before: %v %v", q["dead_lettered_total"], q["dead_lettered_by_actor"])
+	}
+	b := r.NewBroker(t, "dramatiq")
+	for i := 0; i < 3; i++ {
+		b.DeadLetter("emails", s.now, nil) // actor "task"
+	}
+	ctx := context.Background()
+	for i, actor := range []string{"send_email", "send_email", "<b>resize</b>"} {
+		id := fmt.Sprintf("rid-new-%d", i)
+		body, _ := json.Marshal(map[string]any{"queue_name": "emails", "actor_name": actor, "args": []any{}, "kwargs": map[string]any{},
+			"options": map[string]any{"redis_message_id": id}, "message_id": id, "message_timestamp": s.now.UnixMilli()})
+		r.Admin.ZAdd(ctx, "dramatiq:emails.XQ", redis.Z{Score: float64(s.now.UnixMilli() + 1), Member: id})
+		r.Admin.HSet(ctx, "dramatiq:emails.XQ.msgs", id, string(body))
+	}
+	_, body = get(t, srv.URL+"/api/v1/status")
+	q := queueOf(t, decode(t, body), "emails")
+	got, _ := json.Marshal(q["dead_lettered_by_actor"])
+	want := `[{"actor":"task","dead_lettered_total":3},{"actor":"send_email","dead_lettered_total":2},{"actor":"\u003cb\u003eresize\u003c/b\u003e","dead_lettered_total":1}]`
+	if q["dead_lettered_total"] != 6.0 || string(got) != want {
+		t.Fatalf("dead_lettered_total %v, by actor %s, want %s", q["dead_lettered_total"], got, want)
+	}
+	_, metrics := get(t, srv.URL+"/metrics")
+	for _, line := range []string{`dramatiq_queue_dead_lettered_total{queue="emails"} 6`, `dramatiq_actor_dead_lettered_total{actor="send_email",queue="emails"} 2`,
+		`dramatiq_actor_dead_lettered_total{actor="task",queue="emails"} 3`} {
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+	_, page := get(t, srv.URL+"/")
+	for _, want := range []string{`<h2 id="actors-title">Failures by actor`, `<td data-label="Queue">emails</td><td data-label="Actor"><code>task</code></td><td class="n warn" data-label="Dead-lettered">3</td>`,
+		`<code>&lt;b&gt;resize&lt;/b&gt;</code>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
@@ -155,6 +156,7 @@ var pageFuncs = template.FuncMap{
 		}
 		return n
 	},
+	"actorRows": actorRows,
 	"jsonText": func(v any) string {
 		if v == nil {
 			return "null"
@@ -165,6 +167,35 @@ var pageFuncs = template.FuncMap{
 		}
 		return string(b)
 	},
+}
+
+// MaxActorRows is how many {queue, actor} rows "Failures by actor" shows.
+const MaxActorRows = 20
+
+// actorRow is one row of "Failures by actor".
+type actorRow struct {
+	Queue, Actor string
+	Total        int64
+}
+
+// actorRows lists the {queue, actor} pairs with the most dead letters since
+// the exporter started, at most MaxActorRows, and how many more there are.
+// assets/status.js sorts the same way.
+func actorRows(s *status.Status) (out struct {
+	Rows []actorRow
+	More int
+}) {
+	for _, q := range s.Queues {
+		for _, a := range q.DeadLetteredByActor {
+			out.Rows = append(out.Rows, actorRow{q.Name, a.Actor, a.DeadLetteredTotal})
+		}
+	}
+	sort.SliceStable(out.Rows, func(i, j int) bool { return out.Rows[i].Total > out.Rows[j].Total })
+	if len(out.Rows) > MaxActorRows {
+		out.More = len(out.Rows) - MaxActorRows
+		out.Rows = out.Rows[:MaxActorRows]
+	}
+	return out
 }
 
 func dbHint(state string) string {

@@ -186,12 +186,24 @@ type QueueStatus struct {
 	OldestMessageAgeSeconds *float64   `json:"oldest_message_age_seconds"`
 	DeadLetterLast          *time.Time `json:"dead_letter_last"`
 	Problems                []string   `json:"problems"`
+	// DeadLetteredTotal counts the messages dead-lettered since the
+	// exporter started (dramatiq_queue_dead_lettered_total), and
+	// DeadLetteredByActor splits it by actor, largest first.
+	DeadLetteredTotal   int64              `json:"dead_lettered_total"`
+	DeadLetteredByActor []ActorDeadLetters `json:"dead_lettered_by_actor"`
 	// RecentDeadLetters is filled for the API and the page only (it costs
 	// one bounded extra read); `check` leaves it out.
 	RecentDeadLetters []DeadLetter `json:"recent_dead_letters,omitzero"`
 	// History is the queue's trend, when asked for and the queue has one
 	// (history.DefaultMaxQueues or --dramatiq.max-queues bound them).
 	History *QueueHistory `json:"history,omitempty"`
+}
+
+// ActorDeadLetters is one actor's share of a queue's DeadLetteredTotal
+// (dramatiq_actor_dead_lettered_total).
+type ActorDeadLetters struct {
+	Actor             string `json:"actor"`
+	DeadLetteredTotal int64  `json:"dead_lettered_total"`
 }
 
 // DeadLetter is one recently dead-lettered message. Args and Kwargs are
@@ -309,8 +321,17 @@ func From(st *collector.State, o Options) *Status {
 		redis.ConnectedClients = known(snap.ConnectedClients)
 		s.ProcessesAlive, s.ProcessesStale = int64(snap.ProcessesAlive), int64(snap.ProcessesStale)
 		s.QueuesDropped = int64(snap.QueuesDropped)
+		actors := map[string][]ActorDeadLetters{}
+		for _, a := range snap.DeadLetteredByActor {
+			actors[a.Queue] = append(actors[a.Queue], ActorDeadLetters{Actor: a.Actor, DeadLetteredTotal: int64(a.Count)})
+		}
 		for _, q := range snap.Queues {
-			s.Queues = append(s.Queues, queueStatus(q))
+			qs := queueStatus(q)
+			if list := actors[q.Name]; len(list) > 0 {
+				sort.SliceStable(list, func(i, j int) bool { return list[i].DeadLetteredTotal > list[j].DeadLetteredTotal })
+				qs.DeadLetteredByActor = list
+			}
+			s.Queues = append(s.Queues, qs)
 		}
 		sort.Slice(s.Queues, func(i, j int) bool { return s.Queues[i].Name < s.Queues[j].Name })
 	}
@@ -365,6 +386,7 @@ func queueStatus(q broker.QueueStats) QueueStatus {
 	out := QueueStatus{
 		Name: q.Name, Ready: q.Ready, InFlight: q.InFlight, Delayed: q.Delayed,
 		DeadLetter: q.DeadLetter, Orphaned: q.Orphaned, Problems: []string{},
+		DeadLetteredTotal: int64(q.DeadLettered), DeadLetteredByActor: []ActorDeadLetters{},
 	}
 	if q.OldestAgeKnown {
 		age := q.OldestAge.Seconds()

@@ -105,6 +105,7 @@
 
     renderQueues(s);
     renderDeadLetters(s);
+    renderActors(s);
 
     $("version").textContent = s.version.version || "dev";
     var cols = $("collectors");
@@ -181,6 +182,35 @@
       out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No dead letters." : "Unknown while Redis is not answering." }));
     }
     box.replaceChildren.apply(box, out);
+  }
+
+  // Sorted as actorRows in status_page.go: most dead letters first, ties
+  // in the API's order.
+  var maxActorRows = 20;
+  function renderActors(s) {
+    var rows = [];
+    s.queues.forEach(function (q) {
+      (q.dead_lettered_by_actor || []).forEach(function (a) { rows.push({ queue: q.name, actor: a.actor, total: a.dead_lettered_total }); });
+    });
+    rows = rows.map(function (r, i) { r.i = i; return r; }).sort(function (a, b) { return b.total - a.total || a.i - b.i; });
+    var out = [];
+    if (rows.length) {
+      var head = el("tr", null, ["Queue", "Actor", "Dead-lettered"].map(function (h) {
+        return el("th", { "class": h === "Dead-lettered" ? "n" : null, text: h });
+      }));
+      var body = rows.slice(0, maxActorRows).map(function (r) {
+        return el("tr", null, [
+          el("td", { "data-label": "Queue", text: r.queue }),
+          el("td", { "data-label": "Actor" }, [el("code", { text: r.actor })]),
+          el("td", { "class": "n warn", "data-label": "Dead-lettered", text: num(r.total) })
+        ]);
+      });
+      out.push(el("table", { "class": "actors" }, [el("thead", null, [head]), el("tbody", null, body)]));
+      if (rows.length > maxActorRows) out.push(el("p", { "class": "note", text: (rows.length - maxActorRows) + " more not shown." }));
+    } else {
+      out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No dead letters since the exporter started." : "Unknown while Redis is not answering." }));
+    }
+    $("actors").replaceChildren.apply($("actors"), out);
   }
 
   function failed(why) {
