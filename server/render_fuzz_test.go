@@ -12,6 +12,7 @@ import (
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
+	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
@@ -53,9 +54,20 @@ func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadL
 			}}},
 		},
 	}
+	// A history of a few reads: this one, one that failed, one that did
+	// not list the fuzzed queue, and this one again.
+	clock := now.Add(-time.Hour)
+	h := history.New(history.Options{Now: func() time.Time { return clock }})
+	h.Record(st)
+	clock = clock.Add(history.Resolution)
+	h.Record(&collector.State{Time: clock})
+	clock = clock.Add(history.Resolution)
+	h.Record(&collector.State{Time: clock, Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Queues: snap.Queues[1:]}}})
+	clock = now
+	h.Record(st)
 	return status.From(st, status.Options{
 		Thresholds:      status.Thresholds{MinProcesses: 1, MaxReady: map[string]int64{queue: ready / 2}},
-		ShowMessageArgs: showArgs, RecentDeadLetters: true,
+		ShowMessageArgs: showArgs, RecentDeadLetters: true, History: h.Trend(nil),
 	})
 }
 
@@ -96,8 +108,14 @@ func FuzzStatusJSON(f *testing.F) {
 		if !utf8.Valid(body) {
 			t.Fatalf("the API's JSON is not valid UTF-8")
 		}
+		if back.History == nil || len(back.History.Reads) != history.Slots {
+			t.Fatalf("history = %+v", back.History)
+		}
 		var found bool
 		for _, q := range back.Queues {
+			if h := q.History; h == nil || len(h.Ready) != history.Slots || len(h.DeadLetter) != history.Slots || len(h.OldestMessageAgeSeconds) != history.Slots {
+				t.Fatalf("queue %q history = %+v", q.Name, q.History)
+			}
 			if q.Name != runesAsJSON(queue) {
 				continue
 			}
@@ -139,6 +157,20 @@ func FuzzStatusHTML(f *testing.F) {
 		page := strings.ToLower(buf.String())
 		if n := strings.Count(page, "<script"); n != 1 {
 			t.Fatalf("%d script elements, want the page's own only", n)
+		}
+		// Three sparklines per queue, each a whole image with its text
+		// alternative, and nothing else of SVG.
+		want := 3 * len(st.Queues)
+		if o, c, img := strings.Count(page, "<svg"), strings.Count(page, "</svg>"), strings.Count(page, `role="img" aria-label="`); o != want || c != want || img != want {
+			t.Fatalf("%d <svg, %d </svg>, %d labelled images; want %d each", o, c, img, want)
+		}
+		if n := strings.Count(page, "<title>"); n != want+1 {
+			t.Fatalf("%d title elements, want the page's and one per sparkline (%d)", n, want+1)
+		}
+		for _, tag := range []string{"<path", "<title"} {
+			if strings.Count(page, tag) > want+1 {
+				t.Fatalf("too many %s: broker text became SVG", tag)
+			}
 		}
 		for _, s := range []string{queue, actor, msgID, traceback, string(args)} {
 			if strings.ContainsAny(s, "<>") && len(s) > 3 && strings.Contains(buf.String(), s) {

@@ -127,6 +127,7 @@ var pageFuncs = template.FuncMap{
 		return false
 	},
 	"dbHint": dbHint,
+	"spark":  spark,
 	// known hides numbers that only mean "nothing was read".
 	"known": func(s *status.Status, v string) string {
 		if !s.Components.Redis.Up {

@@ -71,7 +71,9 @@ func TestStatusPageServerRendered(t *testing.T) {
 	if strings.Contains(page, "<bob@example.invalid>") {
 		t.Error("traceback markup was not escaped")
 	}
-	if strings.Contains(page, "http://") || strings.Contains(page, "https://") {
+	// The SVG namespace the script names to build sparklines is an
+	// identifier, never fetched.
+	if self := strings.ReplaceAll(page, `"http://www.w3.org/2000/svg"`, ""); strings.Contains(self, "http://") || strings.Contains(self, "https://") {
 		t.Error("the page refers to another origin; it must be self-contained")
 	}
 }

@@ -65,6 +65,58 @@
   };
   var stateText = { ok: "OK", failing: "Failing", not_configured: "Not configured", unknown: "Unknown" };
   function has(list, x) { return (list || []).indexOf(x) >= 0; }
+
+  // Sparklines: the same drawing as server/sparkline.go, built as SVG
+  // nodes (never markup) from the API's ?history=1.
+  var SVG = "http://www.w3.org/2000/svg", sparkW = 120, sparkH = 24, sparkPad = 2;
+  var sparkKinds = {
+    ready: { what: "ready messages", key: "ready", fmt: num },
+    dead_letter: { what: "dead-lettered messages", key: "dead_letter", fmt: num },
+    oldest: { what: "oldest message age", key: "oldest_message_age_seconds", fmt: dur }
+  };
+  function coord(v) { return (Math.round(v * 10) / 10).toFixed(1); }
+  function sparkPath(vals, reads) {
+    var lo = Infinity, hi = -Infinity, last = 0, n = 0;
+    vals.forEach(function (v) {
+      if (v === null || !isFinite(v)) return;
+      lo = Math.min(lo, v); hi = Math.max(hi, v); last = v; n++;
+    });
+    if (!n) return { d: "", n: 0 };
+    var base = Math.min(lo, 0), top = hi;
+    if (top <= base) top = base + 1;
+    var step = (sparkW - 2 * sparkPad) / Math.max(vals.length - 1, 1);
+    var d = "", open = false, seg = 0;
+    function end() { if (open && seg === 1) d += "h0"; open = false; seg = 0; }
+    vals.forEach(function (v, i) {
+      // Joined across slots nobody read in, broken where a read had no value.
+      if (v === null || !isFinite(v)) { if (reads[i] && reads[i] !== "none") end(); return; }
+      var x = sparkPad + i * step, y = sparkH - sparkPad - (v - base) / (top - base) * (sparkH - 2 * sparkPad);
+      d += open ? "L" : (d ? " M" : "M");
+      d += coord(x) + " " + coord(y);
+      open = true; seg++;
+    });
+    end();
+    return { d: d, lo: lo, hi: hi, last: last, n: n };
+  }
+  function spark(s, q, kind) {
+    if (!s.history || !q.history) return null;
+    var k = sparkKinds[kind];
+    var p = sparkPath(q.history[k.key] || [], s.history.reads || []);
+    var label = q.name + ": " + k.what + ", last hour: " +
+      (p.n ? "min " + k.fmt(p.lo) + ", max " + k.fmt(p.hi) + ", latest " + k.fmt(p.last) : "no data yet");
+    var svg = document.createElementNS(SVG, "svg");
+    var attrs = { "class": "spark", width: sparkW, height: sparkH, viewBox: "0 0 " + sparkW + " " + sparkH, role: "img", "aria-label": label };
+    for (var a in attrs) svg.setAttribute(a, attrs[a]);
+    var title = document.createElementNS(SVG, "title");
+    title.textContent = label;
+    svg.appendChild(title);
+    if (p.d) {
+      var path = document.createElementNS(SVG, "path");
+      path.setAttribute("d", p.d);
+      svg.appendChild(path);
+    }
+    return svg;
+  }
   function cls() { return Array.prototype.filter.call(arguments, Boolean).join(" "); }
 
   function render(s) {
@@ -131,18 +183,18 @@
         : "Redis is not answering: queues unknown." }));
       return;
     }
-    function td(label, fieldName, text, extra) {
-      return el("td", { "class": cls("n", extra), "data-label": label, "data-field": fieldName, text: text });
+    function td(label, fieldName, text, extra, chart) {
+      return el("td", { "class": cls("n", extra), "data-label": label, "data-field": fieldName }, [text, chart]);
     }
     var rows = s.queues.map(function (q) {
       return el("tr", { "data-queue": q.name, "class": q.problems.length ? "problem" : null }, [
         el("th", { scope: "row", "data-label": "Queue" }, [el("span", { "class": "qname", text: q.name })]),
-        td("Ready", "ready", num(q.ready), has(q.problems, "max_ready") && "bad"),
+        td("Ready", "ready", num(q.ready), has(q.problems, "max_ready") && "bad", spark(s, q, "ready")),
         td("In flight", "in_flight", num(q.in_flight)),
         td("Delayed", "delayed", num(q.delayed)),
-        td("Dead-lettered", "dead_letter", num(q.dead_letter), q.dead_letter > 0 && "warn"),
+        td("Dead-lettered", "dead_letter", num(q.dead_letter), q.dead_letter > 0 && "warn", spark(s, q, "dead_letter")),
         td("Oldest", "oldest", age(q.oldest_message_age_seconds),
-          cls(has(q.problems, "max_oldest_age") && "bad", q.oldest_message_age_seconds === null && "muted")),
+          cls(has(q.problems, "max_oldest_age") && "bad", q.oldest_message_age_seconds === null && "muted"), spark(s, q, "oldest")),
         td("Orphaned", "orphaned", num(q.orphaned), q.orphaned > 0 && "bad")
       ]);
     });

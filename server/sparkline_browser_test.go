@@ -1,0 +1,137 @@
+package server_test
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+// sparkInfo is what the page says about one sparkline.
+type sparkInfo struct {
+	Queue, Field, Role, Label, Title, D string
+	W, H, PathW, PathH                  float64
+}
+
+const sparksJS = `JSON.stringify(Array.from(document.querySelectorAll("svg.spark")).map(function (s) {
+  var r = s.getBoundingClientRect(), p = s.querySelector("path"), bb = p ? p.getBBox() : { width: 0, height: 0 };
+  var t = s.querySelector("title");
+  return { Queue: s.closest("tr").getAttribute("data-queue"), Field: s.closest("td").getAttribute("data-field"),
+    Role: s.getAttribute("role"), Label: s.getAttribute("aria-label"), Title: t ? t.textContent : "",
+    D: p ? p.getAttribute("d") : "", W: r.width, H: r.height, PathW: bb.width, PathH: bb.height };
+}))`
+
+// The sparklines in a real browser: drawn by the server without any
+// script (they need no JavaScript), then redrawn by the page's script from
+// the API with the same paths and labels; each has a size, an image role
+// and a text alternative giving its min, max and latest value, which the
+// browser's accessibility tree exposes as the image's name.
+func TestSparklinesInBrowser(t *testing.T) {
+	bin := testserver.LookPath(t, "chromium")
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "dramatiq")
+	now := time.Now()
+	b.Heartbeat(testserver.UUID(), now)
+	b.Enqueue("default", 2, now.Add(-30*time.Second))
+	b.Enqueue("emails", 1, now)
+	srv := startExporter(t, r, false, nil)
+
+	// Scrapes six slots apart, with nobody reading in between: ready 2,
+	// 4, 6, 8, 10, 12 for default, one dead letter from the third on. The
+	// line joins them across the slots nobody read in.
+	for i := range 6 {
+		if i > 0 {
+			b.Enqueue("default", 2, now)
+		}
+		if i == 2 {
+			b.DeadLetter("default", now, nil)
+		}
+		get(t, srv.URL+"/metrics")
+		for range 6 {
+			srv.next()
+		}
+	}
+	// The page's own reads land in the next slot, with ready 12 again.
+
+	br := startBrowser(t, bin)
+	check := func(source string, sparks []sparkInfo) map[string]sparkInfo {
+		t.Helper()
+		if len(sparks) != 6 {
+			t.Fatalf("%s: %d sparklines, want 3 per queue for 2 queues: %+v", source, len(sparks), sparks)
+		}
+		byKey := map[string]sparkInfo{}
+		for _, s := range sparks {
+			byKey[s.Queue+"/"+s.Field] = s
+			if s.W < 20 || s.H < 5 {
+				t.Errorf("%s: %s %s sparkline is %gx%g px", source, s.Queue, s.Field, s.W, s.H)
+			}
+			if s.Role != "img" || s.Label == "" || s.Label != s.Title || !strings.HasPrefix(s.Label, s.Queue+": ") {
+				t.Errorf("%s: %s %s: role %q, label %q, title %q", source, s.Queue, s.Field, s.Role, s.Label, s.Title)
+			}
+		}
+		def := byKey["default/ready"]
+		if def.Label != "default: ready messages, last hour: min 2, max 12, latest 12" {
+			t.Errorf("%s: default ready label = %q", source, def.Label)
+		}
+		if def.PathW < 15 || def.PathH < 10 || strings.Count(def.D, "M") != 1 {
+			t.Errorf("%s: default ready line is %gx%g, path %q (want one stroke)", source, def.PathW, def.PathH, def.D)
+		}
+		if got := byKey["default/dead_letter"].Label; got != "default: dead-lettered messages, last hour: min 0, max 1, latest 1" {
+			t.Errorf("%s: default dead-letter label = %q", source, got)
+		}
+		if got := byKey["default/oldest"].Label; !regexp.MustCompile(`^default: oldest message age, last hour: min \d+s, max \d+s, latest \d+s$`).MatchString(got) {
+			t.Errorf("%s: default oldest label = %q", source, got)
+		}
+		return byKey
+	}
+
+	// Without scripts: the server's drawing.
+	noJS := br.open(srv.URL+"/", false)
+	br.waitFor(noJS, `document.querySelector("svg.spark")`)
+	var sparks []sparkInfo
+	br.eval(noJS, sparksJS, &sparks)
+	server := check("server", sparks)
+	var src string
+	br.eval(noJS, `JSON.stringify(document.body.getAttribute("data-source"))`, &src)
+	if src != "server" {
+		t.Fatalf("scripts ran in the no-script tab (data-source %q)", src)
+	}
+
+	// With scripts: the page refreshes itself from the API and redraws.
+	withJS := br.open(srv.URL+"/", true)
+	br.waitFor(withJS, `document.body.getAttribute("data-source") === "api"`)
+	br.eval(withJS, sparksJS, &sparks)
+	script := check("script", sparks)
+	for k, s := range server {
+		// The script's refresh is one more read in the same slot: the
+		// drawing of the counts is the same (ages have grown meanwhile).
+		if strings.HasSuffix(k, "/oldest") {
+			continue
+		}
+		if js := script[k]; js.D != s.D || js.Label != s.Label {
+			t.Errorf("%s: the script draws %q (%q), the server %q (%q)", k, js.D, js.Label, s.D, s.Label)
+		}
+	}
+
+	// The accessibility tree names each image by its text alternative.
+	var tree struct {
+		Nodes []struct {
+			Role struct{ Value string } `json:"role"`
+			Name struct{ Value string } `json:"name"`
+		} `json:"nodes"`
+	}
+	br.call(withJS, "Accessibility.getFullAXTree", map[string]any{}, &tree)
+	names := map[string]bool{}
+	for _, n := range tree.Nodes {
+		if n.Role.Value == "image" || n.Role.Value == "img" {
+			names[n.Name.Value] = true
+		}
+	}
+	for k, s := range script {
+		if !names[s.Label] {
+			t.Errorf("%s: no image named %q in the accessibility tree (images: %v)", k, s.Label, names)
+		}
+	}
+}
