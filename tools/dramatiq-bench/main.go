@@ -44,6 +44,7 @@ func main() {
 	bigHeads := flag.Int("big-heads", 10, "queues whose head message is large, for the memory benchmark (0: skip)")
 	headBytes := flag.Int("head-bytes", 5<<20, "size of the argument in each large head message")
 	concurrency := flag.Int("concurrency", 40, "concurrent scrapes in the large-head benchmark (the default --web.max-requests)")
+	historySizes := flag.String("history", "1000,10000", "queue counts to measure the status page's trends history at, comma-separated (empty: skip)")
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
 	flag.Parse()
 
@@ -68,6 +69,9 @@ func main() {
 	}
 	if *discovery != "" {
 		discoveryBench(*discovery, *redisServer, bin)
+	}
+	if *historySizes != "" {
+		historyBench(*historySizes)
 	}
 	if *bigHeads > 0 {
 		bigHeadsBench(*bigHeads, *headBytes, *concurrency, 3, *redisServer, bin)
