@@ -90,6 +90,7 @@ func TestPromtoolTestsDetectChanges(t *testing.T) {
 			"workers dying increase":   func(c *mixin.Config) { c.WorkersDyingMinIncrease = 20 },
 			"workers job selector":     func(c *mixin.Config) { c.WorkersSelector = `job="other-workers"` },
 			"actor error ratio":        func(c *mixin.Config) { c.ActorErrorRatio = 0.6 },
+			"actor dead letters":       func(c *mixin.Config) { c.ActorDeadLettersMin = 13 },
 		}
 		for name, mutate := range mutations {
 			t.Run(name, func(t *testing.T) {

@@ -61,6 +61,11 @@ type Config struct {
 	WorkersDyingFor         time.Duration
 	// DeadLettersWindow is how long after a dead-lettering the alert fires.
 	DeadLettersWindow time.Duration
+	// ActorDeadLettersMin is how many messages of one actor must be
+	// dead-lettered within ActorDeadLettersWindow for
+	// DramatiqActorDeadLettersHigh to fire.
+	ActorDeadLettersMin    int
+	ActorDeadLettersWindow time.Duration
 
 	// ActorErrorRatio is the share of an actor's processed messages that
 	// raised (retried attempts included) above which DramatiqActorErrorRatioHigh
@@ -103,6 +108,8 @@ func DefaultConfig() Config {
 		WorkersDyingMinIncrease: 2,
 		WorkersDyingFor:         15 * time.Minute,
 		DeadLettersWindow:       15 * time.Minute,
+		ActorDeadLettersMin:     10,
+		ActorDeadLettersWindow:  15 * time.Minute,
 		ActorErrorRatio:         0.25,
 		ActorErrorMinRate:       1.0 / 60,
 		ActorErrorFor:           15 * time.Minute,

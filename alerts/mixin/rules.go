@@ -139,6 +139,24 @@ func (c Config) Groups() []RuleGroup {
 				Summary:     "A Dramatiq queue dead-lettered messages.",
 				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} moved a message to its dead-letter queue {{ $value | humanizeDuration }} ago.",
 			},
+			{
+				Name: "DramatiqActorDeadLettersHigh", Class: classWorkload, Severity: "warning",
+				// The exporter's counter, not the workers' middleware: it
+				// counts messages that died for good, whatever the workers
+				// export. A series appears with the first dead letter of its
+				// actor, already above 0, where increase() sees nothing. So
+				// a series absent one window ago counts whole (the exporter
+				// counts every actor from 0), if its queue's counter was
+				// there then: after an outage of the exporter or of Redis
+				// longer than the window, reappearing series are not new.
+				Expr: "(\n  (\n    (\n      " + c.sel("dramatiq_actor_dead_lettered_total") + "\n        unless\n      " + c.sel("dramatiq_actor_dead_lettered_total") +
+					" offset " + promDuration(c.ActorDeadLettersWindow) + "\n    )\n    and on (job, instance, queue)\n    " +
+					c.sel("dramatiq_queue_dead_lettered_total") + " offset " + promDuration(c.ActorDeadLettersWindow) +
+					"\n  )\n  or\n  increase(" + c.sel("dramatiq_actor_dead_lettered_total") +
+					"[" + promDuration(c.ActorDeadLettersWindow) + "])\n) >= " + strconv.Itoa(c.ActorDeadLettersMin),
+				Summary:     "A Dramatiq actor dead-letters many messages.",
+				Description: "About " + count + " messages of actor {{ $labels.actor }} on queue {{ $labels.queue }} (exporter {{ $labels.instance }}) were dead-lettered in the last " + promDuration(c.ActorDeadLettersWindow) + ".",
+			},
 		}},
 		{Name: "dramatiq-actors", Alerts: []Alert{
 			{
