@@ -26,28 +26,28 @@ var (
 		"used_memory from Redis INFO memory.", nil, nil)
 	redisClientsDesc = prometheus.NewDesc("dramatiq_redis_connected_clients",
 		"connected_clients from Redis INFO clients.", nil, nil)
-	queueReadyDesc = prometheus.NewDesc("dramatiq_queue_ready_messages",
-		"Messages waiting to be fetched: LLEN of the queue list.", []string{"queue"}, nil)
-	queueInflightDesc = prometheus.NewDesc("dramatiq_queue_inflight_messages",
-		"Messages fetched by a worker and not yet acked, running or prefetched, including those held by dead workers: HLEN of queue.msgs minus LLEN of the queue (the sum of the queue's ack sets while the broker is consistent).", []string{"queue"}, nil)
-	queueDelayedDesc = prometheus.NewDesc("dramatiq_queue_delayed_messages",
-		"Delayed messages and retries in backoff, claimed by a worker or not: HLEN of queue.DQ.msgs.", []string{"queue"}, nil)
-	queueDeadDesc = prometheus.NewDesc("dramatiq_queue_dead_letter_messages",
-		"Dead-lettered messages: ZCARD of queue.XQ.", []string{"queue"}, nil)
-	queueDeadLastDesc = prometheus.NewDesc("dramatiq_queue_dead_letter_last_timestamp_seconds",
-		"Unix time of the newest dead-lettering (highest queue.XQ score, the nacking worker's clock). Absent when the dead-letter queue is empty.", []string{"queue"}, nil)
-	queueDeadLetteredDesc = prometheus.NewDesc("dramatiq_queue_dead_lettered_total",
-		"Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.", []string{"queue"}, nil)
+	queueReady = NewQueueFamily("dramatiq_queue_ready_messages",
+		"Messages waiting to be fetched: LLEN of the queue list.", prometheus.GaugeValue)
+	queueInflight = NewQueueFamily("dramatiq_queue_inflight_messages",
+		"Messages fetched by a worker and not yet acked, running or prefetched, including those held by dead workers: HLEN of queue.msgs minus LLEN of the queue (the sum of the queue's ack sets while the broker is consistent).", prometheus.GaugeValue)
+	queueDelayed = NewQueueFamily("dramatiq_queue_delayed_messages",
+		"Delayed messages and retries in backoff, claimed by a worker or not: HLEN of queue.DQ.msgs.", prometheus.GaugeValue)
+	queueDead = NewQueueFamily("dramatiq_queue_dead_letter_messages",
+		"Dead-lettered messages: ZCARD of queue.XQ.", prometheus.GaugeValue)
+	queueDeadLast = NewQueueFamily("dramatiq_queue_dead_letter_last_timestamp_seconds",
+		"Unix time of the newest dead-lettering (highest queue.XQ score, the nacking worker's clock). Absent when the dead-letter queue is empty.", prometheus.GaugeValue)
+	queueDeadLettered = NewQueueFamily("dramatiq_queue_dead_lettered_total",
+		"Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.", prometheus.CounterValue)
 	actorDeadLetteredDesc = prometheus.NewDesc("dramatiq_actor_dead_lettered_total",
 		fmt.Sprintf("dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor=%q: the body was gone, over 1 MiB or not Dramatiq JSON; actor=%q: actors beyond the first %d {queue, actor} pairs.", broker.ActorUnknown, broker.ActorOther, broker.MaxActorSeries), []string{"queue", "actor"}, nil)
 	actorSeriesDesc = prometheus.NewDesc("dramatiq_exporter_dead_letter_actor_series",
 		fmt.Sprintf("{queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor=%q and %q. Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor=%q.", broker.ActorUnknown, broker.ActorOther, broker.ActorOther), nil, nil)
 	actorSeriesLimitDesc = prometheus.NewDesc("dramatiq_exporter_dead_letter_actor_series_limit",
 		"The cap on dramatiq_exporter_dead_letter_actor_series.", nil, nil)
-	queueOldestDesc = prometheus.NewDesc("dramatiq_queue_oldest_message_age_seconds",
-		"Now minus message_timestamp (creation time) of the message at the head of the ready list; 0 when the list is empty, absent when the head cannot be decoded.", []string{"queue"}, nil)
-	queueOrphanedDesc = prometheus.NewDesc("dramatiq_queue_orphaned_messages",
-		"Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found by the periodic queue discovery (--dramatiq.discovery-interval).", []string{"queue"}, nil)
+	queueOldest = NewQueueFamily("dramatiq_queue_oldest_message_age_seconds",
+		"Now minus message_timestamp (creation time) of the message at the head of the ready list; 0 when the list is empty, absent when the head cannot be decoded.", prometheus.GaugeValue)
+	queueOrphaned = NewQueueFamily("dramatiq_queue_orphaned_messages",
+		"Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found by the periodic queue discovery (--dramatiq.discovery-interval).", prometheus.GaugeValue)
 	processesDesc = prometheus.NewDesc("dramatiq_processes",
 		"Members of the heartbeat set heard from within (alive) or before (stale) the heartbeat timeout. Producers heartbeat too: any process that enqueues counts.", []string{"state"}, nil)
 	queuesDroppedDesc = prometheus.NewDesc("dramatiq_exporter_queues_dropped",
@@ -77,19 +77,23 @@ var (
 
 type brokerCollector struct {
 	reader *broker.Reader
-	labels queueLabels
+	labels queueLabels // kept across scrapes
 }
 
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{redisUpDesc, redisMemoryDesc, redisClientsDesc, queueReadyDesc,
-		queueInflightDesc, queueDelayedDesc, queueDeadDesc, queueDeadLastDesc, queueOldestDesc,
-		queueDeadLetteredDesc, actorDeadLetteredDesc, actorSeriesDesc, actorSeriesLimitDesc,
-		queueOrphanedDesc, processesDesc, queuesDroppedDesc, anomaliesDesc,
+	for _, d := range []*prometheus.Desc{redisUpDesc, redisMemoryDesc, redisClientsDesc,
+		actorDeadLetteredDesc, actorSeriesDesc, actorSeriesLimitDesc, processesDesc, queuesDroppedDesc, anomaliesDesc,
 		discoveryCompleteDesc, discoveryLastDesc, discoveryPassesDesc, discoveryDurationDesc, discoveryRedisDesc,
 		discoveryKeysDesc, discoveryScannedDesc, discoveryIntervalDesc} {
 		ch <- d
 	}
+	for _, f := range queueFamilies {
+		ch <- f.Desc()
+	}
 }
+
+// queueFamilies are the broker's per-queue families.
+var queueFamilies = []*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered}
 
 func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) error {
 	part := &BrokerState{}
@@ -149,20 +153,19 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	for i, q := range snap.Queues {
 		names[i] = q.Name
 	}
-	labels := c.labels.pairs(names)
+	m.queueRows(&c.labels, names)
 	for i, q := range snap.Queues {
-		l := labels[i]
-		m.queueGauge(queueReadyDesc, float64(q.Ready), l)
-		m.queueGauge(queueInflightDesc, float64(q.InFlight), l)
-		m.queueGauge(queueDelayedDesc, float64(q.Delayed), l)
-		m.queueGauge(queueDeadDesc, float64(q.DeadLetter), l)
-		m.queueGauge(queueOrphanedDesc, float64(q.Orphaned), l)
-		m.queueCounter(queueDeadLetteredDesc, float64(q.DeadLettered), l)
+		m.queueSample(queueReady, i, float64(q.Ready))
+		m.queueSample(queueInflight, i, float64(q.InFlight))
+		m.queueSample(queueDelayed, i, float64(q.Delayed))
+		m.queueSample(queueDead, i, float64(q.DeadLetter))
+		m.queueSample(queueOrphaned, i, float64(q.Orphaned))
+		m.queueSample(queueDeadLettered, i, float64(q.DeadLettered))
 		if !q.DeadLetterLast.IsZero() {
-			m.queueGauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, l)
+			m.queueSample(queueDeadLast, i, float64(q.DeadLetterLast.UnixMilli())/1000)
 		}
 		if q.OldestAgeKnown {
-			m.queueGauge(queueOldestDesc, q.OldestAge.Seconds(), l)
+			m.queueSample(queueOldest, i, q.OldestAge.Seconds())
 		}
 	}
 }

@@ -13,12 +13,15 @@
 package collector
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -477,6 +480,7 @@ func (e *Exporter) readOne(ctx context.Context, name string, c Collector, st *St
 type Metrics struct {
 	list    []prometheus.Metric
 	invalid int
+	queues  *queueSamples // the per-queue families, if any
 }
 
 // Gauge adds a gauge sample.
@@ -513,6 +517,12 @@ func (m *Metrics) Invalid() int { return m.invalid }
 // collector's own series, its duration and success, and the count of series
 // left out for their label values.
 func (e *Exporter) Collect(st *State, ch chan<- prometheus.Metric) {
+	e.Project(st).All().Collect(ch)
+}
+
+// Project is Collect's projection, with the per-queue families kept apart
+// so that /metrics can write them directly (see QueueFamily).
+func (e *Exporter) Project(st *State) *Projection {
 	m := &Metrics{}
 	m.Gauge(exporterInfoDesc, 1, st.Environment, st.Namespace)
 	for _, out := range st.Outcomes {
@@ -521,6 +531,12 @@ func (e *Exporter) Collect(st *State, ch chan<- prometheus.Metric) {
 			if e.project(c, out.Name, st, part) {
 				m.list = append(m.list, part.list...)
 				m.invalid += part.invalid
+				if m.queues == nil {
+					m.queues = part.queues
+				} else {
+					// Rows of two collectors cannot share columns.
+					m.list = part.queues.appendMetrics(m.list)
+				}
 			} else {
 				// Only /metrics saw this failure; the status projection
 				// does not share the bug that caused it.
@@ -535,9 +551,83 @@ func (e *Exporter) Collect(st *State, ch chan<- prometheus.Metric) {
 		m.Gauge(scrapeSuccessDesc, success, out.Name)
 	}
 	m.Gauge(invalidLabelValuesDesc, float64(m.invalid))
-	for _, x := range m.list {
+	return &Projection{e: e, list: m.list, queues: m.queues}
+}
+
+// Projection is the /metrics projection of one State.
+type Projection struct {
+	e      *Exporter
+	list   []prometheus.Metric
+	queues *queueSamples
+}
+
+// All is every series of the projection, for a registry.
+func (p *Projection) All() prometheus.Collector { return projected{p, true} }
+
+// Rest is every series but those of QueueText's families, for a registry
+// whose families are written beside them.
+func (p *Projection) Rest() prometheus.Collector { return projected{p, false} }
+
+type projected struct {
+	p      *Projection
+	queues bool
+}
+
+func (c projected) Describe(ch chan<- *prometheus.Desc) { c.p.e.Describe(ch) }
+
+func (c projected) Collect(ch chan<- prometheus.Metric) {
+	for _, x := range c.p.list {
 		ch <- x
 	}
+	if c.queues {
+		for _, x := range c.p.queues.appendMetrics(nil) {
+			ch <- x
+		}
+	}
+}
+
+// QueueText returns the per-queue families to write in the text format
+// beside Rest's, sorted by name, each with at least one sample. ok is false
+// when they must go through a registry (All) to come out exactly as a
+// registry would give them: a queue name repeated in the read.
+func (p *Projection) QueueText() (t *QueueText, ok bool) {
+	t = &QueueText{}
+	q := p.queues
+	if q == nil {
+		return t, true
+	}
+	if t.rows, ok = q.sortedRows(); !ok {
+		return nil, false
+	}
+	t.q = q
+	for _, c := range q.cols {
+		if c.n > 0 {
+			t.cols = append(t.cols, c)
+		}
+	}
+	slices.SortFunc(t.cols, func(a, b *queueColumn) int { return strings.Compare(a.fam.name, b.fam.name) })
+	return t, true
+}
+
+// QueueText are per-queue families ready to be written in the text format.
+type QueueText struct {
+	q    *queueSamples
+	rows []int
+	cols []*queueColumn
+	num  []byte
+}
+
+// Len is the number of families.
+func (t *QueueText) Len() int { return len(t.cols) }
+
+// Name is the name of family i.
+func (t *QueueText) Name(i int) string { return t.cols[i].fam.name }
+
+// Write writes family i as expfmt's text encoder writes a registry's
+// family of the same series (text format 0.0.4, which is also what every
+// escaping scheme gives for these names and the queue label).
+func (t *QueueText) Write(w *bufio.Writer, i int) {
+	t.num = t.cols[i].writeText(w, t.q, t.rows, t.num)
 }
 
 // project runs one collector's Collect; false when it panicked, in which

@@ -26,7 +26,7 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 	for n, names := range scrapes {
 		snap := &broker.Snapshot{MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN(), Anomalies: broker.Anomalies{}}
 		for i, name := range names {
-			q := broker.QueueStats{Name: name, Ready: int64(n*10 + i), InFlight: 2, Delayed: 3, DeadLetter: int64(i), Orphaned: 1, DeadLettered: uint64(n*100 + i),
+			q := broker.QueueStats{Name: name, Ready: int64(n*10 + i), InFlight: 2, Delayed: 3, DeadLetter: int64(i), Orphaned: 1, DeadLettered: uint64(i * 7),
 				OldestAge: time.Duration(i) * time.Second, OldestAgeKnown: i%2 == 0}
 			if i > 0 {
 				q.DeadLetterLast = time.UnixMilli(1_700_000_000_123 + int64(i))
@@ -36,19 +36,20 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 		st := &State{Broker: &BrokerState{Snapshot: snap}}
 		fast := &Metrics{}
 		c.Collect(st, fast)
+		fast.list = fast.queues.appendMetrics(fast.list)
 		slow := &Metrics{}
 		for _, q := range snap.Queues {
-			slow.Gauge(queueReadyDesc, float64(q.Ready), q.Name)
-			slow.Gauge(queueInflightDesc, float64(q.InFlight), q.Name)
-			slow.Gauge(queueDelayedDesc, float64(q.Delayed), q.Name)
-			slow.Gauge(queueDeadDesc, float64(q.DeadLetter), q.Name)
-			slow.Gauge(queueOrphanedDesc, float64(q.Orphaned), q.Name)
-			slow.Counter(queueDeadLetteredDesc, float64(q.DeadLettered), q.Name)
+			slow.Gauge(queueReady.Desc(), float64(q.Ready), q.Name)
+			slow.Gauge(queueInflight.Desc(), float64(q.InFlight), q.Name)
+			slow.Gauge(queueDelayed.Desc(), float64(q.Delayed), q.Name)
+			slow.Gauge(queueDead.Desc(), float64(q.DeadLetter), q.Name)
+			slow.Gauge(queueOrphaned.Desc(), float64(q.Orphaned), q.Name)
+			slow.Counter(queueDeadLettered.Desc(), float64(q.DeadLettered), q.Name)
 			if !q.DeadLetterLast.IsZero() {
-				slow.Gauge(queueDeadLastDesc, float64(q.DeadLetterLast.UnixMilli())/1000, q.Name)
+				slow.Gauge(queueDeadLast.Desc(), float64(q.DeadLetterLast.UnixMilli())/1000, q.Name)
 			}
 			if q.OldestAgeKnown {
-				slow.Gauge(queueOldestDesc, q.OldestAge.Seconds(), q.Name)
+				slow.Gauge(queueOldest.Desc(), q.OldestAge.Seconds(), q.Name)
 			}
 		}
 		got, want := exposeQueueFamilies(t, fast), exposeQueueFamilies(t, slow)
@@ -66,8 +67,8 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 func exposeQueueFamilies(t *testing.T, m *Metrics) string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(metricsCollector{m, []*prometheus.Desc{queueReadyDesc, queueInflightDesc, queueDelayedDesc,
-		queueDeadDesc, queueOrphanedDesc, queueDeadLastDesc, queueOldestDesc, queueDeadLetteredDesc}})
+	reg.MustRegister(metricsCollector{m, []*prometheus.Desc{queueReady.Desc(), queueInflight.Desc(), queueDelayed.Desc(),
+		queueDead.Desc(), queueOrphaned.Desc(), queueDeadLast.Desc(), queueOldest.Desc(), queueDeadLettered.Desc()}})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -1,21 +1,24 @@
 package collector_test
 
 import (
-	"context"
 	"fmt"
-	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 )
 
-// BenchmarkScrape is one whole scrape as the handler does it: bind, gather,
-// encode as text. Run: go test -run x -bench Scrape ./collector/
+// BenchmarkScrape is one whole scrape through the /metrics handler, as
+// Prometheus asks for it (text, no compression): read, project, gather,
+// write. Run: go test -run x -bench Scrape ./collector/
 func BenchmarkScrape(b *testing.B) {
 	for _, queues := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("queues=%d", queues), func(b *testing.B) {
@@ -31,20 +34,16 @@ func BenchmarkScrape(b *testing.B) {
 			defer client.Close()
 			f := &fixture{reader: broker.NewReader(client, broker.Options{})}
 			exp := newExporter(b, f.reader)
+			h := server.MetricsHandler(exp, prometheus.NewRegistry(), server.MetricsOptions{Timeout: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(exp.Bind(context.Background()))
-				mfs, err := reg.Gather()
-				if err != nil {
-					b.Fatal(err)
-				}
-				enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
-				for _, mf := range mfs {
-					if err := enc.Encode(mf); err != nil {
-						b.Fatal(err)
-					}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if !strings.Contains(rec.Body.String(), "\ndramatiq_redis_up 1\n") {
+					b.Fatalf("scrape failed:\n%.2000s", rec.Body.String())
 				}
 			}
 		})

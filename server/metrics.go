@@ -3,14 +3,23 @@
 package server
 
 import (
+	"bufio"
+	"compress/gzip"
 	"context"
+	"io"
+	"log"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 )
@@ -46,7 +55,8 @@ func ScrapeTimeout(r *http.Request, limit, offset time.Duration) time.Duration {
 }
 
 // MetricsHandler gathers base (process, Go and build info, shared by every
-// scrape) and the exporter's collectors bound to this request's deadline.
+// scrape) and the exporter's projection of one read within this request's
+// deadline.
 func MetricsHandler(e *collector.Exporter, base prometheus.Gatherer, o MetricsOptions) http.Handler {
 	var sem chan struct{}
 	if o.MaxRequests > 0 {
@@ -65,11 +75,136 @@ func MetricsHandler(e *collector.Exporter, base prometheus.Gatherer, o MetricsOp
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), ScrapeTimeout(r, o.Timeout, o.TimeoutOffset))
 		defer cancel()
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(e.Bind(ctx))
-		promhttp.HandlerFor(prometheus.Gatherers{base, reg}, promhttp.HandlerOpts{
-			ErrorLog:      logAdapter,
-			ErrorHandling: promhttp.ContinueOnError,
-		}).ServeHTTP(w, r)
+		serveMetrics(w, r, e.Project(e.Read(ctx, collector.ReadOptions{})), base, logAdapter, true)
 	})
+}
+
+// serveMetrics answers as promhttp.HandlerFor(Gatherers{base, a registry
+// of p.All()}) does. With direct, the per-queue families are written
+// straight from the projection when the answer is the text format (what
+// Prometheus asks for), beside the registry's other families: through a
+// registry they cost more than the whole Redis read. Anything else takes
+// the registry path.
+func serveMetrics(w http.ResponseWriter, r *http.Request, p *collector.Projection, base prometheus.Gatherer, errLog *log.Logger, direct bool) {
+	if direct && writeDirect(w, r, p, base, errLog) {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.All())
+	promhttp.HandlerFor(prometheus.Gatherers{base, reg}, promhttp.HandlerOpts{
+		ErrorLog:      errLog,
+		ErrorHandling: promhttp.ContinueOnError,
+	}).ServeHTTP(w, r)
+}
+
+var (
+	gzipPool = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+	bufPool  = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+)
+
+// writeDirect writes p as promhttp would, negotiation and headers
+// included, and reports true; it writes nothing and reports false when it
+// cannot be sure to give the same answer: a format other than text, a
+// name[] filter, an Accept-Encoding it does not parse itself, a queue name
+// repeated in the read, a family both ways, or no family at all.
+func writeDirect(w http.ResponseWriter, r *http.Request, p *collector.Projection, base prometheus.Gatherer, errLog *log.Logger) bool {
+	if r.URL != nil && r.URL.RawQuery != "" && len(r.URL.Query()["name[]"]) > 0 {
+		return false
+	}
+	format := expfmt.NegotiateAccept(r.Header, expfmt.DefaultAcceptedFormats()...)
+	if format.FormatType() != expfmt.TypeTextPlain {
+		return false
+	}
+	encoding, ok := plainEncoding(r.Header["Accept-Encoding"])
+	if !ok {
+		return false
+	}
+	qt, ok := p.QueueText()
+	if !ok {
+		return false
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.Rest())
+	mfs, err := prometheus.Gatherers{base, reg}.Gather()
+	if len(mfs) == 0 {
+		return false
+	}
+	for i := range qt.Len() {
+		name := qt.Name(i)
+		if _, dup := slices.BinarySearchFunc(mfs, name, func(mf *dto.MetricFamily, n string) int {
+			return strings.Compare(mf.GetName(), n)
+		}); dup {
+			return false
+		}
+	}
+	if err != nil {
+		errLog.Println("error gathering metrics:", err)
+	}
+
+	h := w.Header()
+	h.Add("Vary", "Accept")
+	h.Add("Vary", "Accept-Encoding")
+	h.Set("Content-Type", string(format))
+	var out io.Writer = w
+	if encoding == "gzip" {
+		h.Set("Content-Encoding", "gzip")
+		gz := gzipPool.Get().(*gzip.Writer)
+		gz.Reset(w)
+		defer func() { _ = gz.Close(); gzipPool.Put(gz) }()
+		out = gz
+	}
+	bw := bufPool.Get().(*bufio.Writer)
+	bw.Reset(out)
+	defer func() { bw.Reset(nil); bufPool.Put(bw) }()
+
+	// Both are sorted by name, as a registry sorts its families.
+	enc := expfmt.NewEncoder(bw, format)
+	i := 0
+	for _, mf := range mfs {
+		for ; i < qt.Len() && qt.Name(i) < mf.GetName(); i++ {
+			qt.Write(bw, i)
+		}
+		if err := enc.Encode(mf); err != nil {
+			errLog.Println("error encoding and sending metric family:", err)
+		}
+	}
+	for ; i < qt.Len(); i++ {
+		qt.Write(bw, i)
+	}
+	if err := bw.Flush(); err != nil {
+		errLog.Println("error encoding and sending metric family:", err)
+	}
+	return true
+}
+
+// plainEncoding picks the Content-Encoding promhttp picks (offering
+// identity, then gzip) for Accept-Encoding values that are plain lists of
+// lower-case codings, the kind Prometheus and curl send. ok is false for
+// anything else (weights, odd spacing or characters), which promhttp's
+// own parser then decides.
+func plainEncoding(values []string) (encoding string, ok bool) {
+	identity, gzip := false, false
+	for _, v := range values {
+		// promhttp's parser drops a value that starts with a space.
+		if v == "" || v != strings.TrimLeft(v, " \t") {
+			return "", false
+		}
+		for _, c := range strings.Split(v, ",") {
+			c = strings.Trim(c, " \t")
+			if c != "*" && (c == "" || strings.Trim(c, "abcdefghijklmnopqrstuvwxyz0123456789-") != "") {
+				return "", false
+			}
+			switch c {
+			case "identity", "*":
+				identity = true
+			case "gzip":
+				gzip = true
+			}
+		}
+	}
+	// Every coding weighs 1, so the first offer any of them accepts wins.
+	if gzip && !identity {
+		return "gzip", true
+	}
+	return "identity", true
 }
