@@ -6,10 +6,11 @@
 //
 // The data flows one way. Exporter.Read runs every collector's Read, in
 // parallel and within the caller's context, into one typed State (shared by
-// concurrent callers); Exporter.Collect projects that State into const
-// metrics for /metrics, and the status package projects the same State into
-// the status model of the API, the page and `check`. Nothing is cached in a
-// metric vector between scrapes.
+// concurrent callers); Exporter.Project projects that State into metrics
+// for /metrics (the per-queue families as columns the server writes
+// directly, the rest as const metrics), and the status package projects the
+// same State into the status model of the API, the page and `check`.
+// Nothing is cached in a metric vector between scrapes.
 package collector
 
 import (
