@@ -150,7 +150,7 @@ func writeDirect(w http.ResponseWriter, r *http.Request, p *collector.Projection
 		h.Set("Content-Encoding", "gzip")
 		gz := gzipPool.Get().(*gzip.Writer)
 		gz.Reset(w)
-		defer func() { _ = gz.Close(); gzipPool.Put(gz) }()
+		defer func() { _ = gz.Close(); gz.Reset(io.Discard); gzipPool.Put(gz) }()
 		out = gz
 	}
 	bw := bufPool.Get().(*bufio.Writer)
