@@ -51,6 +51,7 @@ var queueMetrics = map[string]string{
 	"orphaned":                   "dramatiq_queue_orphaned_messages",
 	"dead_letter_last_timestamp": "dramatiq_queue_dead_letter_last_timestamp_seconds",
 	"oldest_message_timestamp":   "dramatiq_queue_oldest_message_age_seconds",
+	"dead_lettered_total":        "dramatiq_queue_dead_lettered_total",
 }
 
 type header struct {
@@ -68,6 +69,9 @@ type phase struct {
 	Queues       map[string]map[string]json.RawMessage `json:"queues"`
 	AbsentQueues []string                              `json:"absent_queues"`
 	Processes    map[string]float64                    `json:"processes"`
+	// Actors are exact dramatiq_actor_dead_lettered_total values by queue
+	// and actor.
+	Actors map[string]map[string]float64 `json:"actors"`
 }
 
 type venv struct {
@@ -396,6 +400,11 @@ func compare(sc *scrape, h header, p phase) []string {
 			if got, ok := sc.value(name, map[string]string{"queue": q}); ok {
 				problems = append(problems, fmt.Sprintf("%s{queue=%q} = %g, want no such queue", name, q, got))
 			}
+		}
+	}
+	for q, actors := range p.Actors {
+		for actor, n := range actors {
+			want("dramatiq_actor_dead_lettered_total", map[string]string{"queue": q, "actor": actor}, n)
 		}
 	}
 	for _, state := range []string{"alive", "stale"} {

@@ -19,7 +19,11 @@ A queue's expectations (every key optional; a missing key is not checked):
   dead_letter_last_timestamp: unix seconds (within 1 s), or null when the
     series must be absent (empty dead-letter queue);
   oldest_message_timestamp: unix seconds of the head message's creation, so
-    the age must be now - that (within 1 s); null when the age must be 0.
+    the age must be now - that (within 1 s); null when the age must be 0;
+  dead_lettered_total: exact integer, messages dead-lettered since the
+    exporter started.
+A phase may also carry "actors": {Q: {ACTOR: N}}, the exact
+dramatiq_actor_dead_lettered_total of those pairs.
 
 Every expected value comes from Dramatiq's own view: what was sent, the
 Message objects send() returned, middleware hooks (before_delay_message,
@@ -58,7 +62,7 @@ def middleware():
     return [m() for m in default_middleware if m.__name__ != "Prometheus"]
 
 
-def make_broker(url, namespace, *, heartbeat_timeout=60, maintenance_chance=0, extra=()):
+def make_broker(url, namespace, *, heartbeat_timeout=60, maintenance_chance=0, dead_message_ttl=None, extra=()):
     """A RedisBroker for one scenario client.
 
     maintenance_chance defaults to 0 so that no client requeues or forgets
@@ -66,12 +70,16 @@ def make_broker(url, namespace, *, heartbeat_timeout=60, maintenance_chance=0, e
     that wants maintenance asks for it explicitly, which keeps every
     expectation deterministic.
     """
+    kw = {}
+    if dead_message_ttl is not None:
+        kw["dead_message_ttl"] = dead_message_ttl
     return RedisBroker(
         url=url,
         namespace=namespace,
         middleware=middleware() + list(extra),
         heartbeat_timeout=int(heartbeat_timeout * 1000),
         maintenance_chance=maintenance_chance,
+        **kw,
     )
 
 
@@ -161,7 +169,9 @@ def queue(ready=0, inflight=0, delayed=0, dead_letter=0, orphaned=0, oldest=SKIP
 
 
 class Scenario:
-    def __init__(self, name, *, namespace="dramatiq", heartbeat_timeout=60, configured_queues=()):
+    def __init__(self, name, *, namespace="dramatiq", heartbeat_timeout=60, configured_queues=(), start=True):
+        """start=False leaves the header (and so the exporter's start) to
+        start(), for state that must exist before the exporter runs."""
         p = argparse.ArgumentParser(description=f"conformance scenario {name}")
         p.add_argument("--redis-url", required=True)
         p.add_argument("--namespace", default=namespace)
@@ -182,7 +192,12 @@ class Scenario:
         )
         if configured_queues:
             header["queues"] = list(configured_queues)
-        self._emit(**header)
+        self.header = header
+        if start:
+            self.start()
+
+    def start(self):
+        self._emit(**self.header)
 
     def broker(self, **kw):
         kw.setdefault("heartbeat_timeout", self.heartbeat_timeout)
@@ -192,9 +207,11 @@ class Scenario:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    def expect(self, phase, *, queues=None, absent_queues=None, processes=None, timeout=15):
+    def expect(self, phase, *, queues=None, absent_queues=None, processes=None, actors=None, timeout=15):
         """States what the exporter must show now and waits for the driver."""
         obj = {"phase": phase, "timeout": timeout, "queues": queues or {}}
+        if actors is not None:
+            obj["actors"] = actors
         if absent_queues:
             obj["absent_queues"] = absent_queues
         if processes is not None:
