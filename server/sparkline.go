@@ -109,36 +109,46 @@ func sparkPath(vals []float64, reads []string) (d string, lo, hi, last float64, 
 	}
 	step := float64(sparkWidth-2*sparkPad) / float64(max(len(vals)-1, 1))
 	var b strings.Builder
-	open, seg := false, 0
-	end := func() {
-		if open && seg == 1 {
+	type point struct{ x, y string }
+	var seg []point
+	flush := func() {
+		if len(seg) == 0 {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString(" ")
+		}
+		for k, p := range seg {
+			// A point between two at its height adds nothing to the line:
+			// an idle queue is one short path, not 240 points.
+			if k > 0 && k < len(seg)-1 && p.y == seg[k-1].y && p.y == seg[k+1].y {
+				continue
+			}
+			if k == 0 {
+				b.WriteString("M")
+			} else {
+				b.WriteString("L")
+			}
+			b.WriteString(p.x)
+			b.WriteString(" ")
+			b.WriteString(p.y)
+		}
+		if len(seg) == 1 {
 			b.WriteString("h0") // a lone value: round caps make it a dot
 		}
-		open, seg = false, 0
+		seg = seg[:0]
 	}
 	for i, v := range vals {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			if i < len(reads) && reads[i] != history.ReadNone.String() {
-				end()
+				flush()
 			}
 			continue
 		}
 		x := sparkPad + float64(i)*step
 		y := sparkHeight - sparkPad - (v-base)/(top-base)*float64(sparkHeight-2*sparkPad)
-		if open {
-			b.WriteString("L")
-		} else {
-			if b.Len() > 0 {
-				b.WriteString(" ")
-			}
-			b.WriteString("M")
-		}
-		b.WriteString(coord(x))
-		b.WriteString(" ")
-		b.WriteString(coord(y))
-		open = true
-		seg++
+		seg = append(seg, point{coord(x), coord(y)})
 	}
-	end()
+	flush()
 	return b.String(), lo, hi, last, n
 }

@@ -85,17 +85,25 @@
     var base = Math.min(lo, 0), top = hi;
     if (top <= base) top = base + 1;
     var step = (sparkW - 2 * sparkPad) / Math.max(vals.length - 1, 1);
-    var d = "", open = false, seg = 0;
-    function end() { if (open && seg === 1) d += "h0"; open = false; seg = 0; }
+    var d = "", seg = [];
+    function flush() {
+      if (!seg.length) return;
+      if (d) d += " ";
+      seg.forEach(function (p, k) {
+        // A point between two at its height adds nothing to the line.
+        if (k > 0 && k < seg.length - 1 && p[1] === seg[k - 1][1] && p[1] === seg[k + 1][1]) return;
+        d += (k === 0 ? "M" : "L") + p[0] + " " + p[1];
+      });
+      if (seg.length === 1) d += "h0";
+      seg = [];
+    }
     vals.forEach(function (v, i) {
       // Joined across slots nobody read in, broken where a read had no value.
-      if (v === null || !isFinite(v)) { if (reads[i] && reads[i] !== "none") end(); return; }
+      if (v === null || !isFinite(v)) { if (reads[i] && reads[i] !== "none") flush(); return; }
       var x = sparkPad + i * step, y = sparkH - sparkPad - (v - base) / (top - base) * (sparkH - 2 * sparkPad);
-      d += open ? "L" : (d ? " M" : "M");
-      d += coord(x) + " " + coord(y);
-      open = true; seg++;
+      seg.push([coord(x), coord(y)]);
     });
-    end();
+    flush();
     return { d: d, lo: lo, hi: hi, last: last, n: n };
   }
   function spark(s, q, kind) {
