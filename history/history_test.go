@@ -288,3 +288,33 @@ func BenchmarkRecord(b *testing.B) {
 		h.Record(st)
 	}
 }
+
+// Dropping several queues in one pass (the list is compacted while it is
+// walked) keeps the list and the map in step.
+func TestManyVanishAtOnce(t *testing.T) {
+	c := newClock()
+	h := New(Options{Now: c.now, MaxQueues: 6})
+	h.Record(ok(c, q("a", 1), q("b", 1), q("c", 1), q("d", 1), q("e", 1)))
+	c.add(Window)
+	h.Record(ok(c, q("c", 2), q("f", 2)))
+	if tr := h.Trend(nil); h.Len() != 2 || tr.Queues["c"] == nil || tr.Queues["f"] == nil || len(h.list) != 2 {
+		t.Fatalf("after the window: %v (list %d)", keys(tr.Queues), len(h.list))
+	}
+	for i, s := range h.list {
+		if s.at != i || h.queues[s.name] != s {
+			t.Fatalf("list[%d] = %s at %d", i, s.name, s.at)
+		}
+	}
+	c.add(Resolution)
+	h.Record(ok(c, q("g", 1), q("h", 1), q("i", 1), q("j", 1), q("k", 1)))
+	// Room for 6, and 7 want it: one of c and f (neither listed) goes,
+	// c (seen in the same slot, so by name); g..k take the rest.
+	if tr := h.Trend(nil); h.Len() != 6 || tr.Queues["c"] != nil || tr.Queues["f"] == nil || tr.Queues["k"] == nil {
+		t.Fatalf("after eviction: %v", keys(tr.Queues))
+	}
+	for i, s := range h.list {
+		if s.at != i || h.queues[s.name] != s {
+			t.Fatalf("list[%d] = %s at %d", i, s.name, s.at)
+		}
+	}
+}
