@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 )
 
 // next moves the history's clock one slot on.
@@ -148,4 +150,37 @@ func commandCalls(t *testing.T, r *testserver.Redis, cmd string) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// One answer carries the history of at most MaxTrendQueues queues, the
+// first by name, so a page view of a broker with 10,000 queues does not
+// copy and encode 30 MB of trends.
+func TestHistoryBoundedPerAnswer(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	pipe := r.Admin.Pipeline()
+	n := server.MaxTrendQueues + 2
+	for i := range n {
+		pipe.RPush(ctx, fmt.Sprintf("dramatiq:q%05d", i), "m")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := startExporter(t, r, false, nil)
+	_, body := get(t, srv.URL+"/api/v1/status?history=1")
+	st := decode(t, body)
+	qs := st["queues"].([]any)
+	if len(qs) != n {
+		t.Fatalf("%d queues, want %d", len(qs), n)
+	}
+	for i, q := range qs {
+		_, has := q.(map[string]any)["history"]
+		if has != (i < server.MaxTrendQueues) {
+			t.Fatalf("queue %d (%v) has history %v", i, q.(map[string]any)["name"], has)
+		}
+	}
+	_, page := get(t, srv.URL+"/")
+	if got := strings.Count(page, `<svg class="spark"`); got != 3*server.MaxTrendQueues {
+		t.Errorf("the page draws %d sparklines, want %d", got, 3*server.MaxTrendQueues)
+	}
 }
