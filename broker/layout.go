@@ -93,7 +93,7 @@ func classify(rest, typ string) classified {
 			return classified{}
 		}
 		qn := tail[workerIDLen+1:]
-		if !validQueueName(canonical(qn)) {
+		if !validQueueName(canonical(qn)) || !validWorkerID(tail[:workerIDLen]) {
 			return classified{kind: kindInvalidName}
 		}
 		return classified{kind: kindAck, wid: tail[:workerIDLen], queue: canonical(qn), delay: strings.HasSuffix(qn, delaySuffix)}
@@ -123,6 +123,20 @@ func classify(rest, typ string) classified {
 		}
 	}
 	return classified{}
+}
+
+// validWorkerID accepts what Dramatiq's broker ids are, str(uuid4()):
+// hex digits and dashes. An ack set named otherwise was not written by
+// Dramatiq, and its id, which is compared with heartbeat members, must not
+// carry bytes that are not UTF-8 into the reader.
+func validWorkerID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func queueKey(q string) classified {

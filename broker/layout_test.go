@@ -26,6 +26,9 @@ func TestClassify(t *testing.T) {
 		{"__acks__." + wid + ".emails", "set", classified{kind: kindAck, wid: wid, queue: "emails"}},
 		{"__acks__." + wid + ".app.emails.v2.DQ", "set", classified{kind: kindAck, wid: wid, queue: "app.emails.v2", delay: true}},
 		{"__acks__.short.emails", "set", classified{}},
+		// 36 bytes, but not a uuid4 as Dramatiq writes them.
+		{"__acks__.0000000\xb50000000000000000000000000000.A", "set", classified{kind: kindInvalidName}},
+		{"__acks__.worker-1-not-a-uuid-but-36-bytes-xyz.emails", "set", classified{kind: kindInvalidName}},
 		{"__acks__." + wid + ".emails", "list", classified{}},
 		{"some-cache:entry", "string", classified{}},
 		{"1nvalid", "list", classified{kind: kindInvalidName}},
