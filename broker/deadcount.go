@@ -165,16 +165,24 @@ func (r *Reader) countDeadLetters(ctx context.Context, snap *Snapshot, queues []
 	defer func() { <-dc.lock }()
 
 	var plans []*deadPlan
+	watched := 0
 	for i, q := range queues {
 		s := seen[i]
 		w := dc.queues[q]
+		if w == nil && !s.ok {
+			// Not a dead-letter queue (yet): its watermark is set from the
+			// first read that finds one, so what it holds then is not
+			// counted either.
+			continue
+		}
+		watched++
 		if w == nil {
 			// First read of the queue: what it holds now is not counted,
 			// however many there are, and costs nothing to skip. The start
 			// is exclusive because the members already there at the newest
 			// score cannot be told from new ones with the same score.
 			w = &deadWatch{card: s.card, newestID: s.newestID, newestScore: s.newestScore, ids: map[string]float64{}}
-			if s.empty || !s.ok {
+			if s.empty {
 				w.from = math.Inf(-1)
 			} else {
 				w.from, w.fromExcl = s.newestScore, true
@@ -195,9 +203,13 @@ func (r *Reader) countDeadLetters(ctx context.Context, snap *Snapshot, queues []
 	for _, p := range plans {
 		dc.commit(p)
 	}
-	dc.forget(queues)
+	if len(dc.queues) > watched {
+		dc.forget(queues)
+	}
 	for i, q := range queues {
-		snap.Queues[i].DeadLettered = dc.queues[q].total
+		if w := dc.queues[q]; w != nil {
+			snap.Queues[i].DeadLettered = w.total
+		}
 	}
 	snap.DeadLetteredByActor = dc.byActor(queues)
 	snap.DeadLetterActorSeries = dc.series()
@@ -418,12 +430,8 @@ func (dc *deadCounter) series() int {
 // forget drops queues the read did not report, so memory is bounded by the
 // reported queues whatever the churn of queue names. A queue reported again
 // later starts from zero, which rate() reads as a counter reset.
+// The caller skips it when the map holds only queues of this read.
 func (dc *deadCounter) forget(queues []string) {
-	if len(dc.queues) == len(queues) {
-		// The map holds every queue of this read (new ones were just
-		// added), so the same size means the same names.
-		return
-	}
 	keep := make(map[string]bool, len(queues))
 	for _, q := range queues {
 		keep[q] = true

@@ -325,6 +325,18 @@ func TestDeadLetterErrorIsNotZero(t *testing.T) {
 		t.Fatalf("anomalies %v", snap.Anomalies)
 	}
 	f.expect(snap, map[string]uint64{"q": 5}, nil)
+
+	// A queue whose .XQ first has the wrong type, then becomes a sorted
+	// set of 3,000: those are not counted, only what comes after.
+	r.Admin.Set(ctx, "dramatiq:w.XQ", "x", 0)
+	g := newDeadFixtureOn(t, r, r.URL(), "w")
+	g.read()
+	r.Admin.Del(ctx, "dramatiq:w.XQ")
+	g.add("w", "a", base, 3000)
+	g.expect(g.read(), map[string]uint64{"w": 0}, nil)
+	g.add("w", "a", base+1, 2)
+	g.expect(g.read(), map[string]uint64{"w": 2}, nil)
+	g.expect(g.read(), map[string]uint64{"w": 2}, map[string]uint64{"w/a": 2})
 }
 
 // A new Reader (an exporter restart) starts from zero and does not count

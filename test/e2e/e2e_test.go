@@ -240,6 +240,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		{"DramatiqQueueBacklogGrowing", "queue", "emails"},
 		{"DramatiqOrphanedMessages", "queue", "crash"},
 		{"DramatiqDeadLetters", "queue", "reports"},
+		{"DramatiqActorDeadLettersHigh", "actor", "export_report"},
 		{"DramatiqWorkersDying", "", ""},
 		{"DramatiqExporterQueuesDropped", "", ""},
 		{"DramatiqDatabaseBlockedConnections", "", ""},
@@ -248,11 +249,12 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	}, map[string][]string{
 		// Every queue alert that fires, fires for these queues only: drain
 		// and reports are served by a live worker, zz_overflow is dropped.
-		"DramatiqQueueNotConsumed":    {"emails", "crash"},
-		"DramatiqQueueLatencyHigh":    {"emails"},
-		"DramatiqQueueBacklogGrowing": {"emails"},
-		"DramatiqOrphanedMessages":    {"crash"},
-		"DramatiqDeadLetters":         {"reports"},
+		"DramatiqQueueNotConsumed":     {"emails", "crash"},
+		"DramatiqQueueLatencyHigh":     {"emails"},
+		"DramatiqQueueBacklogGrowing":  {"emails"},
+		"DramatiqOrphanedMessages":     {"crash"},
+		"DramatiqDeadLetters":          {"reports"},
+		"DramatiqActorDeadLettersHigh": {"reports"},
 	})
 	if t.Failed() {
 		return
@@ -441,7 +443,9 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`dramatiq_queue_orphaned_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v >= 2 && v <= 4 }, "2 to 4: each killed process held 1 or 2"},
 		{`dramatiq_queue_inflight_messages{job="dramatiq",queue="crash"} - dramatiq_queue_orphaned_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v == 0 }, "0: only dead workers hold crash messages"},
 		{`dramatiq_queue_ready_messages{job="dramatiq",queue="crash"}`, func(v float64) bool { return v >= 2 }, "at least 2: nobody took them"},
-		{`dramatiq_queue_dead_letter_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 2 }, "2"},
+		{`dramatiq_queue_dead_letter_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v >= 2 }, ">= 2: two build_report, export_report twice a second"},
+		{`dramatiq_actor_dead_lettered_total{job="dramatiq",queue="reports",actor="build_report"}`, func(v float64) bool { return v == 2 }, "2: both died after the exporter started"},
+		{`dramatiq_queue_dead_lettered_total{job="dramatiq",queue="reports"} - ignoring(actor) dramatiq_actor_dead_lettered_total{job="dramatiq",queue="reports",actor="export_report"}`, func(v float64) bool { return v == 2 }, "2: the queue's count is its actors' sum"},
 		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1"},
 		{`dramatiq_queue_oldest_message_age_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 1700 && v < 2000 }, "about 1800"},
 		{`dramatiq_exporter_queues_dropped{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1: zz_overflow"},

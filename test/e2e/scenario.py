@@ -13,7 +13,9 @@ Queues, all in the default namespace "dramatiq":
                two stale processes (OrphanedMessages, WorkersDying).
   reports      served by a live worker in this process: two messages fail
                with max_retries=0 (dead letters), one is delayed by ten
-               minutes (delayed, held by the live worker).
+               minutes (delayed, held by the live worker); from "killed" on,
+               export_report fails (max_retries=0) twice a second, for the
+               dead-letter counters and DramatiqActorDeadLettersHigh.
   drain        served by the same live worker, slowly: a backlog going down
                (the queue dashboard's drain trend and time to drain).
   busy         served by a second live worker whose one thread blocks until
@@ -114,6 +116,11 @@ def hold(i):
 @dramatiq.actor(queue_name="reports", max_retries=0)
 def build_report(i):
     raise RuntimeError(f"report {i} failed on purpose")
+
+
+@dramatiq.actor(queue_name="reports", max_retries=0)
+def export_report(i):
+    raise RuntimeError(f"export {i} failed on purpose")
 
 
 @dramatiq.actor(queue_name="reports")
@@ -232,6 +239,7 @@ try:
     i = 1
     while not stop.wait(0.5):
         send_email.send(i)
+        export_report.send(i)
         i += 1
     log(f"stopping after {i - 1} more emails")
     busy_release.set()
