@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
@@ -86,10 +87,14 @@ type deadCounter struct {
 	lock   chan struct{}
 	queues map[string]*deadWatch
 	actors map[actorKey]uint64
+	// startMs is when the Reader was made (ms, its clock): members scored
+	// from then on died while the exporter ran.
+	startMs float64
 }
 
-func newDeadCounter() *deadCounter {
-	return &deadCounter{lock: make(chan struct{}, 1), queues: map[string]*deadWatch{}, actors: map[actorKey]uint64{}}
+func newDeadCounter(start time.Time) *deadCounter {
+	return &deadCounter{lock: make(chan struct{}, 1), queues: map[string]*deadWatch{}, actors: map[actorKey]uint64{},
+		startMs: float64(start.UnixMilli())}
 }
 
 // deadSeen is what round trip 1 read of one queue's XQ.
@@ -177,20 +182,17 @@ func (r *Reader) countDeadLetters(ctx context.Context, snap *Snapshot, queues []
 		}
 		watched++
 		if w == nil {
-			// First read of the queue: what it holds now is not counted,
-			// however many there are, and costs nothing to skip. The start
-			// is exclusive because the members already there at the newest
-			// score cannot be told from new ones with the same score.
-			w = &deadWatch{card: s.card, newestID: s.newestID, newestScore: s.newestScore, ids: map[string]float64{}}
-			if s.empty {
-				w.from = math.Inf(-1)
-			} else {
-				w.from, w.fromExcl = s.newestScore, true
-			}
+			// First read of the queue: members scored before the Reader
+			// started are not counted, however many there are, and cost
+			// nothing when the newest is one of them. Those scored since
+			// died while the exporter ran, before discovery found the
+			// queue or before the first scrape: they are read now.
+			w = &deadWatch{card: s.card, newestID: s.newestID, newestScore: s.newestScore, ids: map[string]float64{}, from: dc.startMs}
 			dc.queues[q] = w
-			continue
-		}
-		if !s.ok || (s.card == w.card && s.newestID == w.newestID && s.newestScore == w.newestScore) {
+			if s.empty || s.newestScore < dc.startMs {
+				continue
+			}
+		} else if !s.ok || (s.card == w.card && s.newestID == w.newestID && s.newestScore == w.newestScore) {
 			continue
 		}
 		plans = append(plans, &deadPlan{queue: q, seen: s, w: w, limit: int64(len(w.ids) + MaxNewDeadLettersPerQueue)})

@@ -178,7 +178,9 @@ func TestDeadLettersCountedFromStart(t *testing.T) {
 // removing members in the same interval are each counted once.
 func TestDeadLettersSameScoreSkewAndPruning(t *testing.T) {
 	f := newDeadFixture(t, "q")
-	base := float64(time.Now().UnixMilli())
+	// Scores from 10 s after the Reader started, so that skewed ones are
+	// still after it.
+	base := float64(time.Now().UnixMilli()) + 10000
 	f.add("q", "a", base-60000, 10) // existing
 	f.read()
 
@@ -209,7 +211,10 @@ func TestDeadLettersSameScoreSkewAndPruning(t *testing.T) {
 	ctx := context.Background()
 	f.r.Admin.ZRem(ctx, "dramatiq:q.XQ", ids[0])
 	f.r.Admin.HDel(ctx, "dramatiq:q.XQ.msgs", ids[0])
-	f.add("q", "d", base+200, 1)
+	// (One millisecond later: in the same millisecond, a member ordered
+	// before the newest by id would leave ZCARD and the newest unchanged,
+	// and wait for the next change; see docs/dead-letter-counters.md.)
+	f.add("q", "d", base+201, 1)
 	f.expect(f.read(), map[string]uint64{"q": 24}, nil)
 	// Everything pruned, then new ones.
 	f.prune("q", base+1e6)
@@ -300,7 +305,7 @@ func TestDeadLetterErrorIsNotZero(t *testing.T) {
 	url := r.ReadOnlyUser(t, "ro", "ro-secret")
 	f := newDeadFixtureOn(t, r, url, "q")
 	base := float64(time.Now().UnixMilli())
-	f.add("q", "a", base, 1)
+	f.add("q", "a", base-60000, 1)
 	f.read()
 	f.add("q", "a", base+1, 2)
 	f.expect(f.read(), map[string]uint64{"q": 2}, nil)
@@ -334,7 +339,7 @@ func TestDeadLetterErrorIsNotZero(t *testing.T) {
 	r.Admin.Del(ctx, "dramatiq:w.XQ")
 	g.add("w", "a", base, 3000)
 	g.expect(g.read(), map[string]uint64{"w": 0}, nil)
-	g.add("w", "a", base+1, 2)
+	g.add("w", "a", base+60000, 2)
 	g.expect(g.read(), map[string]uint64{"w": 2}, nil)
 	g.expect(g.read(), map[string]uint64{"w": 2}, map[string]uint64{"w/a": 2})
 }
@@ -349,7 +354,7 @@ func TestDeadLettersRestartFromZero(t *testing.T) {
 	f.expect(f.read(), map[string]uint64{"q": 4}, nil)
 	g := newDeadFixtureOn(t, f.r, f.r.URL(), "q")
 	f.expect(g.read(), map[string]uint64{"q": 0}, map[string]uint64{})
-	f.add("q", "a", base+1, 1)
+	f.add("q", "a", base+60000, 1)
 	f.expect(g.read(), map[string]uint64{"q": 1}, nil)
 	f.expect(f.read(), map[string]uint64{"q": 5}, nil)
 }
@@ -468,4 +473,26 @@ func BenchmarkSnapshotDeadLetters(b *testing.B) {
 			b.ReportMetric(float64(trips)/float64(b.N), "trips/op")
 		})
 	}
+}
+
+// Dead letters scored after the Reader started count even when the queue is
+// first read later (found by discovery after they died); those before it
+// never do.
+func TestDeadLettersOfALateQueue(t *testing.T) {
+	r := testserver.StartRedis(t)
+	before := float64(time.Now().Add(-time.Minute).UnixMilli())
+	f := newDeadFixtureOn(t, r, r.URL(), "other")
+	f.reader = NewReader(f.reader.client, Options{Queues: []string{"other"}})
+	ctx := context.Background()
+	if err := f.reader.Discover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.read()
+	f.add("late", "old", before, 3)
+	f.add("late", "a", float64(time.Now().Add(time.Second).UnixMilli()), 2)
+	if err := f.reader.Discover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap := f.read()
+	f.expect(snap, map[string]uint64{"late": 2, "other": 0}, map[string]uint64{"late/a": 2})
 }

@@ -120,7 +120,7 @@ func NewReader(client redis.UniversalClient, opts Options) *Reader {
 		configured: map[string]bool{},
 		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
-		dead:       newDeadCounter(),
+		dead:       newDeadCounter(opts.Now()),
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

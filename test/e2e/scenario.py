@@ -13,9 +13,10 @@ Queues, all in the default namespace "dramatiq":
                two stale processes (OrphanedMessages, WorkersDying).
   reports      served by a live worker in this process: two messages fail
                with max_retries=0 (dead letters), one is delayed by ten
-               minutes (delayed, held by the live worker); from "killed" on,
-               export_report fails (max_retries=0) twice a second, for the
-               dead-letter counters and DramatiqActorDeadLettersHigh.
+               minutes (delayed, held by the live worker). Then
+               export_report fails (max_retries=0) twice, and after a few
+               scrapes 12 more times: 16 dead letters in all, counted per
+               actor by the exporter (DramatiqActorDeadLettersHigh).
   drain        served by the same live worker, slowly: a backlog going down
                (the queue dashboard's drain trend and time to drain).
   busy         served by a second live worker whose one thread blocks until
@@ -223,6 +224,16 @@ try:
             raise SystemExit(f"only {os.listdir(args.markers)} CLI worker processes run a message after 45s")
         time.sleep(0.05)
     nacks.wait(2, timeout=30)
+    # The exporter's counter for export_report appears with its first dead
+    # letters; Prometheus must scrape it (every second) before the burst
+    # for increase() to see the burst.
+    for i in range(2):
+        export_report.send(i)
+    nacks.wait(4, timeout=30)
+    time.sleep(4)
+    for i in range(2, 14):
+        export_report.send(i)
+    nacks.wait(16, timeout=30)
     pids = sorted(int(n) for n in os.listdir(args.markers) if n.isdigit())
     emit("holding", worker_pids=pids)
 
@@ -239,7 +250,6 @@ try:
     i = 1
     while not stop.wait(0.5):
         send_email.send(i)
-        export_report.send(i)
         i += 1
     log(f"stopping after {i - 1} more emails")
     busy_release.set()
