@@ -1,6 +1,10 @@
 package server_test
 
 import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -134,4 +138,52 @@ func TestSparklinesInBrowser(t *testing.T) {
 			t.Errorf("%s: no image named %q in the accessibility tree (images: %v)", k, s.Label, names)
 		}
 	}
+
+	// A screenshot for people (test-artifacts/status-page-trends.png):
+	// most of an hour of scrapes, three slots apart, while default's
+	// backlog swells and drains and emails fills up.
+	ctx := context.Background()
+	for i := range 70 {
+		for range 3 {
+			srv.next()
+		}
+		target := int64(12 + 10*math.Sin(float64(i)/7))
+		n, err := r.Admin.LLen(ctx, "dramatiq:default").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < target {
+			b.Enqueue("default", int(target-n), time.Now().Add(-time.Duration(i)*time.Second))
+		} else if n > target {
+			// Done by workers: gone from the list and the hash.
+			ids, err := r.Admin.LPopCount(ctx, "dramatiq:default", int(n-target)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Admin.HDel(ctx, "dramatiq:default.msgs", ids...)
+		}
+		if i%10 == 0 {
+			b.Enqueue("emails", 1, now)
+		}
+		if i == 40 {
+			b.DeadLetter("emails", time.Now(), nil)
+		}
+		get(t, srv.URL+"/metrics")
+	}
+	shot := br.open(srv.URL+"/", true)
+	br.waitFor(shot, `document.body.getAttribute("data-source") === "api"`)
+	var png struct{ Data []byte }
+	br.call(shot, "Page.captureScreenshot", map[string]any{"format": "png"}, &png)
+	dir := filepath.Join(testserver.RepoRoot(t), "test-artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "status-page-trends.png")
+	if err := os.WriteFile(file, png.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if len(png.Data) < 10_000 {
+		t.Fatalf("screenshot of %d bytes", len(png.Data))
+	}
+	t.Logf("screenshot: %s", file)
 }
