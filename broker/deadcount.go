@@ -87,6 +87,7 @@ type deadCounter struct {
 	lock   chan struct{}
 	queues map[string]*deadWatch
 	actors map[actorKey]uint64
+	named  int // keys of actors that count towards MaxActorSeries
 	// startMs is when the Reader was made (ms, its clock): members scored
 	// from then on died while the exporter ran.
 	startMs float64
@@ -189,7 +190,7 @@ func (r *Reader) countDeadLetters(ctx context.Context, snap *Snapshot, queues []
 			// queue or before the first scrape: they are read now.
 			w = &deadWatch{card: s.card, newestID: s.newestID, newestScore: s.newestScore, ids: map[string]float64{}, from: dc.startMs}
 			dc.queues[q] = w
-			if s.empty || s.newestScore < dc.startMs {
+			if s.empty || s.newestScore < dc.startMs || !validMillis(s.newestScore) {
 				continue
 			}
 		} else if !s.ok || (s.card == w.card && s.newestID == w.newestID && s.newestScore == w.newestScore) {
@@ -363,16 +364,22 @@ func (dc *deadCounter) commit(p *deadPlan) {
 	// purged), unless it lies where this read did not look.
 	ids := make(map[string]float64, len(w.ids)+p.take)
 	wm := math.Inf(-1)
+	// A score that is not a time (1e300, +inf: written by hand) is counted
+	// but moves no window, or it would hide every later dead letter.
 	for id, s := range w.ids {
 		if present[id] || s >= p.stop {
 			ids[id] = s
-			wm = max(wm, s)
+			if validMillis(s) {
+				wm = max(wm, s)
+			}
 		}
 	}
 	for j, z := range p.fresh[:p.take] {
 		id, _ := z.Member.(string)
 		ids[id] = z.Score
-		wm = max(wm, z.Score)
+		if validMillis(z.Score) {
+			wm = max(wm, z.Score)
+		}
 		w.total++
 		dc.countActor(p.queue, p.actors[j])
 	}
@@ -411,23 +418,27 @@ func (dc *deadCounter) commit(p *deadPlan) {
 
 func (dc *deadCounter) countActor(queue, actor string) {
 	k := actorKey{queue, actor}
-	if _, ok := dc.actors[k]; !ok && actor != ActorUnknown && dc.series() >= MaxActorSeries {
-		k.actor = ActorOther
+	if _, ok := dc.actors[k]; !ok && isNamed(actor) {
+		if dc.named >= MaxActorSeries {
+			k.actor = ActorOther
+		} else {
+			dc.named++
+		}
 	}
 	dc.actors[k]++
 }
 
-// series counts the pairs that count towards MaxActorSeries (not the
-// fixed ones, which are at most two per queue).
-func (dc *deadCounter) series() int {
-	n := 0
-	for k := range dc.actors {
-		if k.actor != ActorUnknown && k.actor != ActorOther {
-			n++
-		}
-	}
-	return n
+// isNamed tells the pairs that count towards MaxActorSeries from the fixed
+// ones, which are at most two per queue.
+func isNamed(actor string) bool { return actor != ActorUnknown && actor != ActorOther }
+
+func validMillis(ms float64) bool {
+	_, ok := millisTime(ms)
+	return ok
 }
+
+// series is how many pairs count towards MaxActorSeries.
+func (dc *deadCounter) series() int { return dc.named }
 
 // forget drops queues the read did not report, so memory is bounded by the
 // reported queues whatever the churn of queue names. A queue reported again
@@ -446,6 +457,9 @@ func (dc *deadCounter) forget(queues []string) {
 	for k := range dc.actors {
 		if !keep[k.queue] {
 			delete(dc.actors, k)
+			if isNamed(k.actor) {
+				dc.named--
+			}
 		}
 	}
 }

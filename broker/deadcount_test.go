@@ -496,3 +496,36 @@ func TestDeadLettersOfALateQueue(t *testing.T) {
 	snap := f.read()
 	f.expect(snap, map[string]uint64{"late": 2, "other": 0}, map[string]uint64{"late/a": 2})
 }
+
+// Forgetting a queue frees its actors' share of the cap.
+func TestDeadLetterActorCapFreedByForget(t *testing.T) {
+	dc := newDeadCounter(time.Now())
+	for i := 0; i < MaxActorSeries; i++ {
+		dc.countActor("gone", fmt.Sprint("a", i))
+	}
+	dc.countActor("kept", "x")
+	dc.countActor("kept", ActorUnknown)
+	if dc.series() != MaxActorSeries || dc.actors[actorKey{"kept", ActorOther}] != 1 {
+		t.Fatalf("series %d, actors %d", dc.series(), len(dc.actors))
+	}
+	dc.queues["kept"] = &deadWatch{}
+	dc.forget([]string{"kept"})
+	dc.countActor("kept", "x")
+	if dc.series() != 1 || dc.actors[actorKey{"kept", "x"}] != 1 || len(dc.actors) != 3 {
+		t.Fatalf("after forget: series %d, %v", dc.series(), dc.actors)
+	}
+}
+
+// A score that is not a time counts once and does not hide later dead
+// letters behind it.
+func TestDeadLetterAbsurdScoreMovesNoWindow(t *testing.T) {
+	f := newDeadFixture(t, "q")
+	base := float64(time.Now().UnixMilli()) + 1000
+	f.read()
+	f.add("q", "odd", 1e300, 1)
+	f.add("q", "a", base, 1)
+	f.expect(f.read(), map[string]uint64{"q": 2}, nil)
+	f.add("q", "a", base+10, 2)
+	f.expect(f.read(), map[string]uint64{"q": 4}, map[string]uint64{"q/a": 3, "q/odd": 1})
+	f.expect(f.read(), map[string]uint64{"q": 4}, nil)
+}
