@@ -54,6 +54,9 @@ func TestHistoryFilledByScrapes(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
+	if n := strings.Count(body, "\n"); n != 1 {
+		t.Errorf("an answer with a history spans %d lines, want compact JSON on one", n)
+	}
 	st := decode(t, body)
 	checkKeys(t, "status", st, split(strings.Join(topKeys, " ")+" history"))
 	h := st["history"].(map[string]any)
