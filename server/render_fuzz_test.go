@@ -41,7 +41,11 @@ func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadL
 			},
 			{Name: other, Ready: 1, OldestAgeKnown: true},
 		},
+		// The actor names the counters hand on are sanitised by the reader;
+		// the renderers must cope with any string anyway.
+		DeadLetteredByActor: []broker.ActorDeadLetters{{Queue: queue, Actor: actor, Count: uint64(ready)}, {Queue: other, Actor: msgID, Count: 1}},
 	}
+	snap.Queues[0].DeadLettered = uint64(ready)
 	st := &collector.State{
 		Time: now, Duration: time.Duration(ageMs), Environment: actor, Namespace: queue,
 		Collectors: []string{"broker"}, Outcomes: []collector.Outcome{{Name: "broker", Success: true}},

@@ -106,6 +106,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	for _, want := range []string{
 		"TimeoutError: upstream took 30s", // the dead letter added after the first paint
+		// ... and counted in "Failures by actor", drawn by the script.
+		`<td data-label="Queue">default</td><td data-label="Actor"><code>task</code></td><td class="n warn" data-label="Dead-lettered">1</td>`,
 		`data-field="processes-alive">2<`, "Healthy", "staging",
 		// The script writes data as text, never as markup.
 		"&lt;bob@example.invalid&gt;",
