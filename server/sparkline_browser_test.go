@@ -3,9 +3,12 @@ package server_test
 import (
 	"context"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"sync/atomic"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +43,19 @@ func TestSparklinesInBrowser(t *testing.T) {
 	b.Heartbeat(testserver.UUID(), now)
 	b.Enqueue("default", 2, now.Add(-30*time.Second))
 	b.Enqueue("emails", 1, now)
-	srv := startExporter(t, r, false, nil)
+	var withTrends, without atomic.Int32
+	srv := startExporter(t, r, false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/api/v1/status" {
+				if req.URL.Query().Get("history") == "1" {
+					withTrends.Add(1)
+				} else {
+					without.Add(1)
+				}
+			}
+			next.ServeHTTP(w, req)
+		})
+	})
 
 	// Scrapes six slots apart, with nobody reading in between: ready 2,
 	// 4, 6, 8, 10, 12 for default, one dead letter from the third on. The
@@ -117,6 +132,22 @@ func TestSparklinesInBrowser(t *testing.T) {
 		if js := script[k]; js.D != s.D || js.Label != s.Label {
 			t.Errorf("%s: the script draws %q (%q), the server %q (%q)", k, js.D, js.Label, s.D, s.Label)
 		}
+	}
+
+	// The next refresh asks for no trends and redraws the last ones.
+	var updated string
+	br.eval(withJS, `JSON.stringify(document.body.getAttribute("data-updated"))`, &updated)
+	br.waitFor(withJS, `document.body.getAttribute("data-updated") !== `+strconv.Quote(updated))
+	br.eval(withJS, sparksJS, &sparks)
+	again := check("script, reusing the trends", sparks)
+	for k, s := range script {
+		if again[k].D != s.D {
+			t.Errorf("%s: redrawn as %q, was %q", k, again[k].D, s.D)
+		}
+	}
+	// Every third refresh asks for the trends, the first one included.
+	if w, n := withTrends.Load(), without.Load(); w < 1 || n < 1 || w > n {
+		t.Errorf("the script asked for trends %d times and without %d times", w, n)
 	}
 
 	// The accessibility tree names each image by its text alternative.

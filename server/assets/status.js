@@ -5,6 +5,9 @@
   "use strict";
   var body = document.body;
   var api = body.getAttribute("data-api");
+  // The trends change once per 15 s slot, and cost about 3.5 KB per queue:
+  // every third refresh asks for them, the others reuse the last ones.
+  var polls = 0, trends = null;
   var every = Math.max(1, parseInt(body.getAttribute("data-refresh"), 10) || 5) * 1000;
   var timer = null;
   var lastOK = null;
@@ -273,6 +276,21 @@
     $("actors").replaceChildren.apply($("actors"), out);
   }
 
+  function keepTrends(s) {
+    if (s.history) {
+      trends = { window: s.history, queues: {} };
+      s.queues.forEach(function (q) { if (q.history) trends.queues[q.name] = q.history; });
+    }
+    return s;
+  }
+  function reuseTrends(s) {
+    if (trends) {
+      s.history = trends.window;
+      s.queues.forEach(function (q) { q.history = trends.queues[q.name] || null; });
+    }
+    return s;
+  }
+
   function failed(why) {
     var live = $("live");
     live.textContent = "· cannot reach the exporter (" + why + ")" + (lastOK ? ", showing " + clock(lastOK) : "");
@@ -282,12 +300,14 @@
   function refresh() {
     var ctl = window.AbortController ? new AbortController() : null;
     var guard = ctl ? setTimeout(function () { ctl.abort(); }, every * 2) : null;
-    fetch(api, { headers: { Accept: "application/json" }, cache: "no-store", signal: ctl ? ctl.signal : undefined })
+    var withTrends = trends === null || polls % 3 === 0;
+    polls++;
+    fetch(withTrends ? api + "?history=1" : api, { headers: { Accept: "application/json" }, cache: "no-store", signal: ctl ? ctl.signal : undefined })
       .then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.json();
       })
-      .then(function (s) { lastOK = s.time; render(s); })
+      .then(function (s) { lastOK = s.time; render(withTrends ? keepTrends(s) : reuseTrends(s)); })
       .catch(function (e) { failed(e.name === "AbortError" ? "timeout" : e.message); })
       .then(function () { if (guard) clearTimeout(guard); schedule(); });
   }
