@@ -488,6 +488,50 @@ func (dc *deadCounter) byActor(queues []string) []ActorDeadLetters {
 // large. ok is false for a body that is not a JSON object with a
 // non-empty string actor_name before any syntax error.
 func actorName(body string) (string, bool) {
+	if name, ok := actorNameFast(body); ok {
+		return name, true
+	}
+	return actorNameStream(body)
+}
+
+// actorNameFast reads the body as Dramatiq's encoder writes it,
+// {"queue_name":"Q","actor_name":"A",..., when both strings are plain (no
+// escape, no control character, valid UTF-8, so their JSON text is their
+// value); ok is false for anything else, which actorNameStream then reads.
+// It is a few times cheaper than a streaming decoder.
+func actorNameFast(body string) (string, bool) {
+	const head, sep = `{"queue_name":"`, `","actor_name":"`
+	rest, found := strings.CutPrefix(body, head)
+	if !found {
+		return "", false
+	}
+	i := strings.IndexByte(rest, '"')
+	if i < 0 || !plainJSONString(rest[:i]) {
+		return "", false
+	}
+	rest, found = strings.CutPrefix(rest[i:], sep)
+	if !found {
+		return "", false
+	}
+	j := strings.IndexByte(rest, '"')
+	if j <= 0 || !plainJSONString(rest[:j]) {
+		return "", false
+	}
+	return actorLabel(rest[:j]), true
+}
+
+func plainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '\\' {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
+}
+
+// actorNameStream is actorName for any JSON: a streaming decoder that stops
+// at actor_name.
+func actorNameStream(body string) (string, bool) {
 	dec := json.NewDecoder(strings.NewReader(body))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return "", false

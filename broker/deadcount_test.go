@@ -42,9 +42,18 @@ func newDeadFixtureOn(t *testing.T, r *testserver.Redis, url string, queues ...s
 	return &deadFixture{t: t, r: r, rec: rec, reader: NewReader(client, Options{Queues: queues, SkipDiscovery: true})}
 }
 
+// deadBody is a body as Dramatiq's encoder writes it (fields in the order
+// of its Message class).
 func deadBody(queue, actor, rid string) string {
-	b, _ := json.Marshal(map[string]any{"queue_name": queue, "actor_name": actor, "args": []any{1},
-		"kwargs": map[string]any{}, "options": map[string]any{"redis_message_id": rid}, "message_id": rid, "message_timestamp": 1})
+	b, _ := json.Marshal(struct {
+		QueueName        string         `json:"queue_name"`
+		ActorName        string         `json:"actor_name"`
+		Args             []any          `json:"args"`
+		Kwargs           map[string]any `json:"kwargs"`
+		Options          map[string]any `json:"options"`
+		MessageID        string         `json:"message_id"`
+		MessageTimestamp int64          `json:"message_timestamp"`
+	}{queue, actor, []any{1}, map[string]any{}, map[string]any{"redis_message_id": rid}, rid, 1})
 	return string(b)
 }
 

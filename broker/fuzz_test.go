@@ -183,6 +183,11 @@ func FuzzActorName(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		name, ok := actorName(body)
+		if fast, fok := actorNameFast(body); fok {
+			if slow, sok := actorNameStream(body); !sok || slow != fast {
+				t.Fatalf("actorName(%q): fast path %q, streaming decoder %q %v", body, fast, slow, sok)
+			}
+		}
 		if !ok {
 			return
 		}

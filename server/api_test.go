@@ -517,15 +517,17 @@ func TestAPIDeadLetteredByActor(t *testing.T) {
 		t.Fatalf("before: %v %v", q["dead_lettered_total"], q["dead_lettered_by_actor"])
 	}
 	b := r.NewBroker(t, "dramatiq")
+	// Scored after the exporter started (buildState's ones were before).
+	at := time.Now().Add(time.Second)
 	for i := 0; i < 3; i++ {
-		b.DeadLetter("emails", s.now, nil) // actor "task"
+		b.DeadLetter("emails", at, nil) // actor "task"
 	}
 	ctx := context.Background()
 	for i, actor := range []string{"send_email", "send_email", "<b>resize</b>"} {
 		id := fmt.Sprintf("rid-new-%d", i)
 		body, _ := json.Marshal(map[string]any{"queue_name": "emails", "actor_name": actor, "args": []any{}, "kwargs": map[string]any{},
 			"options": map[string]any{"redis_message_id": id}, "message_id": id, "message_timestamp": s.now.UnixMilli()})
-		r.Admin.ZAdd(ctx, "dramatiq:emails.XQ", redis.Z{Score: float64(s.now.UnixMilli() + 1), Member: id})
+		r.Admin.ZAdd(ctx, "dramatiq:emails.XQ", redis.Z{Score: float64(at.UnixMilli() + 1), Member: id})
 		r.Admin.HSet(ctx, "dramatiq:emails.XQ.msgs", id, string(body))
 	}
 	_, body = get(t, srv.URL+"/api/v1/status")
