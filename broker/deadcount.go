@@ -561,14 +561,7 @@ func actorNameStream(body string) (string, bool) {
 // already replaced invalid bytes), at most maxActorNameBytes, cut on a rune
 // boundary, and never one of the fixed values.
 func actorLabel(name string) string {
-	name = strings.ToValidUTF8(name, "\uFFFD")
-	if len(name) > maxActorNameBytes {
-		cut := maxActorNameBytes
-		for cut > 0 && !utf8.RuneStart(name[cut]) {
-			cut--
-		}
-		name = name[:cut] + "…"
-	}
+	name = clipTo(name, maxActorNameBytes)
 	if name == ActorUnknown || name == ActorOther {
 		name += "_"
 	}

@@ -237,10 +237,14 @@ const maxIDLen = 256
 
 // clip shortens s to maxIDLen bytes on a rune boundary and makes it valid
 // UTF-8 (a hash field, unlike a JSON string, is raw bytes).
-func clip(s string) string {
+func clip(s string) string { return clipTo(s, maxIDLen) }
+
+// clipTo makes s valid UTF-8 and, when longer than max bytes, cuts it on a
+// rune boundary at or below max and marks the cut with "…".
+func clipTo(s string, max int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) > maxIDLen {
-		cut := maxIDLen
+	if len(s) > max {
+		cut := max
 		for cut > 0 && !utf8.RuneStart(s[cut]) {
 			cut--
 		}
