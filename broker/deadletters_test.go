@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -244,7 +243,7 @@ func TestRecentDeadLettersOversizeBodyIsNotRead(t *testing.T) {
 	huge := dramatiqBody("q", "huge", "m2", "second", map[string]any{"pad": strings.Repeat("x", broker.MaxHeadBodyBytes)})
 	deadLetter(t, r, "q", "huge", now.Add(-time.Second), huge)
 	deadLetter(t, r, "q", "small-new", now, dramatiqBody("q", "small-new", "m3", "third", nil))
-	before := hgetCalls(t, r)
+	before := r.CommandCalls(t, "hmget")
 	got, err := readerFor(t, r).RecentDeadLetters(context.Background(), []string{"q"}, broker.DeadLetterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -259,23 +258,7 @@ func TestRecentDeadLettersOversizeBodyIsNotRead(t *testing.T) {
 	if d := list[1]; !d.Oversize || d.Actor != "" || d.RedisID != "huge" || d.DeadLetteredAt.IsZero() {
 		t.Errorf("oversize dead letter: %+v", d)
 	}
-	if n := hgetCalls(t, r) - before; n != 1 {
+	if n := r.CommandCalls(t, "hmget") - before; n != 1 {
 		t.Errorf("%d HMGET calls, want 1 (of the two small bodies)", n)
 	}
-}
-
-// hgetCalls counts HMGET calls so far (INFO commandstats).
-func hgetCalls(t *testing.T, r *testserver.Redis) int {
-	t.Helper()
-	info, err := r.Admin.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_hmget:calls="); ok {
-			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			return n
-		}
-	}
-	return 0
 }

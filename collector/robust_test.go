@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -229,21 +227,6 @@ func equal(a, b map[string]float64) bool {
 	return true
 }
 
-// commandCalls reads how often Redis ran a command since the last reset.
-func commandCalls(t *testing.T, r *testserver.Redis, cmd string) int {
-	t.Helper()
-	info, err := r.Admin.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^cmdstat_` + cmd + `:calls=(\d+)`).FindStringSubmatch(info)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
 // pause holds every client's commands on r for d, so that reads started
 // now overlap. CLIENT PAUSE holds the admin client too, so it is sent last.
 func pause(t *testing.T, r *testserver.Redis, d time.Duration) {
@@ -293,7 +276,7 @@ func TestConcurrentReadsShareOneRead(t *testing.T) {
 		}
 	}
 	// One LLEN per queue per read.
-	if n := commandCalls(t, r, "llen"); n != 2 {
+	if n := r.CommandCalls(t, "llen"); n != 2 {
 		t.Errorf("%d scrapes ran LLEN %d times, want 2 (one read of two queues)", scrapes, n)
 	}
 }

@@ -3,8 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +44,7 @@ func TestHistoryFilledByScrapes(t *testing.T) {
 	get(t, srv.URL+"/api/v1/status") // slot E
 	// Four reads so far: one LLEN per queue and read, none for the
 	// history.
-	if n := commandCalls(t, r, "llen"); n != 2*4 {
+	if n := r.CommandCalls(t, "llen"); n != 2*4 {
 		t.Errorf("LLEN ran %d times for 4 reads of 2 queues, want 8", n)
 	}
 
@@ -138,21 +136,6 @@ func join(list []any) string {
 		}
 	}
 	return strings.Join(parts, " ")
-}
-
-// commandCalls reads how often Redis ran a command since the last reset.
-func commandCalls(t *testing.T, r *testserver.Redis, cmd string) int {
-	t.Helper()
-	info, err := r.Admin.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^cmdstat_` + cmd + `:calls=(\d+)`).FindStringSubmatch(info)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
 }
 
 // One answer carries the history of at most MaxTrendQueues queues, the

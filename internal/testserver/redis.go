@@ -230,3 +230,23 @@ func (r *Redis) Populate(t testing.TB, n int, prefix string) {
 		t.Fatalf("DEBUG POPULATE %d: %v", n, err)
 	}
 }
+
+// CommandCalls reads how often the server ran cmd (lower case, as INFO
+// commandstats names it) since it started or CONFIG RESETSTAT.
+func (r *Redis) CommandCalls(t testing.TB, cmd string) int {
+	t.Helper()
+	info, err := r.Admin.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+			if i := strings.IndexByte(rest, ','); i >= 0 {
+				rest = rest[:i]
+			}
+			n, _ := strconv.Atoi(rest)
+			return n
+		}
+	}
+	return 0
+}
