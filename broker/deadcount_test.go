@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -42,19 +41,9 @@ func newDeadFixtureOn(t *testing.T, r *testserver.Redis, url string, queues ...s
 	return &deadFixture{t: t, r: r, rec: rec, reader: NewReader(client, Options{Queues: queues, SkipDiscovery: true})}
 }
 
-// deadBody is a body as Dramatiq's encoder writes it (fields in the order
-// of its Message class).
+// deadBody is a body as Dramatiq's encoder writes it, its message id rid.
 func deadBody(queue, actor, rid string) string {
-	b, _ := json.Marshal(struct {
-		QueueName        string         `json:"queue_name"`
-		ActorName        string         `json:"actor_name"`
-		Args             []any          `json:"args"`
-		Kwargs           map[string]any `json:"kwargs"`
-		Options          map[string]any `json:"options"`
-		MessageID        string         `json:"message_id"`
-		MessageTimestamp int64          `json:"message_timestamp"`
-	}{queue, actor, []any{1}, map[string]any{}, map[string]any{"redis_message_id": rid}, rid, 1})
-	return string(b)
+	return testserver.Message{Queue: queue, Actor: actor, ID: rid, Args: []any{1}, Created: time.UnixMilli(1)}.JSON(rid)
 }
 
 // add dead-letters n messages of actor on queue at score ms.

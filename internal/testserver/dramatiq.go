@@ -35,13 +35,27 @@ func UUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// Body is a Dramatiq JSON message body as the default encoder writes it:
-// the fields in the order of Dramatiq's Message dataclass, compact, so that
-// message_timestamp is the last key (a map would sort it elsewhere).
-func Body(queue, rid string, created time.Time, options map[string]any) string {
+// Message is what a Dramatiq message body holds, for tests that need
+// other values than Body's.
+type Message struct {
+	Queue, Actor, ID string
+	Args             []any
+	Kwargs, Options  map[string]any
+	Created          time.Time
+}
+
+// JSON is the body as Dramatiq's default encoder writes it: the fields in
+// the order of its Message dataclass, compact, so that message_timestamp is
+// the last key (a map would sort it elsewhere). Options gets
+// redis_message_id rid, as the Redis broker adds it.
+func (m Message) JSON(rid string) string {
 	opts := map[string]any{"redis_message_id": rid}
-	for k, v := range options {
+	for k, v := range m.Options {
 		opts[k] = v
+	}
+	kwargs := m.Kwargs
+	if kwargs == nil {
+		kwargs = map[string]any{}
 	}
 	b, _ := json.Marshal(struct {
 		QueueName        string         `json:"queue_name"`
@@ -51,8 +65,14 @@ func Body(queue, rid string, created time.Time, options map[string]any) string {
 		Options          map[string]any `json:"options"`
 		MessageID        string         `json:"message_id"`
 		MessageTimestamp int64          `json:"message_timestamp"`
-	}{queue, "task", []any{"secret-arg"}, map[string]any{}, opts, UUID(), created.UnixMilli()})
+	}{m.Queue, m.Actor, m.Args, kwargs, opts, m.ID, m.Created.UnixMilli()})
 	return string(b)
+}
+
+// Body is the body of a message of actor "task" with one argument, a new
+// message id, created at created.
+func Body(queue, rid string, created time.Time, options map[string]any) string {
+	return Message{Queue: queue, Actor: "task", ID: UUID(), Args: []any{"secret-arg"}, Options: options, Created: created}.JSON(rid)
 }
 
 func (b *Broker) key(s string) string { return b.NS + ":" + s }
