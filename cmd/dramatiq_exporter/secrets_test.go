@@ -121,12 +121,12 @@ func TestPasswordsWithURLDelimiters(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			base, logs := startExporter(t, append(env, "DATABASE_URL="+dbURL), "--log.level=debug")
-			_, metrics := httpGet(t, base+"/metrics")
+			_, metrics := testserver.Get(t, base+"/metrics")
 			if !strings.Contains(metrics, "dramatiq_redis_up 1") || !strings.Contains(metrics, "dramatiq_database_up 1") {
 				t.Fatalf("not logged in: %s\n%s", metrics, logs.String())
 			}
-			_, page := httpGet(t, base+"/")
-			_, api := httpGet(t, base+"/api/v1/status")
+			_, page := testserver.Get(t, base+"/")
+			_, api := testserver.Get(t, base+"/api/v1/status")
 			for where, text := range map[string]string{"logs": logs.String(), "metrics": metrics, "page": page, "API": api} {
 				assertNoPiece(t, pw, where, text)
 				assertNoPiece(t, dbPW, where, text)

@@ -167,17 +167,6 @@ func startExporter(t *testing.T, env []string, args ...string) (base string, log
 	}
 }
 
-func httpGet(t *testing.T, rawURL string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // The telemetry path is a literal: values that are ServeMux pattern syntax
 // start and serve there, from the flag and from the file, and leave the
 // other pages alone.
@@ -193,14 +182,14 @@ func TestTelemetryPathIsLiteral(t *testing.T) {
 					args = []string{"--config.file=" + write(t, "c.yml", fmt.Sprintf("web:\n  telemetry_path: %q\n", p))}
 				}
 				base, logs := startExporter(t, []string{"REDIS_URL=redis://" + r.Addr + "/0"}, args...)
-				code, body := httpGet(t, base+(&url.URL{Path: p}).EscapedPath())
+				code, body := testserver.Get(t, base+(&url.URL{Path: p}).EscapedPath())
 				if code != 200 || !strings.Contains(body, "dramatiq_redis_up 1") {
 					t.Fatalf("GET %q: %d %.200s\n%s", p, code, body, logs.String())
 				}
-				if code, _ := httpGet(t, base+"/metrics"); code != 404 {
+				if code, _ := testserver.Get(t, base+"/metrics"); code != 404 {
 					t.Errorf("/metrics: %d, want 404 once the path moved", code)
 				}
-				if code, body := httpGet(t, base+"/"); code != 200 || !strings.Contains(body, "<html") {
+				if code, body := testserver.Get(t, base+"/"); code != 200 || !strings.Contains(body, "<html") {
 					t.Errorf("the status page: %d", code)
 				}
 				if strings.Contains(logs.String(), "panic") {
@@ -284,7 +273,7 @@ func TestHealthEndpointsCostNothing(t *testing.T) {
 	before := commandsProcessed(t, r)
 	for _, p := range []string{"/-/healthy", "/-/ready"} {
 		for i := 0; i < 20; i++ {
-			if code, _ := httpGet(t, base+p); code != 200 {
+			if code, _ := testserver.Get(t, base+p); code != 200 {
 				t.Fatalf("%s: %d", p, code)
 			}
 		}
@@ -300,11 +289,11 @@ func TestHealthEndpointsCostNothing(t *testing.T) {
 	}
 	r.Stop()
 	for _, p := range []string{"/-/healthy", "/-/ready"} {
-		if code, _ := httpGet(t, base+p); code != 200 {
+		if code, _ := testserver.Get(t, base+p); code != 200 {
 			t.Errorf("%s with Redis down: %d", p, code)
 		}
 	}
-	if code, body := httpGet(t, base+"/metrics"); code != 200 || !strings.Contains(body, "dramatiq_redis_up 0") {
+	if code, body := testserver.Get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "dramatiq_redis_up 0") {
 		t.Errorf("metrics with Redis down: %d", code)
 	}
 }
@@ -317,7 +306,7 @@ func waitDiscovered(t *testing.T, base string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		code, body := httpGet(t, base+"/metrics")
+		code, body := testserver.Get(t, base+"/metrics")
 		if code == 200 && strings.Contains(body, "dramatiq_exporter_discovery_complete 1\n") {
 			return
 		}

@@ -3,7 +3,6 @@ package topology_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -49,17 +48,6 @@ func probePath(target, module string) string {
 		q.Set("module", module)
 	}
 	return "/probe?" + q.Encode()
-}
-
-func get(t *testing.T, u string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // TestProbe watches two brokers, in two Redis servers and two namespaces
@@ -145,7 +133,7 @@ modules:
 			{probePath(t1, "nosuch"), "unknown module"},
 			{"/probe", "target"},
 		} {
-			code, body := get(t, e.base+tc.path)
+			code, body := testserver.Get(t, e.base+tc.path)
 			if code != http.StatusBadRequest || !strings.Contains(body, tc.why) {
 				t.Errorf("%s: %d %q, want 400 naming %q", tc.path, code, body, tc.why)
 			}
@@ -210,7 +198,7 @@ func TestProbeOffWithoutAllowList(t *testing.T) {
 	r := testserver.StartRedis(t)
 	trap := countConnections(t)
 	e := startExporter(t, "--redis.url", r.URL())
-	code, body := get(t, e.base+probePath("redis://"+trap.l.Addr().String()+"/0", ""))
+	code, body := testserver.Get(t, e.base+probePath("redis://"+trap.l.Addr().String()+"/0", ""))
 	if code != http.StatusNotFound || !strings.Contains(body, "--probe.allowed-targets") {
 		t.Errorf("/probe without an allow-list: %d %q", code, body)
 	}
