@@ -144,7 +144,7 @@ func startExporterOn(t *testing.T, port int, env []string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
-	logs := &syncBuffer{}
+	logs := &testserver.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

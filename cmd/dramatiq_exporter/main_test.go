@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,23 +70,6 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func scrape(t *testing.T, url string, timeoutHeader string) (string, time.Duration) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
@@ -125,7 +107,7 @@ func TestServeEndToEnd(t *testing.T) {
 		"--dramatiq.namespace", "myapp", "--environment", "ci", "--log.level", "debug")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("REDIS_URL=redis://:%s@%s/0", password, r.Addr),
 		"DATABASE_URL="+pg.URL("exporter", dbPassword, "app"))
-	logs := &syncBuffer{}
+	logs := &testserver.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

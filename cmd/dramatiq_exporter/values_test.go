@@ -133,12 +133,12 @@ func TestRunRefusesBadValues(t *testing.T) {
 func argv(a ...string) func(*testing.T) []string { return func(*testing.T) []string { return a } }
 
 // startExporter runs the real binary and waits until /-/ready answers.
-func startExporter(t *testing.T, env []string, args ...string) (base string, logs *syncBuffer) {
+func startExporter(t *testing.T, env []string, args ...string) (base string, logs *testserver.LogBuffer) {
 	t.Helper()
 	port := testserver.FreePort(t)
 	cmd := exec.Command(binary, append([]string{"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port)}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
-	logs = &syncBuffer{}
+	logs = &testserver.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -363,7 +363,7 @@ func TestFileDescriptorLimitCannotBlockScrapes(t *testing.T) {
 	cmd := exec.Command("sh", "-c", `ulimit -n 128 && exec "$0" "$@"`, binary,
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--web.max-connections=64")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + r.URL()}
-	logs := &syncBuffer{}
+	logs := &testserver.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,27 +33,9 @@ var binary string
 
 func TestMain(m *testing.M) { testserver.RunWithExporter(m, &binary) }
 
-// logBuffer collects a process's output for failure messages.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type exporter struct {
 	base string
-	logs *logBuffer
+	logs *testserver.LogBuffer
 }
 
 // startExporter runs the binary with args on a free port and waits until it
@@ -62,7 +43,7 @@ type exporter struct {
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
 	port := testserver.FreePort(t)
-	e := &exporter{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &logBuffer{}}
+	e := &exporter{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &testserver.LogBuffer{}}
 	cmd := exec.Command(binary, append([]string{"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port)}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
@@ -194,7 +175,7 @@ type app struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	events chan map[string]any
-	logs   *logBuffer
+	logs   *testserver.LogBuffer
 }
 
 func venvPython(t *testing.T) string {
@@ -213,7 +194,7 @@ func startApp(t *testing.T, script string, args ...string) *app {
 	t.Helper()
 	py := venvPython(t)
 	cmd := exec.Command(py, append([]string{script}, args...)...)
-	a := &app{cmd: cmd, events: make(chan map[string]any, 16), logs: &logBuffer{}}
+	a := &app{cmd: cmd, events: make(chan map[string]any, 16), logs: &testserver.LogBuffer{}}
 	var err error
 	if a.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
