@@ -42,6 +42,11 @@ type ClientOptions struct {
 	// TLS applies to rediss:// URLs (and, with Sentinel, to the sentinels
 	// too, as go-redis does).
 	TLS TLSOptions
+	// NetDial, when set, makes every TCP connection instead of a plain
+	// dial of the address (TLS then runs over it). /probe pins a target
+	// to the addresses its allow-list check admitted; a TLS server is
+	// still verified against the URL's host name.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // SentinelOptions select Sentinel mode.
@@ -81,10 +86,14 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 		if err := CheckTLSFiles(o.TLS); err != nil {
 			return nil, err
 		}
-		dialer = newTLSDialer(o.TLS, o.Timeout).dial
+		td := newTLSDialer(o.TLS, o.Timeout)
+		td.netDial = o.NetDial
+		dialer = td.dial
 		opt.TLSConfig = nil
 	} else if o.TLS != (TLSOptions{}) && opt.Network != "unix" {
 		return nil, errors.New("TLS settings need a rediss:// URL")
+	} else if o.NetDial != nil {
+		dialer = o.NetDial
 	}
 	if dialer != nil && opt.Network != "unix" {
 		opt.Dialer = dialer

@@ -36,6 +36,8 @@ type tlsDialer struct {
 	opts  TLSOptions
 	files *tlsFiles
 	net   net.Dialer
+	// netDial replaces net.DialContext when set (ClientOptions.NetDial).
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func newTLSDialer(o TLSOptions, timeout time.Duration) *tlsDialer {
@@ -55,7 +57,11 @@ func (d *tlsDialer) dial(ctx context.Context, network, addr string) (net.Conn, e
 			serverName = addr
 		}
 	}
-	conn, err := d.net.DialContext(ctx, network, addr)
+	dial := d.net.DialContext
+	if d.netDial != nil {
+		dial = d.netDial
+	}
+	conn, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}

@@ -760,7 +760,7 @@ func (c *Config) Validate() error {
 	if err := c.validateTopology(); err != nil {
 		return err
 	}
-	if err := checkAllowedTargets(c.ProbeAllowedTargets); err != nil {
+	if _, err := ParseAllowList(c.ProbeAllowedTargets); err != nil {
 		return err
 	}
 	if c.ProbeIdleTimeout <= 0 {

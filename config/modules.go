@@ -6,8 +6,9 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
-	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +39,23 @@ type Module struct {
 	QueueRetention    time.Duration
 	DatabaseURL       string
 	DatabasePassword  string
+	// Databases are the Redis database numbers a probe may name (redis.
+	// databases); empty means 0-15, Redis's default count.
+	Databases []int
+}
+
+// DefaultProbeDatabases is how many database numbers (0 to N-1) a module
+// admits when it lists none: Redis's own default "databases 16".
+const DefaultProbeDatabases = 16
+
+// AllowsDB says whether a probe may read database db with this module.
+// Every number is a distinct target with state of its own, so they are
+// bounded like the targets are.
+func (m *Module) AllowsDB(db int) bool {
+	if len(m.Databases) == 0 {
+		return db >= 0 && db < DefaultProbeDatabases
+	}
+	return slices.Contains(m.Databases, db)
 }
 
 // dramatiqFile and databaseFile are the file's dramatiq and database
@@ -67,6 +85,7 @@ type moduleFile struct {
 		TLSKeyFile            string `yaml:"tls_key_file"`
 		TLSServerName         string `yaml:"tls_server_name"`
 		TLSInsecureSkipVerify *bool  `yaml:"tls_insecure_skip_verify"`
+		Databases             []int  `yaml:"databases"`
 	} `yaml:"redis"`
 	Dramatiq dramatiqFile `yaml:"dramatiq"`
 	Database databaseFile `yaml:"database"`
@@ -106,6 +125,14 @@ func loadModule(name string, f moduleFile, base *Config) (*Module, error) {
 			ServerName: f.Redis.TLSServerName,
 		},
 		DatabaseURL: f.Database.URL,
+	}
+	for _, db := range f.Redis.Databases {
+		if db < 0 {
+			return nil, fmt.Errorf("redis.databases: %d is not a database number", db)
+		}
+		if !slices.Contains(m.Databases, db) {
+			m.Databases = append(m.Databases, db)
+		}
 	}
 	if f.Redis.TLSInsecureSkipVerify != nil {
 		m.RedisTLS.InsecureSkipVerify = *f.Redis.TLSInsecureSkipVerify
@@ -187,60 +214,78 @@ func (c *Config) ForProbe(m *Module, target string) *Config {
 	return &p
 }
 
-// ParseTarget checks a probe's target and returns it in canonical form
-// and its host:port. A target is redis:// or rediss:// with a host, a port
-// and a database number, and nothing else: no credentials (they belong in
-// a module), no query (go-redis reads options, a password among them, from
-// it).
-func ParseTarget(raw string) (canonical, hostport string, err error) {
+// ProbeTarget is a /probe target in canonical form.
+type ProbeTarget struct {
+	// Canonical is scheme://host:port/db, host lowercased without a final
+	// dot, an IPv6 address in its short form: every spelling of one target
+	// is one key.
+	Canonical string
+	Scheme    string
+	// Host is the name or the address as written (canonicalised).
+	Host string
+	// Addr is set when Host is an address literal.
+	Addr netip.Addr
+	Port int
+	DB   int
+}
+
+// HostPort is the canonical host:port.
+func (t ProbeTarget) HostPort() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }
+
+// ParseTarget checks a probe's target and returns it in canonical form.
+// A target is redis:// or rediss:// with a host, a port and a database
+// number, and nothing else: no credentials (they belong in a module), no
+// query (go-redis reads options, a password among them, from it). The
+// host is an IP address or a DNS name (letters, digits, - and _ in each
+// label).
+func ParseTarget(raw string) (ProbeTarget, error) {
+	var t ProbeTarget
 	if len(raw) > 1024 {
-		return "", "", fmt.Errorf("target is longer than 1024 bytes")
+		return t, fmt.Errorf("target is longer than 1024 bytes")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", "", fmt.Errorf("target is not a URL")
+		return t, fmt.Errorf("target is not a URL")
 	}
 	switch {
 	case u.Scheme != "redis" && u.Scheme != "rediss":
-		return "", "", fmt.Errorf("target must be redis:// or rediss://")
+		return t, fmt.Errorf("target must be redis:// or rediss://")
 	case u.User != nil:
-		return "", "", fmt.Errorf("target must not carry credentials; put them in a module's redis.password_file")
+		return t, fmt.Errorf("target must not carry credentials; put them in a module's redis.password_file")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return "", "", fmt.Errorf("target must have no query or fragment")
+		return t, fmt.Errorf("target must have no query or fragment")
 	case u.Hostname() == "" || u.Port() == "":
-		return "", "", fmt.Errorf("target needs a host and a port")
+		return t, fmt.Errorf("target needs a host and a port")
 	}
 	port, err := strconv.Atoi(u.Port())
 	if err != nil || port < 1 || port > 65535 {
-		return "", "", fmt.Errorf("target port must be 1-65535")
+		return t, fmt.Errorf("target port must be 1-65535")
 	}
 	db, err := strconv.Atoi(strings.TrimPrefix(u.Path, "/"))
 	if err != nil || db < 0 || !strings.HasPrefix(u.Path, "/") || strconv.Itoa(db) != strings.TrimPrefix(u.Path, "/") {
-		return "", "", fmt.Errorf("target needs a database number: redis://host:port/N")
+		return t, fmt.Errorf("target needs a database number: redis://host:port/N")
 	}
-	hostport = net.JoinHostPort(strings.ToLower(u.Hostname()), strconv.Itoa(port))
-	return fmt.Sprintf("%s://%s/%d", u.Scheme, hostport, db), hostport, nil
-}
-
-// TargetAllowed says whether host:port matches one of the allow-list's
-// globs (path.Match syntax: * matches within the host or the port).
-func TargetAllowed(allowed []string, hostport string) bool {
-	for _, p := range allowed {
-		if ok, _ := path.Match(p, hostport); ok {
-			return true
+	host := strings.ToLower(u.Hostname())
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return t, fmt.Errorf("target address must have no zone")
+		}
+		t.Addr = a.Unmap()
+		host = t.Addr.String()
+	} else if strings.Contains(u.Host, "[") {
+		return t, fmt.Errorf("target host in brackets must be an IPv6 address")
+	} else {
+		host = strings.TrimSuffix(host, ".")
+		if len(host) > 253 {
+			return t, fmt.Errorf("target host name is longer than 253 bytes")
+		}
+		for _, l := range strings.Split(host, ".") {
+			if l == "" || len(l) > 63 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+				return t, fmt.Errorf("target host must be an IP address or a DNS name")
+			}
 		}
 	}
-	return false
-}
-
-func checkAllowedTargets(patterns []string) error {
-	for _, p := range patterns {
-		if !strings.Contains(p, ":") {
-			return fieldErr("probe.allowed-targets", "%q is not a host:port glob", p)
-		}
-		if _, err := path.Match(p, ""); err != nil {
-			return fieldErr("probe.allowed-targets", "%q: %v", p, err)
-		}
-	}
-	return nil
+	t.Scheme, t.Host, t.Port, t.DB = u.Scheme, host, port, db
+	t.Canonical = fmt.Sprintf("%s://%s/%d", u.Scheme, t.HostPort(), db)
+	return t, nil
 }

@@ -11,8 +11,11 @@ import (
 func TestParseTarget(t *testing.T) {
 	for _, tc := range []struct{ in, canonical, hostport, err string }{
 		{"redis://Redis-1.Internal:6379/0", "redis://redis-1.internal:6379/0", "redis-1.internal:6379", ""},
+		{"redis://redis-1.internal.:6379/0", "redis://redis-1.internal:6379/0", "redis-1.internal:6379", ""},
 		{"rediss://10.0.0.1:6380/15", "rediss://10.0.0.1:6380/15", "10.0.0.1:6380", ""},
 		{"redis://[::1]:6379/2", "redis://[::1]:6379/2", "[::1]:6379", ""},
+		{"redis://[FD00:0:0::1]:6379/2", "redis://[fd00::1]:6379/2", "[fd00::1]:6379", ""},
+		{"redis://[::ffff:10.0.0.1]:6379/2", "redis://10.0.0.1:6379/2", "10.0.0.1:6379", ""},
 		{"redis://u:p@h:1/0", "", "", "credentials"},
 		{"redis://h:1/0?password=p", "", "", "no query"},
 		{"redis://h/0", "", "", "host and a port"},
@@ -20,25 +23,21 @@ func TestParseTarget(t *testing.T) {
 		{"redis://h:1", "", "", "database number"},
 		{"redis://h:1/x", "", "", "database number"},
 		{"redis://h:1/01", "", "", "database number"},
+		{"redis://a..b:1/0", "", "", "DNS name"},
+		{"redis://a%2Fb:1/0", "", "", ""},
+		{"redis://[fe80::1%25eth0]:1/0", "", "", "zone"},
 		{"unix:///s.sock", "", "", "redis://"},
 		{"", "", "", "redis://"},
 	} {
-		c, hp, err := ParseTarget(tc.in)
-		if tc.err != "" {
+		pt, err := ParseTarget(tc.in)
+		if tc.err != "" || tc.canonical == "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) || strings.Contains(err.Error(), "p@") {
 				t.Errorf("%q: %v, want %q", tc.in, err, tc.err)
 			}
 			continue
 		}
-		if err != nil || c != tc.canonical || hp != tc.hostport {
-			t.Errorf("%q: %q %q %v", tc.in, c, hp, err)
-		}
-	}
-	allowed := []string{"redis-*.internal:6379", "10.0.0.*:*"}
-	for hp, want := range map[string]bool{"redis-1.internal:6379": true, "redis-1.internal:6380": false,
-		"10.0.0.7:1234": true, "10.0.1.7:1234": false, "evil.com:6379": false} {
-		if TargetAllowed(allowed, hp) != want {
-			t.Errorf("%s: allowed %v", hp, !want)
+		if err != nil || pt.Canonical != tc.canonical || pt.HostPort() != tc.hostport {
+			t.Errorf("%q: %q %q %v", tc.in, pt.Canonical, pt.HostPort(), err)
 		}
 	}
 }
@@ -62,7 +61,7 @@ redis: {password_file: `+pw+`}
 probe: {allowed_targets: ["10.0.0.*:6379"], idle_timeout: 1m, max_targets: 5}
 modules:
   app1:
-    redis: {password_file: `+pw+`, tls_ca_file: /ca.pem}
+    redis: {password_file: `+pw+`, tls_ca_file: /ca.pem, databases: [3, 3, 40]}
     dramatiq: {namespace: app1, heartbeat_timeout: 30s, queues: [b, a]}
     database: {url: "postgres://u@db/app"}
   default: {}
@@ -79,6 +78,9 @@ modules:
 	d := c.Modules["default"]
 	if d == nil || d.Namespace != DefaultNamespace || d.RedisPassword != "" || d.DiscoveryInterval != DefaultDiscoveryInterval {
 		t.Errorf("default = %+v", d)
+	}
+	if !m.AllowsDB(40) || !m.AllowsDB(3) || m.AllowsDB(0) || !d.AllowsDB(0) || !d.AllowsDB(15) || d.AllowsDB(16) {
+		t.Errorf("databases: %v %v", m.Databases, d.Databases)
 	}
 	if c.ProbeIdleTimeout != time.Minute || c.ProbeMaxTargets != 5 || len(c.ProbeAllowedTargets) != 1 {
 		t.Errorf("probe settings: %v %v %v", c.ProbeIdleTimeout, c.ProbeMaxTargets, c.ProbeAllowedTargets)
@@ -99,6 +101,9 @@ modules:
 		"probe: {allowed_targets: ['nocolon']}":                "probe.allowed_targets",
 		"probe: {allowed_targets: ['[:1']}":                    "probe.allowed_targets",
 		"probe: {max_targets: 0}":                              "probe.max_targets",
+		"probe: {allowed_targets: ['redis-?.internal:6379']}":  "no longer accepted",
+		"probe: {allowed_targets: ['10.0.0.1:63*']}":           "no longer accepted",
+		"modules: {m: {redis: {databases: [-1]}}}":             "modules.m: redis.databases",
 	} {
 		_, err := load(t, nil, "--config.file", write(yml))
 		if want == "" {
@@ -110,12 +115,5 @@ modules:
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", yml, err, want)
 		}
-	}
-}
-
-func TestTargetAllowedIPv6(t *testing.T) {
-	_, hp, err := ParseTarget("redis://[fd00::1]:6379/0")
-	if err != nil || !TargetAllowed([]string{`\[fd00::1\]:6379`}, hp) || TargetAllowed([]string{`\[fd00::1\]:6380`}, hp) {
-		t.Errorf("%q: %v", hp, err)
 	}
 }

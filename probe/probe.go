@@ -4,16 +4,23 @@
 //
 // Each (module, target) pair keeps its own long-lived state (client,
 // background discovery, remembered queues), built on its first probe and
-// closed after an idle timeout; their number is bounded. A target outside
-// the allow-list is refused before anything is built, so no connection is
-// ever made to it.
+// closed after an idle timeout; their number is bounded, and a target
+// probed once cannot push out one that is probed regularly. A target
+// outside the allow-list is refused before anything is built, so no
+// connection is ever made to it; a name is resolved here and the
+// connection goes to the very addresses that were checked.
 package probe
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,17 +39,26 @@ type Target struct {
 }
 
 // BuildFunc builds a Target. ctx lives as long as the Target: background
-// work (discovery) started with it stops at eviction.
-type BuildFunc func(ctx context.Context, m *config.Module, target string) (*Target, error)
+// work (discovery) started with it stops at eviction. Every connection to
+// the target must be made through dial (broker.ClientOptions.NetDial),
+// which reaches only addresses the allow-list admitted.
+type BuildFunc func(ctx context.Context, m *config.Module, target string, dial DialFunc) (*Target, error)
+
+// DialFunc is net.Dialer.DialContext's shape.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Options configure New.
 type Options struct {
-	Allowed     []string
+	// Allow is the parsed --probe.allowed-targets; empty turns /probe off.
+	Allow       *config.AllowList
 	Modules     map[string]*config.Module
 	IdleTimeout time.Duration
 	MaxTargets  int
 	Build       BuildFunc
 	Logger      *slog.Logger
+	// Resolver resolves target names; nil is net.DefaultResolver. Tests
+	// inject one that asks their own DNS server.
+	Resolver *net.Resolver
 }
 
 // Prober is the /probe handler and the collector of its own metrics.
@@ -54,6 +70,13 @@ type Prober struct {
 	targets   map[string]*entry
 	evictions map[string]float64
 	refused   map[string]float64
+	// asked remembers keys recently asked for that had no entry, so that a
+	// target's second request may evict a regular one and its first may not.
+	asked     map[string]struct{}
+	askedFIFO []string
+	// lastEvictLog rate-limits the capacity eviction log line.
+	lastEvictLog time.Time
+	evictsSince  int
 }
 
 type entry struct {
@@ -64,6 +87,10 @@ type entry struct {
 	cancel   context.CancelFunc
 	last     time.Time
 	inflight int
+	// hits counts probes, at most one a second: how regular the target is.
+	hits    int
+	lastHit time.Time
+	pin     *pin
 }
 
 // Reasons a probe is refused, as label values.
@@ -72,6 +99,7 @@ const (
 	refusedNotAllowed = "not_allowed"
 	refusedModule     = "unknown_module"
 	refusedCapacity   = "capacity"
+	refusedUnresolved = "unresolved"
 )
 
 // New returns a Prober; its targets are closed when ctx ends.
@@ -82,9 +110,14 @@ func New(ctx context.Context, o Options) *Prober {
 	p := &Prober{
 		opts: o, ctx: ctx, targets: map[string]*entry{},
 		evictions: map[string]float64{"idle": 0, "capacity": 0},
-		refused:   map[string]float64{refusedBadRequest: 0, refusedNotAllowed: 0, refusedModule: 0, refusedCapacity: 0},
+		refused:   map[string]float64{refusedBadRequest: 0, refusedNotAllowed: 0, refusedModule: 0, refusedCapacity: 0, refusedUnresolved: 0},
+		asked:     map[string]struct{}{},
 	}
-	if len(o.Allowed) > 0 {
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+		p.opts.Resolver = o.Resolver
+	}
+	if !o.Allow.Empty() {
 		go p.janitor()
 	}
 	return p
@@ -98,20 +131,15 @@ func (p *Prober) refuse(w http.ResponseWriter, reason string, code int, msg stri
 }
 
 func (p *Prober) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(p.opts.Allowed) == 0 {
+	if p.opts.Allow.Empty() {
 		http.Error(w, "/probe is off: set --probe.allowed-targets (probe.allowed_targets)", http.StatusNotFound)
 		return
 	}
 	q := r.URL.Query()
-	target, hostport, err := config.ParseTarget(q.Get("target"))
+	target, err := config.ParseTarget(q.Get("target"))
 	if err != nil {
 		// The raw target is not echoed: it may carry a password.
 		p.refuse(w, refusedBadRequest, http.StatusBadRequest, err.Error())
-		return
-	}
-	if !config.TargetAllowed(p.opts.Allowed, hostport) {
-		p.opts.Logger.Warn("probe refused: target not in --probe.allowed-targets", "target", hostport)
-		p.refuse(w, refusedNotAllowed, http.StatusBadRequest, "target "+hostport+" is not allowed by --probe.allowed-targets")
 		return
 	}
 	name := q.Get("module")
@@ -123,7 +151,22 @@ func (p *Prober) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, refusedModule, http.StatusBadRequest, "unknown module (modules: in the config file); without module=, a module named default is used")
 		return
 	}
-	e, err := p.acquire(r.Context(), m, target)
+	if !m.AllowsDB(target.DB) {
+		p.refuse(w, refusedNotAllowed, http.StatusBadRequest, fmt.Sprintf("database %d is not allowed by module %s (redis.databases; default 0-15)", target.DB, m.Name))
+		return
+	}
+	addrs, err := p.admit(r.Context(), target)
+	if err != nil {
+		var nr *notResolved
+		if errors.As(err, &nr) {
+			p.refuse(w, refusedUnresolved, http.StatusBadGateway, err.Error())
+			return
+		}
+		p.opts.Logger.Warn("probe refused: target not in --probe.allowed-targets", "target", target.HostPort(), "why", err.Error())
+		p.refuse(w, refusedNotAllowed, http.StatusBadRequest, "target "+target.HostPort()+" is not allowed by --probe.allowed-targets: "+err.Error())
+		return
+	}
+	e, err := p.acquire(r.Context(), m, target, addrs)
 	if err != nil {
 		if errors.Is(err, errCapacity) {
 			p.refuse(w, refusedCapacity, http.StatusServiceUnavailable, err.Error())
@@ -136,30 +179,133 @@ func (p *Prober) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.t.Handler.ServeHTTP(w, r)
 }
 
-var errCapacity = errors.New("too many probed targets (--probe.max-targets) and none idle")
+type notResolved struct{ msg string }
+
+func (e *notResolved) Error() string { return e.msg }
+
+// maxAddrs bounds how many addresses of one name are kept and tried.
+const maxAddrs = 16
+
+// admit checks the target against the allow-list and returns the
+// addresses it may be dialled at. An address literal is checked as it is.
+// A name is resolved here, and every address it resolves to must be
+// admitted, by an address entry, or (when a name pattern admits the name)
+// by not being loopback, link-local or otherwise special: the connection
+// then goes to these addresses only, so a second, different DNS answer
+// (rebinding) is never dialled.
+func (p *Prober) admit(ctx context.Context, t config.ProbeTarget) ([]netip.Addr, error) {
+	a := p.opts.Allow
+	if t.Addr.IsValid() {
+		if !a.AllowsAddr(t.Addr, t.Port) {
+			return nil, errors.New("no entry admits this address and port")
+		}
+		return []netip.Addr{t.Addr}, nil
+	}
+	byName := a.MatchesName(t.Host, t.Port)
+	if !byName && !a.AnyAddrEntry(t.Port) {
+		// Not worth a DNS query: nothing could admit it.
+		return nil, errors.New("no entry admits this name and port")
+	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	ips, err := p.opts.Resolver.LookupNetIP(ctx, "ip", t.Host)
+	if err != nil || len(ips) == 0 {
+		return nil, &notResolved{msg: "cannot resolve " + t.Host}
+	}
+	var out []netip.Addr
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		ok := a.AllowsAddr(ip, t.Port) || (byName && a.AllowsAddrByName(ip, t.Port))
+		if !ok {
+			if byName {
+				return nil, fmt.Errorf("%s resolves to %s, which a name pattern does not admit (loopback, link-local, unspecified, multicast need an address entry)", t.Host, ip)
+			}
+			return nil, fmt.Errorf("%s resolves to %s, which no address entry admits", t.Host, ip)
+		}
+		if !slices.Contains(out, ip) && len(out) < maxAddrs {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// resolveTimeout caps one target's DNS lookup inside the probe's deadline.
+const resolveTimeout = 5 * time.Second
+
+// pin dials a target's host at the addresses its latest admitted probe
+// resolved, never at what the name resolves to at dial time.
+type pin struct {
+	host string
+	port int
+
+	mu    sync.Mutex
+	addrs []netip.Addr
+}
+
+func (pn *pin) set(addrs []netip.Addr) {
+	pn.mu.Lock()
+	pn.addrs = addrs
+	pn.mu.Unlock()
+}
+
+func (pn *pin) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || !strings.EqualFold(strings.TrimSuffix(host, "."), pn.host) {
+		return nil, fmt.Errorf("probe: refusing to dial %q for target host %q", addr, pn.host)
+	}
+	pn.mu.Lock()
+	addrs := pn.addrs
+	pn.mu.Unlock()
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 5 * time.Minute}
+	err = errors.New("no admitted address")
+	for _, a := range addrs {
+		var c net.Conn
+		if c, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, uint16(pn.port)).String()); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+// dialTimeout caps one connection attempt; the caller's context is the
+// real bound.
+const dialTimeout = 10 * time.Second
+
+var errCapacity = errors.New("too many probed targets (--probe.max-targets) and none that a new target may evict")
 
 // acquire returns the target's entry, built if new, with a probe counted in
 // flight so that it is not evicted under the probe.
-func (p *Prober) acquire(ctx context.Context, m *config.Module, target string) (*entry, error) {
-	key := m.Name + "\x00" + target
+func (p *Prober) acquire(ctx context.Context, m *config.Module, target config.ProbeTarget, addrs []netip.Addr) (*entry, error) {
+	key := m.Name + "\x00" + target.Canonical
+	now := time.Now()
 	p.mu.Lock()
 	e, ok := p.targets[key]
 	if !ok {
 		if len(p.targets) >= p.opts.MaxTargets {
-			victim := p.lruIdle()
+			victim := p.victim(key)
 			if victim == nil {
+				p.remember(key)
 				p.mu.Unlock()
 				return nil, errCapacity
 			}
 			p.evictLocked(victim, "capacity")
+			p.logEvictionLocked(now)
 		}
+		delete(p.asked, key)
 		tctx, cancel := context.WithCancel(p.ctx)
-		e = &entry{key: key, ready: make(chan struct{}), cancel: cancel}
+		e = &entry{key: key, ready: make(chan struct{}), cancel: cancel, pin: &pin{host: target.Host, port: target.Port}}
 		p.targets[key] = e
-		go p.build(tctx, e, m, target)
+		e.pin.set(addrs)
+		go p.build(tctx, e, m, target.Canonical)
+	} else {
+		e.pin.set(addrs)
+	}
+	if now.Sub(e.lastHit) >= time.Second {
+		e.hits++
+		e.lastHit = now
 	}
 	e.inflight++
-	e.last = time.Now()
+	e.last = now
 	p.mu.Unlock()
 
 	select {
@@ -176,7 +322,7 @@ func (p *Prober) acquire(ctx context.Context, m *config.Module, target string) (
 }
 
 func (p *Prober) build(ctx context.Context, e *entry, m *config.Module, target string) {
-	t, err := p.opts.Build(ctx, m, target)
+	t, err := p.opts.Build(ctx, m, target, e.pin.dial)
 	p.mu.Lock()
 	if err != nil {
 		e.err = err
@@ -199,23 +345,67 @@ func (p *Prober) release(e *entry) {
 	p.mu.Unlock()
 }
 
-// lruIdle is the least recently probed entry that no probe uses.
-func (p *Prober) lruIdle() *entry {
-	var v *entry
+// victim picks the entry a new key may evict, or nil. A target probed
+// only once (the bulk of a flood of made-up targets) is evicted first,
+// least recently probed first. Only a key asked for before (it was
+// refused or evicted lately) may evict a regular target, and then the
+// least regular one (fewest probes, at most one a second): pushing out a
+// target Prometheus scrapes takes as many probes of each new target as
+// that target had.
+func (p *Prober) victim(key string) *entry {
+	var once, least *entry
 	for _, e := range p.targets {
 		if e.inflight > 0 || e.t == nil {
 			continue
 		}
-		if v == nil || e.last.Before(v.last) {
-			v = e
+		if e.hits < 2 && (once == nil || e.last.Before(once.last)) {
+			once = e
+		}
+		if least == nil || e.hits < least.hits || (e.hits == least.hits && e.last.Before(least.last)) {
+			least = e
 		}
 	}
-	return v
+	if once != nil {
+		return once
+	}
+	if _, ok := p.asked[key]; ok {
+		return least
+	}
+	return nil
+}
+
+// remember notes a key that was asked for and not kept, in a FIFO bounded
+// by a multiple of the table's size.
+func (p *Prober) remember(key string) {
+	if _, ok := p.asked[key]; ok {
+		return
+	}
+	if len(p.askedFIFO) >= 4*p.opts.MaxTargets {
+		delete(p.asked, p.askedFIFO[0])
+		p.askedFIFO = p.askedFIFO[1:]
+	}
+	p.asked[key] = struct{}{}
+	p.askedFIFO = append(p.askedFIFO, key)
+}
+
+// logEvictionLocked logs capacity evictions, at most one line every 10 s,
+// so that a flood of targets does not flood the log too.
+func (p *Prober) logEvictionLocked(now time.Time) {
+	p.evictsSince++
+	if now.Sub(p.lastEvictLog) < 10*time.Second {
+		return
+	}
+	p.opts.Logger.Warn("probe: targets evicted to make room under --probe.max-targets; raise it if these are legitimate targets",
+		"evicted", p.evictsSince, "max_targets", p.opts.MaxTargets)
+	p.lastEvictLog, p.evictsSince = now, 0
 }
 
 // evictLocked removes e (idle, built) and closes it outside the lock.
 func (p *Prober) evictLocked(e *entry, reason string) {
 	delete(p.targets, e.key)
+	if reason == "capacity" {
+		p.remember(e.key)
+	}
 	p.evictions[reason]++
 	e.cancel()
 	go e.t.Close()
@@ -258,9 +448,9 @@ var (
 	idleDesc = prometheus.NewDesc("dramatiq_exporter_probe_idle_timeout_seconds",
 		"--probe.idle-timeout: a probed target's state is dropped after this long without a probe.", nil, nil)
 	evictionsDesc = prometheus.NewDesc("dramatiq_exporter_probe_evictions_total",
-		"Probed targets whose state was dropped: idle (no probe within --probe.idle-timeout) or capacity (to make room under --probe.max-targets).", []string{"reason"}, nil)
+		"Probed targets whose state was dropped: idle (no probe within --probe.idle-timeout) or capacity (to make room under --probe.max-targets; a target probed once is evicted first).", []string{"reason"}, nil)
 	refusedDesc = prometheus.NewDesc("dramatiq_exporter_probe_refused_total",
-		"Probes refused: bad_request (target not redis[s]://host:port/db), not_allowed (not in --probe.allowed-targets), unknown_module, capacity.", []string{"reason"}, nil)
+		"Probes refused: bad_request (target not redis[s]://host:port/db), not_allowed (not in --probe.allowed-targets, or a database number the module does not admit), unknown_module, capacity, unresolved (the target's name did not resolve).", []string{"reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.

@@ -28,9 +28,10 @@ import (
 // build is main's buildProbeTarget without the database: the real client,
 // reader, collectors and /metrics handler.
 func build(base *config.Config) BuildFunc {
-	return func(ctx context.Context, m *config.Module, target string) (*Target, error) {
+	return func(ctx context.Context, m *config.Module, target string, dial DialFunc) (*Target, error) {
 		cfg := base.ForProbe(m, target)
-		client, err := broker.NewClient(broker.ClientOptions{URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout, TLS: broker.TLSOptions(cfg.RedisTLS)})
+		client, err := broker.NewClient(broker.ClientOptions{URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.ScrapeTimeout,
+			TLS: broker.TLSOptions(cfg.RedisTLS), NetDial: dial})
 		if err != nil {
 			return nil, err
 		}
@@ -71,7 +72,7 @@ func TestConcurrentProbes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p := New(ctx, Options{
-		Allowed:     []string{"127.0.0.1:*"},
+		Allow:       allowList(t, "127.0.0.1:*"),
 		Modules:     map[string]*config.Module{"a": module("a", "a"), "b": module("b", "b")},
 		IdleTimeout: 100 * time.Millisecond,
 		MaxTargets:  3, // four pairs: the bound evicts too
@@ -176,11 +177,14 @@ func scrape(u string) (map[string]*dto.MetricFamily, int, error) {
 func TestRefusedBeforeBuild(t *testing.T) {
 	built := 0
 	p := New(context.Background(), Options{
-		Allowed: []string{"10.0.0.1:6379"}, Modules: map[string]*config.Module{"default": module("default", "x")},
+		Allow: allowList(t, "10.0.0.1:6379"), Modules: map[string]*config.Module{"default": module("default", "x")},
 		IdleTimeout: time.Minute, MaxTargets: 1, Logger: testLogger(),
-		Build: func(context.Context, *config.Module, string) (*Target, error) { built++; return nil, fmt.Errorf("no") },
+		Build: func(context.Context, *config.Module, string, DialFunc) (*Target, error) {
+			built++
+			return nil, fmt.Errorf("no")
+		},
 	})
-	for _, target := range []string{"redis://10.0.0.2:6379/0", "redis://10.0.0.1:6380/0", "redis://u:p@10.0.0.1:6379/0", "redis://10.0.0.1:6379"} {
+	for _, target := range []string{"redis://10.0.0.2:6379/0", "redis://10.0.0.1:6380/0", "redis://u:p@10.0.0.1:6379/0", "redis://10.0.0.1:6379", "redis://10.0.0.1:6379/16"} {
 		rec := httptest.NewRecorder()
 		p.ServeHTTP(rec, httptest.NewRequest("GET", "/probe?"+url.Values{"target": {target}}.Encode(), nil))
 		if rec.Code != http.StatusBadRequest {
@@ -190,4 +194,13 @@ func TestRefusedBeforeBuild(t *testing.T) {
 	if built != 0 {
 		t.Errorf("built %d targets for refused probes", built)
 	}
+}
+
+func allowList(t *testing.T, entries ...string) *config.AllowList {
+	t.Helper()
+	a, err := config.ParseAllowList(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

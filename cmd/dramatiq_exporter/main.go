@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -140,11 +142,18 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector(name),
 	)
+	allow, err := config.ParseAllowList(cfg.ProbeAllowedTargets)
+	if err != nil { // Load checked it already
+		logger.Error("cannot start", "err", err)
+		return 2
+	}
+	pools := &modulePools{ctx: ctx, logger: logger, pools: map[string]*pgxpool.Pool{}}
+	defer pools.close()
 	prober := probe.New(ctx, probe.Options{
-		Allowed: cfg.ProbeAllowedTargets, Modules: cfg.Modules, IdleTimeout: cfg.ProbeIdleTimeout,
+		Allow: allow, Modules: cfg.Modules, IdleTimeout: cfg.ProbeIdleTimeout,
 		MaxTargets: cfg.ProbeMaxTargets, Logger: logger,
-		Build: func(ctx context.Context, m *config.Module, target string) (*probe.Target, error) {
-			return buildProbeTarget(ctx, cfg.ForProbe(m, target), logger.With("target", target, "module", m.Name))
+		Build: func(ctx context.Context, m *config.Module, target string, dial probe.DialFunc) (*probe.Target, error) {
+			return buildProbeTarget(ctx, cfg.ForProbe(m, target), m, pools, dial, logger.With("target", target, "module", m.Name))
 		},
 	})
 	base.MustRegister(prober)
@@ -258,18 +267,34 @@ func redisOptions(cfg *config.Config) broker.ClientOptions {
 }
 
 // buildProbeTarget makes what /probe reads one target through: the same
-// sources, collectors and handler as /metrics, with the target's own
-// registry (no go_* or process_* series: those describe the exporter).
-func buildProbeTarget(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*probe.Target, error) {
-	sources, cleanup, err := buildSources(ctx, cfg, logger, true)
+// collectors and handler as /metrics, with the target's own registry (no
+// go_* or process_* series: those describe the exporter). Its Redis client
+// connects only through dial, to the addresses the allow-list admitted;
+// its database pool is the module's, shared by all its targets.
+func buildProbeTarget(ctx context.Context, cfg *config.Config, m *config.Module, pools *modulePools, dial probe.DialFunc, logger *slog.Logger) (*probe.Target, error) {
+	ro := redisOptions(cfg)
+	ro.NetDial = dial
+	client, err := broker.NewClient(ro)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	reader := broker.NewReader(client, broker.Options{
+		Namespace: cfg.Namespace, HeartbeatTimeout: cfg.HeartbeatTimeout, Queues: cfg.Queues,
+		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
+		Logger: logger,
+	})
+	sources := collector.Sources{Broker: reader, Logger: logger}
+	if cfg.DatabaseURL != "" {
+		if sources.Database, err = pools.get(m); err != nil {
+			client.Close()
+			return nil, err
+		}
 	}
 	exporter, err := collector.NewExporter(collector.ExporterOptions{
 		Enabled: cfg.Collectors, Environment: cfg.Environment, Namespace: cfg.Namespace,
 	}, sources)
 	if err != nil {
-		cleanup()
+		client.Close()
 		return nil, err
 	}
 	h := server.MetricsHandler(exporter, prometheus.NewRegistry(), server.MetricsOptions{
@@ -278,6 +303,42 @@ func buildProbeTarget(ctx context.Context, cfg *config.Config, logger *slog.Logg
 	// A new target knows no queues yet: its first probe discovers them
 	// within its own deadline (a reader not yet started does), then
 	// discovery goes on in the background, as for /metrics.
-	first := probe.FirstAlone(h, func() { sources.Broker.Start(ctx) })
-	return &probe.Target{Handler: first, Close: cleanup}, nil
+	first := probe.FirstAlone(h, func() { reader.Start(ctx) })
+	return &probe.Target{Handler: first, Close: func() { client.Close() }}, nil
+}
+
+// modulePools holds one database pool per module. A module's database is
+// one database whatever the number of its targets (each DB number, each
+// spelling of a host is a target): a pool per target opened up to three
+// sessions each, and sixteen DB numbers took 27 of the application's
+// connections.
+type modulePools struct {
+	ctx    context.Context
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	pools map[string]*pgxpool.Pool
+}
+
+func (mp *modulePools) get(m *config.Module) (*pgxpool.Pool, error) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if p, ok := mp.pools[m.Name]; ok {
+		return p, nil
+	}
+	p, err := collector.NewDatabasePool(mp.ctx, m.DatabaseURL, m.DatabasePassword, mp.logger.With("module", m.Name))
+	if err != nil {
+		return nil, fmt.Errorf("modules.%s: database.url: %w", m.Name, err)
+	}
+	mp.pools[m.Name] = p
+	return p, nil
+}
+
+func (mp *modulePools) close() {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	for _, p := range mp.pools {
+		p.Close()
+	}
+	mp.pools = map[string]*pgxpool.Pool{}
 }
