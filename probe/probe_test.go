@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -203,4 +204,115 @@ func allowList(t *testing.T, entries ...string) *config.AllowList {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// A flood of made-up targets, each probed once, cannot push out a target
+// Prometheus scrapes regularly: its dead-letter counter, which starts over
+// with a new state, keeps counting up through the flood, while the flood
+// evicts its own entries.
+func TestFloodKeepsRegularTarget(t *testing.T) {
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "app")
+	b.Enqueue("q", 1, time.Now())
+	base := &config.Config{ScrapeTimeout: 5 * time.Second, Environment: "test", Collectors: map[string]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	port := strconv.Itoa(r.Port)
+	p := New(ctx, Options{
+		Allow:   allowList(t, "127.0.0.0/8:"+port),
+		Modules: map[string]*config.Module{"default": module("default", "app")}, IdleTimeout: time.Minute, MaxTargets: 4,
+		Build: build(base), Logger: testLogger(),
+	})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	probeURL := func(target string) string { return srv.URL + "/probe?" + url.Values{"target": {target}}.Encode() }
+	regular := r.URL()
+	dead := func() float64 {
+		t.Helper()
+		fams, code, err := scrape(probeURL(regular))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("regular probe: %d %v", code, err)
+		}
+		got := testserver.Samples(fams["dramatiq_queue_dead_lettered_total"], map[string]string{"queue": "q"})
+		if len(got) != 1 {
+			t.Fatalf("dead-lettered series: %v", got)
+		}
+		return got[0]
+	}
+	// Two scrapes a second apart make the target regular.
+	dead()
+	time.Sleep(1100 * time.Millisecond)
+	want := dead()
+	oneOffs := 0
+	for i := 0; i < 12; i++ {
+		b.DeadLetter("q", time.Now(), nil)
+		want++
+		// Nothing listens on these: each probe is served (up 0) or 503.
+		for j := 0; j < 10; j++ {
+			oneOffs++
+			code, _ := testserver.Get(t, probeURL(fmt.Sprintf("redis://127.0.1.%d:%s/%d", oneOffs%250+1, port, oneOffs%16)))
+			if code != http.StatusOK && code != http.StatusServiceUnavailable {
+				t.Fatalf("one-off probe: %d", code)
+			}
+		}
+		if got := dead(); got != want {
+			t.Fatalf("after %d one-off targets: dead-lettered %v, want %v (the regular target's state was dropped)", oneOffs, got, want)
+		}
+	}
+	ch := make(chan prometheus.Metric, 16)
+	p.Collect(ch)
+	close(ch)
+	var evicted float64
+	for m := range ch {
+		var d dto.Metric
+		if m.Desc() == evictionsDesc && m.Write(&d) == nil && d.GetLabel()[0].GetValue() == "capacity" {
+			evicted = d.GetCounter().GetValue()
+		}
+	}
+	if evicted < float64(oneOffs)-10 {
+		t.Errorf("capacity evictions %v for %d one-off targets: the flood did not cycle through its own entries", evicted, oneOffs)
+	}
+}
+
+// With the table full of regular targets, a new target's first probe gets
+// 503; asked again, it may evict the least regular one.
+func TestSecondAskEvictsRegular(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	p := New(context.Background(), Options{
+		Allow: allowList(t, "10.0.0.0/8:6379"), Modules: map[string]*config.Module{"default": module("default", "x")},
+		IdleTimeout: time.Hour, MaxTargets: 2, Logger: testLogger(),
+		Build: func(context.Context, *config.Module, string, DialFunc) (*Target, error) {
+			return &Target{Handler: ok, Close: func() {}}, nil
+		},
+	})
+	get := func(host string) int {
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, httptest.NewRequest("GET", "/probe?"+url.Values{"target": {"redis://" + host + ":6379/0"}}.Encode(), nil))
+		return rec.Code
+	}
+	regular := func(host string, hits int) {
+		for i := 0; i < hits; i++ {
+			if c := get(host); c != 200 {
+				t.Fatalf("%s: %d", host, c)
+			}
+			p.mu.Lock()
+			for _, e := range p.targets {
+				e.lastHit = time.Time{} // as if a scrape interval had passed
+			}
+			p.mu.Unlock()
+		}
+	}
+	regular("10.0.0.1", 5)
+	regular("10.0.0.2", 3)
+	if c := get("10.0.0.3"); c != http.StatusServiceUnavailable {
+		t.Fatalf("a new target's first probe evicted a regular one: %d", c)
+	}
+	if c := get("10.0.0.3"); c != 200 {
+		t.Fatalf("asked again: %d", c)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.targets["default\x00redis://10.0.0.1:6379/0"]; !ok || len(p.targets) != 2 {
+		t.Errorf("the most regular target was evicted: %v", p.targets)
+	}
 }
