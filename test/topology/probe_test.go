@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -284,4 +285,79 @@ modules:
 		t.Error("the module's database password is in the log")
 	}
 
+}
+
+// A module's database is one database: sixteen targets (DB numbers) of
+// one module share its one pool, so the exporter holds at most the pool's
+// three sessions there, however many targets are probed at once.
+func TestProbeModuleDatabaseSessions(t *testing.T) {
+	const password = "probe-Pg-pw-16"
+	pg := testserver.StartPostgres(t)
+	pg.CreateDatabase(t, "app")
+	pg.CreateRole(t, "monitor", password, "app", "pg_monitor")
+	r := testserver.StartRedis(t)
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "pgpw")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "exporter.yml")
+	yml := fmt.Sprintf(`probe:
+  allowed_targets: ["%s"]
+modules:
+  withdb:
+    dramatiq: {namespace: withdb}
+    database: {url: "postgres://monitor@127.0.0.1:%d/app?sslmode=disable", password_file: %s}
+`, r.Addr, pg.Port, pwFile)
+	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startExporter(t, "--config.file", conf, "--redis.url", r.URL())
+
+	admin := pg.Connect(t, "postgres")
+	sessions := func() int {
+		var n int
+		if err := admin.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE usename = 'monitor'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	stop := make(chan struct{})
+	peak := make(chan int)
+	go func() {
+		most := 0
+		for {
+			select {
+			case <-stop:
+				peak <- most
+				return
+			case <-time.After(20 * time.Millisecond):
+				most = max(most, sessions())
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var up atomic.Int32
+	for round := 0; round < 2; round++ {
+		for db := 0; db < 16; db++ {
+			wg.Add(1)
+			go func(db int) {
+				defer wg.Done()
+				s := e.scrape(probePath(fmt.Sprintf("redis://%s/%d", r.Addr, db), "withdb"), 10*time.Second)
+				if s.err == nil && value(s.fams, "dramatiq_database_up", nil) == 1 {
+					up.Add(1)
+				}
+			}(db)
+		}
+		wg.Wait()
+	}
+	close(stop)
+	most := max(<-peak, sessions())
+	t.Logf("16 targets of one module, 32 probes: %d probes with database_up 1, at most %d sessions", up.Load(), most)
+	if up.Load() < 16 {
+		t.Errorf("only %d of 32 probes read the database", up.Load())
+	}
+	if most > 3 {
+		t.Errorf("%d sessions of the exporter on the module's database, want at most the pool's 3", most)
+	}
 }
