@@ -330,8 +330,8 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	fl.timeoutOffset = durationFlag(c, "scrape.timeout-offset", DefaultTimeoutOffset)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.timeoutOffset, f.Scrape.TimeoutOffset) }
 
-	c, b = fl.bind(app, "probe.allowed-targets", "host:port globs (path.Match: * within a host or a port) that /probe may read; comma-separated, repeatable. Empty: /probe is off. A target not allowed gets 400 and is never connected to.", "")
-	fl.probeAllowed = c.PlaceHolder("GLOB,...").Strings()
+	c, b = fl.bind(app, "probe.allowed-targets", "host:port entries /probe may read: an IP address, a CIDR range (10.1.2.0/24, [fd00::/64]) or 10.1.2.* (addresses only), or a host-name pattern (*.redis.example.com: * within one label); the port may be *. Comma-separated, repeatable. Empty: /probe is off. A target not allowed gets 400 and is never connected to.", "")
+	fl.probeAllowed = c.PlaceHolder("HOST:PORT,...").Strings()
 	b.fromFile = func(f *fileConfig) error {
 		if len(f.Probe.AllowedTargets) > 0 {
 			*fl.probeAllowed = f.Probe.AllowedTargets
@@ -341,7 +341,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	c, b = fl.bind(app, "probe.idle-timeout", "Forget a probed target (its client, discovery and remembered queues) after this long without a probe.", "")
 	fl.probeIdleTimeout = durationFlag(c, "probe.idle-timeout", DefaultProbeIdleTimeout)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.probeIdleTimeout, f.Probe.IdleTimeout) }
-	c, b = fl.bind(app, "probe.max-targets", "Most probed targets kept at once; a new one evicts the least recently probed idle one, or gets 503.", "")
+	c, b = fl.bind(app, "probe.max-targets", "Most probed targets kept at once; a new one evicts the least recently probed idle one-off target, or gets 503.", "")
 	fl.probeMaxTargets = intFlag(c, "probe.max-targets", DefaultProbeMaxTargets)
 	b.fromFile = func(f *fileConfig) error {
 		if f.Probe.MaxTargets != nil {
