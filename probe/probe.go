@@ -162,8 +162,10 @@ func (p *Prober) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.refuse(w, refusedUnresolved, http.StatusBadGateway, err.Error())
 			return
 		}
+		// The answer does not say what the name resolved to: the requester
+		// need not learn the addresses of the operator's names. The log does.
 		p.opts.Logger.Warn("probe refused: target not in --probe.allowed-targets", "target", target.HostPort(), "why", err.Error())
-		p.refuse(w, refusedNotAllowed, http.StatusBadRequest, "target "+target.HostPort()+" is not allowed by --probe.allowed-targets: "+err.Error())
+		p.refuse(w, refusedNotAllowed, http.StatusBadRequest, "target "+target.HostPort()+" is not allowed by --probe.allowed-targets")
 		return
 	}
 	e, err := p.acquire(r.Context(), m, target, addrs)
