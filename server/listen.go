@@ -42,7 +42,7 @@ const (
 // a Limiter for its listeners that enforces o.MaxConnections. The handler
 // runs behind the guard against slow clients (WriteStall, request bodies).
 func NewHTTPServer(h http.Handler, o HTTPOptions) (*http.Server, *Limiter) {
-	lim := &Limiter{max: o.MaxConnections, waiting: map[*limitConn]time.Time{}, freed: make(chan struct{})}
+	lim := &Limiter{max: o.MaxConnections, waiting: map[*limitConn]waitingSince{}, freed: make(chan struct{})}
 	writeTimeout := addSaturating(o.HandlerTimeout, WriteSlack)
 	srv := &http.Server{
 		Handler:           guard(h, writeTimeout),
@@ -66,7 +66,7 @@ func addSaturating(a, b time.Duration) time.Duration {
 // a request runs on is sure of its slot: at the limit, a new connection
 // takes the slot of the one that has waited longest without a request,
 // either idle between keep-alive requests or new and not done sending its
-// first request's headers (a TLS handshake included). So neither clients
+// first request's headers (a TLS handshake included) after FreshGrace. So neither clients
 // that leave connections idle nor ones that trickle their headers can lock
 // out a scrape; a new connection waits only while every open one is busy
 // with a request (and those end by their deadlines).
@@ -77,7 +77,7 @@ type Limiter struct {
 	open int
 	// waiting holds the open connections no request runs on, by when they
 	// were accepted or went idle.
-	waiting map[*limitConn]time.Time
+	waiting map[*limitConn]waitingSince
 	// freed is closed (and replaced) when a connection closes, waking
 	// every waiting Accept.
 	freed chan struct{}
@@ -90,6 +90,18 @@ func (lim *Limiter) Listener(l net.Listener) net.Listener {
 	}
 	return &limitListener{Listener: l, lim: lim, done: make(chan struct{})}
 }
+
+type waitingSince struct {
+	at time.Time
+	// fresh: accepted, its first request not in yet.
+	fresh bool
+}
+
+// FreshGrace is how long a new connection has to send its first request's
+// headers before a newer one may take its slot: a burst of real clients,
+// each sending as soon as it connects (a TLS handshake first, over a long
+// path), must not evict each other.
+const FreshGrace = time.Second
 
 // connState follows the server's view of each connection: c is a
 // *limitConn, or a *tls.Conn over one.
@@ -108,7 +120,7 @@ func (lim *Limiter) connState(c net.Conn, s http.ConnState) {
 	}
 	switch s {
 	case http.StateIdle:
-		lim.waiting[lc] = time.Now()
+		lim.waiting[lc] = waitingSince{at: time.Now()}
 	case http.StateNew:
 		// Counted as waiting since Accept.
 	default:
@@ -130,9 +142,19 @@ func (lim *Limiter) acquire(done <-chan struct{}) bool {
 		}
 		var oldest *limitConn
 		var at time.Time
-		for c, t := range lim.waiting {
-			if oldest == nil || t.Before(at) {
-				oldest, at = c, t
+		now := time.Now()
+		// When every waiting connection is new and within FreshGrace, the
+		// first of them to outgrow it.
+		var wake time.Time
+		for c, w := range lim.waiting {
+			if w.fresh && now.Sub(w.at) < FreshGrace {
+				if wake.IsZero() || w.at.Add(FreshGrace).Before(wake) {
+					wake = w.at.Add(FreshGrace)
+				}
+				continue
+			}
+			if oldest == nil || w.at.Before(at) {
+				oldest, at = c, w.at
 			}
 		}
 		if oldest != nil {
@@ -149,17 +171,32 @@ func (lim *Limiter) acquire(done <-chan struct{}) bool {
 			oldest.Close()
 			continue
 		}
-		select {
-		case <-freed:
-		case <-done:
+		if !wakeOrClose(freed, wake, done) {
 			return false
 		}
 	}
 }
 
+// wakeOrClose waits for freed, or until wake (if set); false when done.
+func wakeOrClose(freed <-chan struct{}, wake time.Time, done <-chan struct{}) bool {
+	var grown <-chan time.Time
+	if !wake.IsZero() {
+		t := time.NewTimer(time.Until(wake))
+		defer t.Stop()
+		grown = t.C
+	}
+	select {
+	case <-freed:
+	case <-grown:
+	case <-done:
+		return false
+	}
+	return true
+}
+
 func (lim *Limiter) add(c *limitConn) {
 	lim.mu.Lock()
-	lim.waiting[c] = time.Now()
+	lim.waiting[c] = waitingSince{at: time.Now(), fresh: true}
 	lim.mu.Unlock()
 }
 
