@@ -300,7 +300,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 		return nil
 	}
 
-	c, b = fl.bind(app, "web.max-connections", "Maximum number of open HTTP connections (0: no limit). At the limit, idle keep-alive connections are closed first; a new connection waits only while every one is busy.", "")
+	c, b = fl.bind(app, "web.max-connections", "Maximum number of open HTTP connections (0: no limit). At the limit, the connection that has waited longest without a request (idle keep-alive, or new and still sending its headers) is closed to make room; a new connection waits only while every one is busy.", "")
 	fl.maxConnections = intFlag(c, "web.max-connections", DefaultMaxConnections)
 	b.fromFile = func(f *fileConfig) error {
 		if f.Web.MaxConnections != nil {

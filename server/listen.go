@@ -27,24 +27,28 @@ type HTTPOptions struct {
 	MaxConnections int
 }
 
-// Request and write deadlines that need no setting: a scrape is a header
-// and no body, and a reply of a few megabytes leaves in well under WriteSlack
-// on any network Prometheus scrapes over.
+// Request deadlines that need no setting. No route reads a request body,
+// so a request is its headers: they arrive in one packet from any client
+// that means to be served, over TLS within one handshake more.
 const (
-	ReadHeaderTimeout = 10 * time.Second
-	ReadTimeout       = 30 * time.Second
-	WriteSlack        = 30 * time.Second
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 5 * time.Second
+	// WriteSlack is added to HandlerTimeout for the longest an answer may
+	// take to leave (each piece of it has only WriteStall).
+	WriteSlack = 30 * time.Second
 )
 
 // NewHTTPServer returns a server whose every connection has a deadline, and
-// a Limiter for its listeners that enforces o.MaxConnections.
+// a Limiter for its listeners that enforces o.MaxConnections. The handler
+// runs behind the guard against slow clients (WriteStall, request bodies).
 func NewHTTPServer(h http.Handler, o HTTPOptions) (*http.Server, *Limiter) {
-	lim := &Limiter{max: o.MaxConnections, idle: map[net.Conn]time.Time{}, freed: make(chan struct{})}
+	lim := &Limiter{max: o.MaxConnections, waiting: map[*limitConn]waitingSince{}, freed: make(chan struct{})}
+	writeTimeout := addSaturating(o.HandlerTimeout, WriteSlack)
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           guard(h, writeTimeout),
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
-		WriteTimeout:      addSaturating(o.HandlerTimeout, WriteSlack),
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ConnState:         lim.connState,
 	}
@@ -58,19 +62,22 @@ func addSaturating(a, b time.Duration) time.Duration {
 	return a + b
 }
 
-// Limiter bounds the open connections of a server. Unlike
-// netutil.LimitListener, it closes an idle keep-alive connection to make
-// room for a new one, so clients that open connections and leave them
-// idle cannot lock out a scrape; a new connection waits only while every
-// open one is busy with a request (and those end by their deadlines).
+// Limiter bounds the open connections of a server. Only a connection that
+// a request runs on is sure of its slot: at the limit, a new connection
+// takes the slot of the one that has waited longest without a request,
+// either idle between keep-alive requests or new and not done sending its
+// first request's headers (a TLS handshake included) after FreshGrace. So neither clients
+// that leave connections idle nor ones that trickle their headers can lock
+// out a scrape; a new connection waits only while every open one is busy
+// with a request (and those end by their deadlines).
 type Limiter struct {
 	max int
 
 	mu   sync.Mutex
 	open int
-	// idle holds the connections between requests, by the time they went
-	// idle, keyed as the server knows them (a *tls.Conn under TLS).
-	idle map[net.Conn]time.Time
+	// waiting holds the open connections no request runs on, by when they
+	// were accepted or went idle.
+	waiting map[*limitConn]waitingSince
 	// freed is closed (and replaced) when a connection closes, waking
 	// every waiting Accept.
 	freed chan struct{}
@@ -84,18 +91,47 @@ func (lim *Limiter) Listener(l net.Listener) net.Listener {
 	return &limitListener{Listener: l, lim: lim, done: make(chan struct{})}
 }
 
+type waitingSince struct {
+	at time.Time
+	// fresh: accepted, its first request not in yet.
+	fresh bool
+}
+
+// FreshGrace is how long a new connection has to send its first request's
+// headers before a newer one may take its slot: a burst of real clients,
+// each sending as soon as it connects (a TLS handshake first, over a long
+// path), must not evict each other.
+const FreshGrace = time.Second
+
+// connState follows the server's view of each connection: c is a
+// *limitConn, or a *tls.Conn over one.
 func (lim *Limiter) connState(c net.Conn, s http.ConnState) {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = nc.NetConn()
+	}
+	lc, ok := c.(*limitConn)
+	if !ok {
+		return
+	}
 	lim.mu.Lock()
 	defer lim.mu.Unlock()
-	if s == http.StateIdle {
-		lim.idle[c] = time.Now()
-	} else {
-		delete(lim.idle, c)
+	if lc.closed {
+		return
+	}
+	switch s {
+	case http.StateIdle:
+		lim.waiting[lc] = waitingSince{at: time.Now()}
+	case http.StateNew:
+		// Counted as waiting since Accept.
+	default:
+		// Active: a request's headers are in, and it runs.
+		delete(lim.waiting, lc)
 	}
 }
 
-// acquire takes a slot for a connection just accepted, closing the oldest
-// idle connection if none is free, or waiting for one to close.
+// acquire takes a slot for a connection just accepted, closing the
+// connection that waited longest without a request if none is free, or
+// waiting for one to close.
 func (lim *Limiter) acquire(done <-chan struct{}) bool {
 	for {
 		lim.mu.Lock()
@@ -104,35 +140,70 @@ func (lim *Limiter) acquire(done <-chan struct{}) bool {
 			lim.mu.Unlock()
 			return true
 		}
-		var oldest net.Conn
+		var oldest *limitConn
 		var at time.Time
-		for c, t := range lim.idle {
-			if oldest == nil || t.Before(at) {
-				oldest, at = c, t
+		now := time.Now()
+		// When every waiting connection is new and within FreshGrace, the
+		// first of them to outgrow it.
+		var wake time.Time
+		for c, w := range lim.waiting {
+			if w.fresh && now.Sub(w.at) < FreshGrace {
+				if wake.IsZero() || w.at.Add(FreshGrace).Before(wake) {
+					wake = w.at.Add(FreshGrace)
+				}
+				continue
+			}
+			if oldest == nil || w.at.Before(at) {
+				oldest, at = c, w.at
 			}
 		}
 		if oldest != nil {
-			delete(lim.idle, oldest)
+			delete(lim.waiting, oldest)
 		}
 		freed := lim.freed
 		lim.mu.Unlock()
 		if oldest != nil {
 			// Its Close releases its slot; the loop then takes it. A request
-			// racing onto it fails, and clients retry an idempotent GET on a
-			// fresh connection, as they do after IdleTimeout.
+			// racing onto an idle one fails, and clients retry an idempotent
+			// GET on a fresh connection, as they do after IdleTimeout. The
+			// connection itself is closed, under any TLS: a TLS close would
+			// first try to send an alert.
 			oldest.Close()
 			continue
 		}
-		select {
-		case <-freed:
-		case <-done:
+		if !wakeOrClose(freed, wake, done) {
 			return false
 		}
 	}
 }
 
-func (lim *Limiter) release() {
+// wakeOrClose waits for freed, or until wake (if set); false when done.
+func wakeOrClose(freed <-chan struct{}, wake time.Time, done <-chan struct{}) bool {
+	var grown <-chan time.Time
+	if !wake.IsZero() {
+		t := time.NewTimer(time.Until(wake))
+		defer t.Stop()
+		grown = t.C
+	}
+	select {
+	case <-freed:
+	case <-grown:
+	case <-done:
+		return false
+	}
+	return true
+}
+
+func (lim *Limiter) add(c *limitConn) {
 	lim.mu.Lock()
+	lim.waiting[c] = waitingSince{at: time.Now(), fresh: true}
+	lim.mu.Unlock()
+}
+
+func (lim *Limiter) release(c *limitConn) {
+	lim.mu.Lock()
+	c.closed = true
+	delete(lim.waiting, c)
 	lim.open--
 	close(lim.freed)
 	lim.freed = make(chan struct{})
@@ -154,7 +225,7 @@ type limitListener struct {
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	// Accept first: only a pending connection justifies closing an idle
+	// Accept first: only a pending connection justifies closing a waiting
 	// one. The kernel's backlog holds the rest.
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -164,7 +235,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		c.Close()
 		return nil, net.ErrClosed
 	}
-	return &limitConn{Conn: c, release: l.lim.release}, nil
+	lc := &limitConn{Conn: c, lim: l.lim}
+	l.lim.add(lc)
+	return lc, nil
 }
 
 func (l *limitListener) Close() error {
@@ -174,13 +247,14 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	lim    *Limiter
+	once   sync.Once
+	closed bool // under lim.mu
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() { c.lim.release(c) })
 	return err
 }
 

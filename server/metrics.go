@@ -67,11 +67,15 @@ func MetricsHandler(e *collector.Exporter, base prometheus.Gatherer, o MetricsOp
 	// direct path can skip the per-scrape registration that checks them
 	// again (a tenth of a small scrape's CPU, hashing every descriptor).
 	prometheus.NewRegistry().MustRegister(e.Bind(context.Background()))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return GetOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sem != nil {
 			select {
 			case sem <- struct{}{}:
-				defer func() { <-sem }()
+				// A slot bounds the scrapes that read Redis and render at
+				// once. One whose client stops taking the answer gives it
+				// back: waiting on a client costs neither, and clients
+				// that never read must not lock Prometheus out.
+				defer releaseOnStall(w, func() { <-sem })()
 			default:
 				http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
 				return
@@ -79,8 +83,17 @@ func MetricsHandler(e *collector.Exporter, base prometheus.Gatherer, o MetricsOp
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), ScrapeTimeout(r, o.Timeout, o.TimeoutOffset))
 		defer cancel()
-		serveMetrics(w, r, e.Project(e.Read(ctx, collector.ReadOptions{})), base, logAdapter, true)
-	})
+		st := e.Read(ctx, collector.ReadOptions{})
+		if shuttingDown(r.Context()) {
+			// Cut short, the read would report the broker down.
+			http.Error(w, ErrShuttingDown.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		// Past its deadline nobody waits for the answer any more.
+		dl, _ := ctx.Deadline()
+		finishBy(w, dl.Add(WriteStall))
+		serveMetrics(w, r, e.Project(st), base, logAdapter, true)
+	}))
 }
 
 // serveMetrics answers as promhttp.HandlerFor(Gatherers{base, a registry
@@ -157,28 +170,49 @@ func writeDirect(w http.ResponseWriter, r *http.Request, p *collector.Projection
 		defer func() { _ = gz.Close(); gz.Reset(io.Discard); gzipPool.Put(gz) }()
 		out = gz
 	}
+	// A client gone, or cut off by a write deadline, ends the answer:
+	// rendering the rest would be work for nobody.
+	sent := &sendErr{w: out}
 	bw := bufPool.Get().(*bufio.Writer)
-	bw.Reset(out)
+	bw.Reset(sent)
 	defer func() { bw.Reset(nil); bufPool.Put(bw) }()
 
 	// Both are sorted by name, as a registry sorts its families.
 	enc := expfmt.NewEncoder(bw, format)
 	i := 0
 	for _, mf := range mfs {
-		for ; i < qt.Len() && qt.Name(i) < mf.GetName(); i++ {
+		for ; i < qt.Len() && qt.Name(i) < mf.GetName() && sent.err == nil; i++ {
 			qt.Write(bw, i)
 		}
-		if err := enc.Encode(mf); err != nil {
+		if sent.err != nil {
+			break
+		}
+		if err := enc.Encode(mf); err != nil && sent.err == nil {
 			errLog.Println("error encoding and sending metric family:", err)
 		}
 	}
-	for ; i < qt.Len(); i++ {
+	for ; i < qt.Len() && sent.err == nil; i++ {
 		qt.Write(bw, i)
 	}
-	if err := bw.Flush(); err != nil {
-		errLog.Println("error encoding and sending metric family:", err)
-	}
+	// Every error left is the client's (gone, or too slow to take the
+	// answer): not worth a line per request that anyone can send.
+	_ = bw.Flush()
 	return true
+}
+
+// sendErr keeps the first error writing to w.
+type sendErr struct {
+	w   io.Writer
+	err error
+}
+
+func (s *sendErr) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(p)
+	s.err = err
+	return n, err
 }
 
 // unchecked registers c without describing it. A registry that is not

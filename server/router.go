@@ -19,6 +19,24 @@ func Route(telemetryPath string, metrics http.Handler, mux http.Handler) http.Ha
 	})
 }
 
+// GetOnly answers 405 to any method but GET and HEAD, as every route
+// does, before h runs: a scrape handler takes a slot and never reads a
+// body, so a POST must not get that far.
+func GetOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func methodNotAllowed(w http.ResponseWriter) {
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+}
+
 // Health answers /-/healthy and /-/ready, as Prometheus does. Neither
 // touches Redis or the database: an orchestrator acting on them must not
 // restart or unroute the exporter because the broker it reports on is down,
@@ -47,8 +65,7 @@ func (h *Health) Register(mux *http.ServeMux) {
 
 func plain(w http.ResponseWriter, r *http.Request, code int, body string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		methodNotAllowed(w)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -95,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) int {
+	// Before anything else: SIGHUP's default action ends the process, and
+	// units copied from Prometheus's send it on reload.
+	ignoreSIGHUP(logger)
 	logger.Info("starting "+name, "version", version.Info(), "build_context", version.BuildContext())
 	// Both are start-up mistakes: refuse them before anything runs, rather
 	// than fail (or hang, on a FIFO) at the first connection.
@@ -112,8 +116,12 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 			l.Close()
 		}
 	}()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The clients, discovery and probed targets outlive the signal: the
+	// scrapes still running at shutdown finish through them.
+	ctx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 
 	sources, cleanup, err := buildSources(ctx, cfg, logger, true)
 	if err != nil {
@@ -170,7 +178,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("/api/v1/status", status.APIHandler())
-	mux.Handle("/probe", prober)
+	mux.Handle("/probe", server.GetOnly(prober))
 	mux.Handle("/", status.PageHandler())
 
 	srv, limiter := server.NewHTTPServer(server.Route(cfg.TelemetryPath, metrics, mux), server.HTTPOptions{
@@ -179,6 +187,10 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	for i, l := range listeners {
 		listeners[i] = limiter.Listener(l)
 	}
+	// Cancelled only when the shutdown's grace period is over.
+	requests, cancelRequests := context.WithCancelCause(context.Background())
+	defer cancelRequests(nil)
+	srv.BaseContext = func(net.Listener) context.Context { return requests }
 	health.SetReady(true)
 	errc := make(chan error, 1)
 	// ServeMultiple applies --web.config.file (TLS, basic auth) as
@@ -188,14 +200,34 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	case err := <-errc:
 		logger.Error("server stopped", "err", err)
 		return 1
-	case <-ctx.Done():
-		logger.Info("shutting down")
+	case <-sig.Done():
+		// A scrape running now still gets its answer: it ends by its own
+		// deadline, within the grace period unless --scrape.timeout is
+		// longer, and is then answered 503.
+		grace := min(cfg.ScrapeTimeout+server.WriteStall, maxShutdownGrace)
+		logger.Info("shutting down", "grace_period", grace)
 		health.SetReady(false)
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
+		server.Shutdown(srv, cancelRequests, grace)
 		return 0
 	}
+}
+
+// maxShutdownGrace keeps a stop, grace and the last writes included, under
+// the 30 s Kubernetes gives a pod by default.
+const maxShutdownGrace = 20 * time.Second
+
+// ignoreSIGHUP logs each SIGHUP and otherwise ignores it. Nothing is
+// reloaded: --web.config.file is read again by every TLS handshake and
+// request already, and the rest of the configuration (clients, secrets,
+// collectors, probe modules) is built once; change it with a restart.
+func ignoreSIGHUP(logger *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			logger.Info("SIGHUP ignored: nothing is reloaded; restart to apply a changed configuration (--web.config.file users and certificates are read again on every request and TLS handshake)")
+		}
+	}()
 }
 
 // healthcheck exits 0 when the local server answers /-/healthy.
