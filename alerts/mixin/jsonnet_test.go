@@ -312,3 +312,192 @@ func TestMixinNumberHelpers(t *testing.T) {
 		t.Errorf("u.seconds = %v, want %v", got.Secs, ws)
 	}
 }
+
+// maxGroupRules caps a rule group's size: Prometheus evaluates a group's
+// rules one after the other, so a huge group delays its last rules.
+const maxGroupRules = 20
+
+var (
+	camelCaseRE  = regexp.MustCompile(`^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+$`)
+	recordNameRE = regexp.MustCompile(`^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$`)
+)
+
+// lintRules applies the guideline checks of mixtool's lint to rule groups
+// (mixtool is not available here): group names, group sizes, alert names,
+// severity, summary, description and runbook_url.
+func lintRules(groups []any) []string {
+	var problems []string
+	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+	seenGroups := map[string]bool{}
+	seenAlerts := map[string]bool{}
+	for i, g := range groups {
+		gm, _ := g.(map[string]any)
+		name, _ := gm["name"].(string)
+		rules, _ := gm["rules"].([]any)
+		switch {
+		case strings.TrimSpace(name) == "":
+			bad("group %d: no name", i)
+		case seenGroups[name]:
+			bad("group %s: name used twice", name)
+		}
+		seenGroups[name] = true
+		if len(rules) == 0 || len(rules) > maxGroupRules {
+			bad("group %s: %d rules, want 1 to %d", name, len(rules), maxGroupRules)
+		}
+		for _, r := range rules {
+			rm, _ := r.(map[string]any)
+			alert, _ := rm["alert"].(string)
+			record, _ := rm["record"].(string)
+			if expr, _ := rm["expr"].(string); strings.TrimSpace(expr) == "" {
+				bad("group %s: rule %s%s has no expr", name, alert, record)
+			}
+			if record != "" {
+				if alert != "" {
+					bad("group %s: rule is both alert %s and record %s", name, alert, record)
+				}
+				if !recordNameRE.MatchString(record) {
+					bad("recording rule %s: not named level:metric:operations", record)
+				}
+				continue
+			}
+			if !camelCaseRE.MatchString(alert) {
+				bad("alert %q: name not in CamelCase", alert)
+			}
+			if seenAlerts[alert] {
+				bad("alert %s: defined twice", alert)
+			}
+			seenAlerts[alert] = true
+			labels, _ := rm["labels"].(map[string]any)
+			if sev, _ := labels["severity"].(string); sev != "critical" && sev != "warning" && sev != "info" {
+				bad("alert %s: severity %q, want critical, warning or info", alert, sev)
+			}
+			ann, _ := rm["annotations"].(map[string]any)
+			summary, _ := ann["summary"].(string)
+			switch {
+			case strings.TrimSpace(summary) == "":
+				bad("alert %s: no summary", alert)
+			case strings.Contains(summary, "{{"):
+				bad("alert %s: summary %q is templated; it must be a static sentence", alert, summary)
+			case !strings.HasSuffix(summary, "."):
+				bad("alert %s: summary %q is not a sentence ending in a period", alert, summary)
+			}
+			if d, _ := ann["description"].(string); !strings.Contains(d, "{{") {
+				bad("alert %s: description %q is not templated", alert, d)
+			}
+			if u, _ := ann["runbook_url"].(string); !strings.HasPrefix(u, "http") {
+				bad("alert %s: runbook_url %q missing or not a URL", alert, u)
+			}
+		}
+	}
+	return problems
+}
+
+// The mixin's rules pass mixtool's lint guidelines, with the default and
+// with another _config.
+func TestMixinLint(t *testing.T) {
+	root := testserver.RepoRoot(t)
+	for name, overrides := range map[string]string{"default": "", "overridden": mixinOverrides} {
+		r := renderMixin(t, root, overrides)
+		if len(r.Groups) < 3 {
+			t.Fatalf("%s: %d rule groups rendered", name, len(r.Groups))
+		}
+		for _, p := range lintRules(normalize(t, r.Groups).([]any)) {
+			t.Errorf("%s: %s", name, p)
+		}
+	}
+}
+
+// The lint finds each kind of violation.
+func TestLintRulesFindsViolations(t *testing.T) {
+	good := func() map[string]any {
+		return map[string]any{
+			"alert": "DramatiqThingBroken", "expr": "up == 0",
+			"labels": map[string]any{"severity": "warning"},
+			"annotations": map[string]any{
+				"summary":     "A thing is broken.",
+				"description": "Thing {{ $labels.instance }} is broken.",
+				"runbook_url": "https://example.org/runbook#dramatiqthingbroken",
+			},
+		}
+	}
+	group := func(name string, rules ...any) any { return map[string]any{"name": name, "rules": rules} }
+	if p := lintRules([]any{group("g", good())}); len(p) != 0 {
+		t.Fatalf("a good rule is reported: %v", p)
+	}
+	edit := func(f func(r map[string]any)) any { r := good(); f(r); return r }
+	ann := func(r map[string]any) map[string]any { return r["annotations"].(map[string]any) }
+	many := make([]any, maxGroupRules+1)
+	for i := range many {
+		many[i] = edit(func(r map[string]any) { r["alert"] = fmt.Sprintf("DramatiqThing%c", 'A'+i) })
+	}
+	for name, groups := range map[string][]any{
+		"lower-case name":     {group("g", edit(func(r map[string]any) { r["alert"] = "dramatiq_thing_broken" }))},
+		"one-word name":       {group("g", edit(func(r map[string]any) { r["alert"] = "Broken" }))},
+		"severity page":       {group("g", edit(func(r map[string]any) { r["labels"] = map[string]any{"severity": "page"} }))},
+		"no severity":         {group("g", edit(func(r map[string]any) { delete(r, "labels") }))},
+		"templated summary":   {group("g", edit(func(r map[string]any) { ann(r)["summary"] = "{{ $labels.queue }} is broken." }))},
+		"summary no sentence": {group("g", edit(func(r map[string]any) { ann(r)["summary"] = "broken" }))},
+		"static description":  {group("g", edit(func(r map[string]any) { ann(r)["description"] = "Broken." }))},
+		"no runbook":          {group("g", edit(func(r map[string]any) { delete(ann(r), "runbook_url") }))},
+		"no group name":       {group("", good())},
+		"duplicate group":     {group("g", good()), group("g", edit(func(r map[string]any) { r["alert"] = "DramatiqOtherThing" }))},
+		"duplicate alert":     {group("g", good()), group("h", good())},
+		"empty group":         {group("g")},
+		"huge group":          {group("g", many...)},
+		"bad record name":     {group("g", map[string]any{"record": "dramatiq_workload", "expr": "1"})},
+	} {
+		if p := lintRules(groups); len(p) == 0 {
+			t.Errorf("%s: not reported", name)
+		}
+	}
+}
+
+// `jb install <module>/mixin` puts mixin/ alone under
+// vendor/<module>/mixin: it renders from there (no import leaves mixin/),
+// under the module path of go.mod, the repository's address.
+func TestMixinVendored(t *testing.T) {
+	root := testserver.RepoRoot(t)
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^module (\S+)$`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("go.mod has no module line")
+	}
+	module := string(m[1])
+	vendor := filepath.Join(t.TempDir(), "vendor")
+	for rel, b := range DefaultConfig().MixinFiles() {
+		p := filepath.Join(vendor, filepath.FromSlash(module), filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vm := jsonnet.MakeVM()
+	vm.Importer(&jsonnet.FileImporter{JPaths: []string{vendor}})
+	out, err := vm.EvaluateAnonymousSnippet("user.jsonnet", `
+local dramatiq = (import '`+module+`/mixin/mixin.libsonnet') + { _config+:: { selector: 'job="mine"' } };
+{
+  alerts: std.length(dramatiq.prometheusAlerts.groups),
+  rules: std.length(dramatiq.prometheusRules.groups),
+  dashboards: std.objectFields(dramatiq.grafanaDashboards),
+  expr: dramatiq.prometheusAlerts.groups[0].rules[0].expr,
+}`)
+	if err != nil {
+		t.Fatalf("rendering the vendored mixin: %v", err)
+	}
+	var got struct {
+		Alerts, Rules int
+		Dashboards    []string
+		Expr          string
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Alerts != 5 || got.Rules != 2 || len(got.Dashboards) != 4 || got.Expr != `up{job="mine"} == 0` {
+		t.Errorf("vendored mixin rendered %+v", got)
+	}
+}
