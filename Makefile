@@ -89,8 +89,9 @@ demo:
 demo-stop:
 	@scripts/demo-stop.sh
 
-# Rules, Alertmanager example and dashboards come from alerts/mixin/config.go,
-# with the chart's copies of them; deploy/kubernetes is the chart rendered
+# Rules, Alertmanager example, dashboards and the jsonnet mixin (mixin/) come
+# from alerts/mixin/config.go, with the chart's copies of the rules and
+# dashboards; deploy/kubernetes is the chart rendered
 # (needs the Helm of scripts/tools.sh).
 generate:
 	$(GO) run ./alerts/gen

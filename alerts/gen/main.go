@@ -1,5 +1,6 @@
 // Command gen writes the Prometheus rules, the example Alertmanager
-// configuration and the Grafana dashboards from alerts/mixin.
+// configuration, the Grafana dashboards and the jsonnet mixin (mixin/) from
+// alerts/mixin.
 //
 //	go run ./alerts/gen                 # rewrite the committed files
 //	go run ./alerts/gen -out /tmp/x -for-scale 0.01 -selector 'job="dx"'

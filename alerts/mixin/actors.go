@@ -54,7 +54,7 @@ func actors(c Config) dashboard {
 	q := dsel(`queue=~"$queue"`)
 	legend := "{{queue_name}} {{actor_name}}"
 	return dashboard{
-		UID: "dramatiq-actors", Title: "Dramatiq / Actors",
+		UID: c.DashboardUIDs.Actors, Title: "Dramatiq / Actors",
 		Description: "Throughput, errors, retries and durations per actor from the workers' own Prometheus middleware (dramatiq.middleware.prometheus), next to the broker's queues from dramatiq_exporter.",
 		ExtraVars: []map[string]any{
 			queryVar("queue", fmt.Sprintf("label_values(dramatiq_queue_ready_messages{%s}, queue)", dsel()), true),

@@ -5,12 +5,14 @@
 // out of date.
 //
 // It is Go rather than jsonnet so that building and testing need nothing but
-// the Go toolchain.
+// the Go toolchain; it also writes the same rules and dashboards as a jsonnet
+// monitoring mixin into mixin/ (jsonnet.go, docs/mixin.md).
 package mixin
 
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -80,6 +82,18 @@ type Config struct {
 	DatabaseTransactionAge   time.Duration
 	DatabaseTransactionFor   time.Duration
 	DatabaseBlockedFor       time.Duration
+
+	// DashboardTags are the tags of every dashboard; the dashboards link to
+	// each other through the first one.
+	DashboardTags []string
+	// DashboardUIDs are the dashboards' fixed uids (the Overview's queue
+	// table links to the Queue dashboard by its uid).
+	DashboardUIDs DashboardUIDs
+}
+
+// DashboardUIDs holds the uid of each dashboard.
+type DashboardUIDs struct {
+	Overview, Queue, Database, Actors string
 }
 
 // DefaultConfig is the configuration of the committed files.
@@ -119,6 +133,12 @@ func DefaultConfig() Config {
 		DatabaseTransactionAge:   5 * time.Minute,
 		DatabaseTransactionFor:   2 * time.Minute,
 		DatabaseBlockedFor:       5 * time.Minute,
+
+		DashboardTags: []string{"dramatiq", "dramatiq-exporter"},
+		DashboardUIDs: DashboardUIDs{
+			Overview: "dramatiq-overview", Queue: "dramatiq-queue",
+			Database: "dramatiq-database", Actors: "dramatiq-actors",
+		},
 	}
 }
 
@@ -138,6 +158,13 @@ func (c Config) Validate() error {
 	}
 	if c.RunbookURL == "" {
 		return fmt.Errorf("empty runbook URL")
+	}
+	if len(c.DashboardTags) == 0 || slices.Contains(c.DashboardTags, "") {
+		return fmt.Errorf("dashboard tags %q: need at least one, none empty", c.DashboardTags)
+	}
+	u := c.DashboardUIDs
+	if slices.Contains([]string{u.Overview, u.Queue, u.Database, u.Actors}, "") {
+		return fmt.Errorf("dashboard uids %+v: every dashboard needs one", u)
 	}
 	return nil
 }

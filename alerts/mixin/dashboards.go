@@ -5,10 +5,10 @@ import "fmt"
 // Dashboards returns the Grafana dashboards by file name.
 func (c Config) Dashboards() map[string][]byte {
 	return map[string][]byte{
-		"dramatiq-overview.json": overview().render(),
-		"dramatiq-queue.json":    queueDetail(c).render(),
-		"dramatiq-database.json": database(c).render(),
-		"dramatiq-actors.json":   actors(c).render(),
+		"dramatiq-overview.json": overview(c).render(c),
+		"dramatiq-queue.json":    queueDetail(c).render(c),
+		"dramatiq-database.json": database(c).render(c),
+		"dramatiq-actors.json":   actors(c).render(c),
 	}
 }
 
@@ -20,7 +20,7 @@ func stat(title, unit, desc string, w int, custom func(map[string]any), targets 
 	return panel{Type: "stat", Title: title, Unit: unit, Description: desc, W: w, H: 4, Targets: targets, Custom: custom}
 }
 
-func overview() dashboard {
+func overview(c Config) dashboard {
 	s := dsel()
 	q := func(metric string) string { return fmt.Sprintf("sum by (queue) (%s{%s})", metric, s) }
 	queueCols := []struct{ metric, title, unit string }{
@@ -55,7 +55,7 @@ func overview() dashboard {
 		"matcher": map[string]any{"id": "byName", "options": "Queue"},
 		"properties": []any{map[string]any{"id": "links", "value": []any{map[string]any{
 			"title": "Queue detail",
-			"url":   "/d/dramatiq-queue/dramatiq-queue?${datasource:queryparam}&${job:queryparam}&${instance:queryparam}&var-queue=${__value.raw}&${__url_time_range}",
+			"url":   "/d/" + c.DashboardUIDs.Queue + "/dramatiq-queue?${datasource:queryparam}&${job:queryparam}&${instance:queryparam}&var-queue=${__value.raw}&${__url_time_range}",
 		}}}},
 	})
 	queuesTable := panel{
@@ -76,7 +76,7 @@ func overview() dashboard {
 	}
 
 	return dashboard{
-		UID: "dramatiq-overview", Title: "Dramatiq / Overview",
+		UID: c.DashboardUIDs.Overview, Title: "Dramatiq / Overview",
 		Description: "Health of the Dramatiq broker, its processes and queues, and the application database, from dramatiq_exporter.",
 		Rows: []row{
 			{Title: "Health", Panels: []panel{
@@ -152,7 +152,7 @@ func queueDetail(c Config) dashboard {
 	sum := func(metric string) string { return fmt.Sprintf("sum by (queue) (%s{%s})", metric, s) }
 	total := func(metric string) string { return fmt.Sprintf("sum(%s{%s})", metric, s) }
 	return dashboard{
-		UID: "dramatiq-queue", Title: "Dramatiq / Queue",
+		UID: c.DashboardUIDs.Queue, Title: "Dramatiq / Queue",
 		Description: "One or more Dramatiq queues in detail, from dramatiq_exporter.",
 		ExtraVars: []map[string]any{
 			queryVar("queue", fmt.Sprintf("label_values(dramatiq_queue_ready_messages{%s}, queue)", dsel()), true),
@@ -204,7 +204,7 @@ func database(c Config) dashboard {
 	s := dsel()
 	ratio := fmt.Sprintf("sum without (state) (dramatiq_database_connections{%s})\n/\ndramatiq_database_max_connections{%s}", s, s)
 	return dashboard{
-		UID: "dramatiq-database", Title: "Dramatiq / Database",
+		UID: c.DashboardUIDs.Database, Title: "Dramatiq / Database",
 		Description: "Health of the application database the Dramatiq workers use, from dramatiq_exporter's database collectors.",
 		Rows: []row{
 			{Title: "Now", Panels: []panel{

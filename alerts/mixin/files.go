@@ -28,6 +28,9 @@ func (c Config) Files() (map[string][]byte, error) {
 		out["dashboards/"+name] = b
 		out[ChartFiles+"/dashboards/"+name] = b
 	}
+	for rel, b := range c.MixinFiles() {
+		out[rel] = b
+	}
 	return out, nil
 }
 

@@ -180,7 +180,7 @@ func queryVar(name, query string, multi bool) map[string]any {
 	return v
 }
 
-func (d dashboard) render() []byte {
+func (d dashboard) render(c Config) []byte {
 	vars := []any{
 		map[string]any{
 			"type": "datasource", "name": "datasource", "label": "Data source",
@@ -220,7 +220,7 @@ func (d dashboard) render() []byte {
 		"uid":           d.UID,
 		"title":         d.Title,
 		"description":   d.Description,
-		"tags":          []any{"dramatiq", "dramatiq-exporter"},
+		"tags":          anys(c.DashboardTags),
 		"editable":      false, // provisioned from files: UI edits would be lost
 		"graphTooltip":  1,
 		"schemaVersion": 39,
@@ -234,7 +234,7 @@ func (d dashboard) render() []byte {
 			"name": "Annotations & Alerts", "type": "dashboard",
 		}}},
 		"links": []any{map[string]any{
-			"title": "Dramatiq", "type": "dashboards", "tags": []any{"dramatiq"},
+			"title": "Dramatiq", "type": "dashboards", "tags": []any{c.DashboardTags[0]},
 			"asDropdown": true, "includeVars": true, "keepTime": true,
 		}},
 		"templating": map[string]any{"list": vars},
@@ -254,4 +254,12 @@ func (d dashboard) render() []byte {
 // selector builds the matchers every dashboard query carries.
 func dsel(extra ...string) string {
 	return strings.Join(append([]string{`job=~"$job"`, `instance=~"$instance"`}, extra...), ",")
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
