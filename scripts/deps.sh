@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test`, `make demo` and CI need, and nothing twice:
-#   - Debian packages (as root: apt-get; otherwise: list them and fail),
+#   - Debian packages (as root: apt-get; otherwise: list them and fail);
+#     rabbitmq-server's post-install start may be refused (policy-rc.d):
+#     tests start private nodes of their own,
 #   - .venv/ with the pinned current Dramatiq (test/dramatiq/requirements.txt),
 #   - .build/venv-dramatiq-oldest/ with the oldest Dramatiq release that has
 #     the current Redis layout (test/dramatiq/requirements-oldest.txt),
@@ -43,8 +45,11 @@ declare -A PROBES=(
 	[prometheus-alertmanager]=/usr/bin/amtool
 	[chromium]=/usr/bin/chromium
 	[curl]=/usr/bin/curl
+	# Debian's wrapper in /usr/sbin switches to the rabbitmq user; tests run
+	# the node's own script (internal/testserver/rabbitmq.go).
+	[rabbitmq-server]=/usr/lib/rabbitmq/bin/rabbitmq-server
 )
-packages=(redis-server postgresql prometheus prometheus-alertmanager chromium curl)
+packages=(redis-server postgresql prometheus prometheus-alertmanager chromium curl rabbitmq-server)
 $demo_only && packages=(redis-server postgresql prometheus curl)
 missing=()
 for pkg in "${packages[@]}"; do
@@ -100,7 +105,7 @@ make_venv() {
 		say "$(basename "$dir"): pip install failed"
 		return 1
 	fi
-	"$dir/bin/python" -c 'import dramatiq, redis; print("deps:   dramatiq", dramatiq.__version__, "redis-py", redis.__version__)'
+	"$dir/bin/python" -c 'import dramatiq, redis, pika; print("deps:   dramatiq", dramatiq.__version__, "redis-py", redis.__version__, "pika", pika.__version__)'
 	printf '%s\n' "$want" >"$stamp"
 }
 
