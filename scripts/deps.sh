@@ -6,6 +6,9 @@
 #   - .venv/ with the pinned current Dramatiq (test/dramatiq/requirements.txt),
 #   - .build/venv-dramatiq-oldest/ with the oldest Dramatiq release that has
 #     the current Redis layout (test/dramatiq/requirements-oldest.txt),
+#   - .build/venv-dramatiq-rabbitmq-oldest/ with the oldest Dramatiq release
+#     whose RabbitMQ broker runs on this Python
+#     (test/dramatiq/requirements-rabbitmq-oldest.txt),
 #   - .build/bin/staticcheck at a pinned version (what `make lint` runs),
 #   - Prometheus 3 / Alertmanager tools built from Go modules (scripts/tools.sh).
 # Re-runs are fast: each step checks first and says what it skipped.
@@ -32,6 +35,7 @@ cd "$ROOT"
 STATICCHECK_VERSION="v0.8.2" # honnef.co/go/tools; 2026.x line, accepts Go 1.26
 VENV="$ROOT/.venv"
 OLD_VENV="$ROOT/.build/venv-dramatiq-oldest"
+OLD_RABBIT_VENV="$ROOT/.build/venv-dramatiq-rabbitmq-oldest"
 
 say() { printf 'deps: %s\n' "$*"; }
 
@@ -105,7 +109,7 @@ make_venv() {
 		say "$(basename "$dir"): pip install failed"
 		return 1
 	fi
-	"$dir/bin/python" -c 'import dramatiq, redis, pika; print("deps:   dramatiq", dramatiq.__version__, "redis-py", redis.__version__, "pika", pika.__version__)'
+	"$dir/bin/python" -c 'import dramatiq, redis; print("deps:   dramatiq", dramatiq.__version__, "redis-py", redis.__version__)'
 	printf '%s\n' "$want" >"$stamp"
 }
 
@@ -116,6 +120,7 @@ if $demo_only; then
 	exit 0
 fi
 make_venv "$OLD_VENV" "$ROOT/test/dramatiq/requirements-oldest.txt"
+make_venv "$OLD_RABBIT_VENV" "$ROOT/test/dramatiq/requirements-rabbitmq-oldest.txt"
 
 # ---------------------------------------------------------------- staticcheck
 SC="$ROOT/.build/bin/staticcheck"
