@@ -35,6 +35,9 @@ const RabbitMQServer = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 type RabbitMQ struct {
 	Node                                   string
 	AMQPPort, MgmtPort, DistPort, EpmdPort int
+	// PromPort serves rabbitmq_prometheus (/metrics, /metrics/detailed),
+	// what a user would scrape instead of this exporter.
+	PromPort int
 	// AdminUser has the administrator tag and every right on "/"; the
 	// tests build state through it, never the code under test.
 	AdminUser, AdminPassword string
@@ -45,7 +48,12 @@ type RabbitMQ struct {
 	cmd  *exec.Cmd
 	done chan error
 	epmd *exec.Cmd
+	// stdin is the node's input, held open while it runs.
+	stdin io.WriteCloser
 }
+
+// PromURL is rabbitmq_prometheus's base URL.
+func (r *RabbitMQ) PromURL() string { return "http://127.0.0.1:" + strconv.Itoa(r.PromPort) }
 
 // MgmtURL is the management API's base URL, without credentials.
 func (r *RabbitMQ) MgmtURL() string { return "http://127.0.0.1:" + strconv.Itoa(r.MgmtPort) }
@@ -94,16 +102,18 @@ func StartRabbitMQNode(dir string) (*RabbitMQ, error) {
 		return nil, fmt.Errorf("%s not found: install rabbitmq-server (make deps)", RabbitMQServer)
 	}
 	r := &RabbitMQ{dir: dir, AdminUser: "admin", AdminPassword: randomHex(12), log: &LogBuffer{}}
-	ports, err := freePorts(4)
+	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
 	}
-	r.AMQPPort, r.MgmtPort, r.DistPort, r.EpmdPort = ports[0], ports[1], ports[2], ports[3]
+	r.AMQPPort, r.MgmtPort, r.DistPort, r.EpmdPort, r.PromPort = ports[0], ports[1], ports[2], ports[3], ports[4]
 	r.Node = "dx" + randomHex(4) + "@localhost"
 	conf := strings.Join([]string{
 		"listeners.tcp.default = 127.0.0.1:" + strconv.Itoa(r.AMQPPort),
 		"management.tcp.ip = 127.0.0.1",
 		"management.tcp.port = " + strconv.Itoa(r.MgmtPort),
+		"prometheus.tcp.ip = 127.0.0.1",
+		"prometheus.tcp.port = " + strconv.Itoa(r.PromPort),
 		"loopback_users = none",
 		"collect_statistics_interval = 500",
 		"default_user = " + r.AdminUser,
@@ -115,7 +125,7 @@ func StartRabbitMQNode(dir string) (*RabbitMQ, error) {
 	}, "\n")
 	for name, content := range map[string]string{
 		"rabbit.conf":       conf,
-		"enabled_plugins":   "[rabbitmq_management].\n",
+		"enabled_plugins":   "[rabbitmq_management,rabbitmq_prometheus].\n",
 		"rabbitmq-env.conf": "",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -173,6 +183,13 @@ func (r *RabbitMQ) env() []string {
 		"ERL_EPMD_PORT="+strconv.Itoa(r.EpmdPort),
 		"ERL_EPMD_ADDRESS=127.0.0.1",
 		"HOME="+d,
+		// The script then execs the node instead of running it as a child
+		// and waiting: the node keeps the pid we started, so Pdeathsig
+		// takes it down with a killed test binary, and SIGTERM reaches it
+		// directly (Erlang stops cleanly on it).
+		"RABBITMQ_ALLOW_INPUT=true",
+		// The distribution port would listen on every interface.
+		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
 	)
 }
 
@@ -189,14 +206,22 @@ func (r *RabbitMQ) Start() error {
 	cmd.Env = r.env()
 	cmd.Dir = r.dir
 	cmd.Stdout, cmd.Stderr = r.log, r.log
-	// The script execs erl, which execs beam.smp: the pid is the node's.
+	// With input allowed, the node stops when its stdin ends: hold a pipe
+	// open for as long as the node should run (a dead test binary closes
+	// it too).
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	// With RABBITMQ_ALLOW_INPUT the script execs erl, which execs
+	// beam.smp: the pid is the node's.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	r.cmd, r.done = cmd, done
+	r.cmd, r.done, r.stdin = cmd, done, stdin
 
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -266,6 +291,41 @@ func (r *RabbitMQ) kill() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
+}
+
+// CPUTime is the CPU (user + system) the node has used so far: beam.smp
+// and its helper children, from /proc, for measuring
+// what a read costs RabbitMQ.
+func (r *RabbitMQ) CPUTime() (time.Duration, error) {
+	r.mu.Lock()
+	cmd := r.cmd
+	r.mu.Unlock()
+	if cmd == nil {
+		return 0, errors.New("rabbitmq: not running")
+	}
+	pid := strconv.Itoa(cmd.Process.Pid)
+	pids := []string{pid}
+	if kids, err := os.ReadFile("/proc/" + pid + "/task/" + pid + "/children"); err == nil {
+		pids = append(pids, strings.Fields(string(kids))...)
+	}
+	var total time.Duration
+	for _, p := range pids {
+		data, err := os.ReadFile("/proc/" + p + "/stat")
+		if err != nil {
+			return 0, err
+		}
+		// utime and stime are the 14th and 15th fields; the command name
+		// (2nd) is in parentheses and may hold spaces.
+		i := bytes.LastIndexByte(data, ')')
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 13 {
+			return 0, errors.New("short /proc stat")
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
+	}
+	return total, nil
 }
 
 // Close stops the node and its epmd.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,5 +45,25 @@ func TestRabbitMQNode(t *testing.T) {
 			c.Close()
 			t.Errorf("port %d still listens after Close", p)
 		}
+	}
+}
+
+// The node is the process the helper started, so Pdeathsig can take it
+// down with a killed test binary (a start script that ran the node as its
+// child would leave it running).
+func TestRabbitMQNodeIsOurChild(t *testing.T) {
+	r := StartRabbitMQ(t)
+	r.mu.Lock()
+	pid := r.cmd.Process.Pid
+	r.mu.Unlock()
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(comm)); got != "beam.smp" {
+		t.Fatalf("pid %d is %q, not the node (beam.smp)", pid, got)
+	}
+	if cpu, err := r.CPUTime(); err != nil || cpu <= 0 {
+		t.Errorf("CPUTime %v, %v", cpu, err)
 	}
 }
