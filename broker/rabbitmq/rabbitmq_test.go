@@ -261,6 +261,29 @@ func BenchmarkRead(b *testing.B) {
 			b.ReportMetric(float64(bytes), "answer-bytes/op")
 			b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(b.N), "rabbitmq-cpu-ms/op")
 		})
+		// The same list without statistics (no consumers, no counts):
+		// what a reader would pay for names, types and arguments alone.
+		bare := n.MgmtURL() + "/api/queues/" + url.PathEscape(vhost) + "?columns=name,type,arguments&disable_stats=true"
+		b.Run(fmt.Sprintf("queues=%d/management-disable_stats", size), func(b *testing.B) {
+			var bytes int64
+			cpu0, _ := n.CPUTime()
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodGet, bare, nil)
+				req.SetBasicAuth(n.AdminUser, n.AdminPassword)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bytes, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 {
+					b.Fatalf("%s: %v", resp.Status, err)
+				}
+			}
+			cpu1, _ := n.CPUTime()
+			b.ReportMetric(float64(bytes), "answer-bytes/op")
+			b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(b.N), "rabbitmq-cpu-ms/op")
+		})
 		// What a user would scrape instead: rabbitmq_prometheus's
 		// per-queue counts and consumers for the same vhost.
 		prom := n.PromURL() + "/metrics/detailed?vhost=" + url.QueryEscape(vhost) + "&family=queue_coarse_metrics&family=queue_consumer_count"
