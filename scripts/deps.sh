@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what `make test`, `make demo` and CI need, and nothing twice:
-#   - Debian packages (as root: apt-get; otherwise: list them and fail),
+#   - Debian packages (as root: apt-get; otherwise: list them and fail);
+#     rabbitmq-server's post-install start may be refused (policy-rc.d):
+#     tests start private nodes of their own,
 #   - .venv/ with the pinned current Dramatiq (test/dramatiq/requirements.txt),
 #   - .build/venv-dramatiq-oldest/ with the oldest Dramatiq release that has
 #     the current Redis layout (test/dramatiq/requirements-oldest.txt),
+#   - .build/venv-dramatiq-rabbitmq-oldest/ with the oldest Dramatiq release
+#     whose RabbitMQ broker runs on this Python
+#     (test/dramatiq/requirements-rabbitmq-oldest.txt),
 #   - .build/bin/staticcheck at a pinned version (what `make lint` runs),
 #   - Prometheus 3 / Alertmanager tools built from Go modules (scripts/tools.sh).
 # Re-runs are fast: each step checks first and says what it skipped.
@@ -30,6 +35,7 @@ cd "$ROOT"
 STATICCHECK_VERSION="v0.8.2" # honnef.co/go/tools; 2026.x line, accepts Go 1.26
 VENV="$ROOT/.venv"
 OLD_VENV="$ROOT/.build/venv-dramatiq-oldest"
+OLD_RABBIT_VENV="$ROOT/.build/venv-dramatiq-rabbitmq-oldest"
 
 say() { printf 'deps: %s\n' "$*"; }
 
@@ -43,8 +49,11 @@ declare -A PROBES=(
 	[prometheus-alertmanager]=/usr/bin/amtool
 	[chromium]=/usr/bin/chromium
 	[curl]=/usr/bin/curl
+	# Debian's wrapper in /usr/sbin switches to the rabbitmq user; tests run
+	# the node's own script (internal/testserver/rabbitmq.go).
+	[rabbitmq-server]=/usr/lib/rabbitmq/bin/rabbitmq-server
 )
-packages=(redis-server postgresql prometheus prometheus-alertmanager chromium curl)
+packages=(redis-server postgresql prometheus prometheus-alertmanager chromium curl rabbitmq-server)
 $demo_only && packages=(redis-server postgresql prometheus curl)
 missing=()
 for pkg in "${packages[@]}"; do
@@ -111,6 +120,7 @@ if $demo_only; then
 	exit 0
 fi
 make_venv "$OLD_VENV" "$ROOT/test/dramatiq/requirements-oldest.txt"
+make_venv "$OLD_RABBIT_VENV" "$ROOT/test/dramatiq/requirements-rabbitmq-oldest.txt"
 
 # ---------------------------------------------------------------- staticcheck
 SC="$ROOT/.build/bin/staticcheck"
