@@ -570,9 +570,9 @@ func TestDeadLetterCounterSeries(t *testing.T) {
 	const help = `
 # HELP dramatiq_queue_dead_lettered_total Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.
 # TYPE dramatiq_queue_dead_lettered_total counter
-# HELP dramatiq_actor_dead_lettered_total dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor="__unknown__": the body was gone, over 1 MiB or not Dramatiq JSON; actor="__other__": actors beyond the first 500 {queue, actor} pairs.
+# HELP dramatiq_actor_dead_lettered_total dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor="(unknown)": the body was gone, over 1 MiB or not Dramatiq JSON; actor="(other)": actors beyond the first 500 {queue, actor} pairs.
 # TYPE dramatiq_actor_dead_lettered_total counter
-# HELP dramatiq_exporter_dead_letter_actor_series {queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor="__unknown__" and "__other__". Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor="__other__".
+# HELP dramatiq_exporter_dead_letter_actor_series {queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor="(unknown)" and "(other)". Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor="(other)".
 # TYPE dramatiq_exporter_dead_letter_actor_series gauge
 # HELP dramatiq_exporter_dead_letter_actor_series_limit The cap on dramatiq_exporter_dead_letter_actor_series.
 # TYPE dramatiq_exporter_dead_letter_actor_series_limit gauge
