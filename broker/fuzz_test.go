@@ -116,9 +116,9 @@ func FuzzClassify(f *testing.F) {
 			if c.kind == kindAck && len(c.wid) != workerIDLen {
 				t.Fatalf("classify(%q, %q) = worker id %q", rest, typ, c.wid)
 			}
-		case kindInvalidName, kindLegacyAcks:
+		case kindLegacyAcks:
 			if c.queue != "" {
-				t.Fatalf("an invalid name carries queue %q", c.queue)
+				t.Fatalf("a legacy ack set carries queue %q", c.queue)
 			}
 		}
 		if !utf8.ValidString(rest) && (c.kind == kindQueue || c.kind == kindAck) {
