@@ -80,13 +80,21 @@ func (m *masterCheck) dialer(base func(context.Context, string, string) (net.Con
 // of what is left of ctx: a slow sentinel costs the scrape a little time,
 // never its deadline. Failures change nothing.
 func (m *masterCheck) check(ctx context.Context) {
-	m.mu.Lock()
-	due := time.Since(m.last) >= m.every
-	m.mu.Unlock()
-	if !due || !m.running.CompareAndSwap(false, true) {
+	if !m.running.CompareAndSwap(false, true) {
 		return
 	}
 	defer m.running.Store(false)
+	// Attempts are throttled, not only answers: sentinels that are down or
+	// hung cost at most one try a second.
+	m.mu.Lock()
+	due := time.Since(m.last) >= m.every
+	if due {
+		m.last = time.Now()
+	}
+	m.mu.Unlock()
+	if !due {
+		return
+	}
 	budget := 2 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		budget = min(budget, time.Until(d)/4)
@@ -117,7 +125,6 @@ func (m *masterCheck) check(ctx context.Context) {
 func (m *masterCheck) named(addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.last = time.Now()
 	old := m.master
 	m.master = addr
 	if old == "" || old == addr {
