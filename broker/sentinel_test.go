@@ -111,3 +111,48 @@ func TestSentinelReconfiguredByHand(t *testing.T) {
 		}
 	}
 }
+
+// Hung sentinels cost a scrape a bounded part of its deadline (the check
+// gets a quarter of it, once a second at most) and the master keeps being
+// read over the connections the client has.
+func TestSentinelsHungAfterConnecting(t *testing.T) {
+	g := testserver.StartSentinelGroup(t, "mymaster")
+	g.Master.NewBroker(t, "dramatiq").Enqueue("q", 3, time.Now())
+	client, err := NewClient(ClientOptions{URL: "redis://", Timeout: 3 * time.Second,
+		Sentinel: &SentinelOptions{Addrs: g.Addrs(), Master: g.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	reader := NewReader(client, Options{Queues: []string{"q"}, SkipDiscovery: true})
+	scrape := func() (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer cancel()
+		begin := time.Now()
+		snap, err := reader.Snapshot(ctx)
+		if err == nil && snap.Queues[0].Ready != 3 {
+			t.Fatalf("ready = %d, want 3", snap.Queues[0].Ready)
+		}
+		return time.Since(begin), err
+	}
+	if _, err := scrape(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range g.Sentinels {
+		if err := s.Freeze(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Thaw() })
+	}
+	for range 3 {
+		time.Sleep(masterCheckEvery + 100*time.Millisecond)
+		took, err := scrape()
+		if err != nil {
+			t.Fatalf("scrape with hung sentinels: %v", err)
+		}
+		// A quarter of 4 s for the check, plus the reads: far below 4 s.
+		if took > 2500*time.Millisecond {
+			t.Fatalf("scrape with hung sentinels took %v", took)
+		}
+	}
+}
