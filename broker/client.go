@@ -116,12 +116,22 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 		Dialer:           dialer,
 	}
 	clientDefaults(opt, o.Timeout)
+	var check *masterCheck
+	if !fo.ReplicaOnly {
+		// Any replica will do for ReplicaOnly; go-redis picks one per dial.
+		check = newMasterCheck(fo, o.Timeout)
+		fo.Dialer = check.dialer(fo.Dialer)
+	}
 	fo.MaxRetries, fo.DialerRetries = opt.MaxRetries, opt.DialerRetries
 	fo.DialTimeout, fo.ReadTimeout, fo.WriteTimeout = opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout
 	fo.ContextTimeoutEnabled = opt.ContextTimeoutEnabled
 	fo.PoolSize, fo.PoolTimeout, fo.MinIdleConns = opt.PoolSize, opt.PoolTimeout, opt.MinIdleConns
 	fo.ClientName = opt.ClientName
-	return redis.NewFailoverClient(fo), nil
+	client := redis.NewFailoverClient(fo)
+	if check != nil {
+		client.AddHook(check)
+	}
+	return client, nil
 }
 
 // clientDefaults sets what the exporter needs of every client.

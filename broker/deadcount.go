@@ -49,9 +49,14 @@ const (
 	// body was gone by the time it was read (requeued or pruned), larger
 	// than MaxHeadBodyBytes, beyond the read's byte budget, or not
 	// Dramatiq JSON with a string actor_name.
-	ActorUnknown = "__unknown__"
+	//
+	// The fixed values are not Python identifiers, so an actor named after
+	// its function (Dramatiq's default) never meets them. Dramatiq does not
+	// check an explicit actor_name, and any producer may write any body:
+	// actorLabel escapes the names that could collide.
+	ActorUnknown = "(unknown)"
 	// ActorOther counts dead letters of actors beyond MaxActorSeries.
-	ActorOther = "__other__"
+	ActorOther = "(other)"
 	// maxActorNameBytes bounds an actor label value.
 	maxActorNameBytes = 128
 )
@@ -559,11 +564,16 @@ func actorNameStream(body string) (string, bool) {
 
 // actorLabel makes an actor name a label value: valid UTF-8 (the decoder
 // already replaced invalid bytes), at most maxActorNameBytes, cut on a rune
-// boundary, and never one of the fixed values.
+// boundary, and never one of the fixed values. A name that is a fixed value
+// followed by zero or more "_" gets one more "_": "(other)" becomes
+// "(other)_" and a real "(other)_" becomes "(other)__", so no two names
+// that were distinct after clipping are merged.
 func actorLabel(name string) string {
 	name = clipTo(name, maxActorNameBytes)
-	if name == ActorUnknown || name == ActorOther {
-		name += "_"
+	for _, fixed := range [...]string{ActorUnknown, ActorOther} {
+		if rest, ok := strings.CutPrefix(name, fixed); ok && strings.Trim(rest, "_") == "" {
+			return name + "_"
+		}
 	}
 	return name
 }

@@ -263,7 +263,12 @@ func TestDeadLetterActors(t *testing.T) {
 	put("big", `{"queue_name":"q","actor_name":"big","args":["`+strings.Repeat("x", MaxHeadBodyBytes)+`"]}`, base+4)
 	put("bad-utf8", `{"actor_name":"caf`+"\xff"+`é"}`, base+5)
 	put("long", `{"actor_name":"`+strings.Repeat("é", 200)+`"}`, base+6)
-	put("fixed", `{"actor_name":"__other__"}`, base+7)
+	// Names like the fixed values stay apart from them and from each other.
+	put("dunder-other", `{"actor_name":"__other__"}`, base+7)
+	put("dunder-unknown", `{"actor_name":"__unknown__"}`, base+7)
+	put("fixed-other", `{"actor_name":"(other)"}`, base+7)
+	put("fixed-other_", `{"actor_name":"(other)_"}`, base+7)
+	put("fixed-unknown", `{"actor_name":"(unknown)"}`, base+7)
 	put("infinite", `{"actor_name":"odd"}`, 1e300)
 	snap := f.read()
 	if f.rec.count("hmget") != 1 {
@@ -271,27 +276,34 @@ func TestDeadLetterActors(t *testing.T) {
 	}
 	_, a := counts(snap)
 	long := strings.Repeat("é", 64) + "…"
-	want := map[string]uint64{"q/__unknown__": 4, "q/caf\uFFFDé": 1, "q/" + long: 1, "q/__other___": 1, "q/odd": 1}
+	want := map[string]uint64{"q/(unknown)": 4, "q/caf\uFFFDé": 1, "q/" + long: 1, "q/odd": 1,
+		"q/__other__": 1, "q/__unknown__": 1, "q/(other)_": 1, "q/(other)__": 1, "q/(unknown)_": 1}
 	if fmt.Sprint(a) != fmt.Sprint(want) {
 		t.Fatalf("by actor %v, want %v", a, want)
 	}
 	if snap.Anomalies[AnomalyOversizeBody] != 1 || snap.Anomalies[AnomalyUndecodableBody] != 2 || snap.Anomalies[AnomalyInvalidTime] < 1 {
 		t.Fatalf("anomalies %v", snap.Anomalies)
 	}
-	f.expect(snap, map[string]uint64{"q": 8}, nil)
+	f.expect(snap, map[string]uint64{"q": 12}, nil)
 
-	// The cap: MaxActorSeries pairs, the rest under ActorOther.
+	// The cap: MaxActorSeries pairs, the rest under ActorOther, which real
+	// actors named "__other__" and "(other)", counted before the cap was
+	// reached, never join.
 	f.r.Admin.Del(ctx, "dramatiq:q.XQ", "dramatiq:q.XQ.msgs")
 	f.read()
+	f.add("r", "__other__", base+8, 2)
+	f.add("r", ActorOther, base+8, 1)
 	have := f.read().DeadLetterActorSeries
 	for i := 0; i < MaxActorSeries-have+7; i++ {
 		f.add("r", fmt.Sprintf("actor_%03d", i), base+float64(10+i), 1)
 	}
 	f.add("r", "actor_000", base+5000, 2)
+	f.add("r", "__other__", base+5000, 1)
 	snap = f.read()
 	_, a = counts(snap)
-	if snap.DeadLetterActorSeries != MaxActorSeries || a["r/__other__"] != 7 || a["r/actor_000"] != 3 {
-		t.Fatalf("series %d, other %d, actor_000 %d", snap.DeadLetterActorSeries, a["r/__other__"], a["r/actor_000"])
+	if snap.DeadLetterActorSeries != MaxActorSeries || a["r/(other)"] != 7 || a["r/actor_000"] != 3 ||
+		a["r/__other__"] != 3 || a["r/(other)_"] != 1 {
+		t.Fatalf("series %d, by actor %v", snap.DeadLetterActorSeries, a)
 	}
 }
 

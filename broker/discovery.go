@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -223,9 +222,14 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 	prefix := r.opts.Namespace + ":"
 	var candidates []string
 	for _, k := range batch {
-		if rest, ok := strings.CutPrefix(k, prefix); ok && mayClassify(rest) {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		switch checkName(rest) {
+		case nameTyped:
 			candidates = append(candidates, k)
-		} else if ok && hostileName(rest) {
+		case nameInvalid:
 			p.invalid++
 		}
 	}
@@ -244,9 +248,7 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 		}
 		for i, k := range candidates {
 			c := classify(k[len(prefix):], types[i].Val())
-			if c.kind == kindInvalidName {
-				p.invalid++
-			} else if c.kind != kindUnknown {
+			if c.kind != kindUnknown {
 				found = append(found, c)
 				foundKeys = append(foundKeys, k)
 			}
@@ -415,30 +417,6 @@ func scanUsec(c *redis.StringCmd) float64 {
 		return math.NaN()
 	}
 	return total
-}
-
-// mayClassify tells from a key's name alone (without the namespace prefix)
-// whether classify could accept it with some type, so that foreign keys
-// under the prefix cost no TYPE. Every queue key is a queue name plus
-// suffixes made of queue-name characters.
-func mayClassify(rest string) bool {
-	switch {
-	case rest == heartbeatKey:
-		return false // the heartbeat set is read by name on every scrape
-	case strings.HasPrefix(rest, acksPrefix):
-		tail := rest[len(acksPrefix):]
-		return len(tail) >= workerIDLen+2 && tail[workerIDLen] == '.'
-	case strings.HasSuffix(rest, legacyAcks):
-		return true
-	}
-	return len(rest) <= maxQueueNameLen+len(deadSuffix+msgsSuffix) && queueNameChars(rest)
-}
-
-// hostileName tells a key name that is no queue's and could not even be
-// shown as one (not valid UTF-8, or absurdly long) from a merely foreign
-// key: the first kind is counted as an anomaly, the second ignored.
-func hostileName(rest string) bool {
-	return !utf8.ValidString(rest) || len(rest) > maxQueueNameLen+len(deadSuffix+msgsSuffix)
 }
 
 // buildView lists the queues to report, sorted, and how many the cap

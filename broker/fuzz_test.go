@@ -116,9 +116,9 @@ func FuzzClassify(f *testing.F) {
 			if c.kind == kindAck && len(c.wid) != workerIDLen {
 				t.Fatalf("classify(%q, %q) = worker id %q", rest, typ, c.wid)
 			}
-		case kindInvalidName, kindLegacyAcks:
+		case kindLegacyAcks:
 			if c.queue != "" {
-				t.Fatalf("an invalid name carries queue %q", c.queue)
+				t.Fatalf("a legacy ack set carries queue %q", c.queue)
 			}
 		}
 		if !utf8.ValidString(rest) && (c.kind == kindQueue || c.kind == kindAck) {
@@ -204,6 +204,33 @@ func FuzzActorName(f *testing.F) {
 			if want := actorLabel(*full.ActorName); want != name {
 				t.Fatalf("actorName(%q) = %q, a full parse says %q", body, name, want)
 			}
+		}
+	})
+}
+
+// Two actor names that clipping keeps apart are never merged into one label
+// value, and no name becomes a fixed value.
+func FuzzActorLabel(f *testing.F) {
+	for _, p := range [][2]string{
+		{"__other__", "(other)"},
+		{"(other)", "(other)_"},
+		{"(other)_", "(other)__"},
+		{"(unknown)", "(unknown)_"},
+		{"(other)x", "(other)"},
+		{"send_email", "(unknown)"},
+		{strings.Repeat("_", maxActorNameBytes-len("(other)")), "(other)" + strings.Repeat("_", maxActorNameBytes-len("(other)"))},
+	} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		la, lb := actorLabel(a), actorLabel(b)
+		for _, l := range []string{la, lb} {
+			if l == ActorUnknown || l == ActorOther {
+				t.Fatalf("actorLabel gave the fixed value %q", l)
+			}
+		}
+		if la == lb && clipTo(a, maxActorNameBytes) != clipTo(b, maxActorNameBytes) {
+			t.Fatalf("actorLabel(%q) = actorLabel(%q) = %q", a, b, la)
 		}
 	})
 }

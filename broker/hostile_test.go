@@ -3,11 +3,11 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,9 +24,13 @@ func hostileReader(t *testing.T, r *testserver.Redis, now time.Time) *Reader {
 	return NewReader(client, Options{Now: func() time.Time { return now }})
 }
 
-// Keys are arbitrary bytes: a key whose queue part is not valid UTF-8, or
-// absurdly long, is skipped at classification and counted; it never
-// becomes a queue, and the good queue beside it is read as usual.
+// Keys are arbitrary bytes. invalid_queue_name counts, once per key and
+// whatever the key's type, every key of the namespace from which no queue
+// name can be read: every Dramatiq key shape built on a queue part that is
+// not [a-zA-Z_][a-zA-Z0-9._-]* of at most 256 bytes (bytes that are not
+// UTF-8, valid UTF-8 outside that set, over-long, empty), ack sets with a
+// worker id that is not a uuid, foreign keys. None becomes a queue, none
+// costs a TYPE, and the good queue beside them is read as usual.
 func TestInvalidQueueNamesAreSkippedAndCounted(t *testing.T) {
 	r := testserver.StartRedis(t)
 	ctx := context.Background()
@@ -40,9 +44,71 @@ func TestInvalidQueueNamesAreSkippedAndCounted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(r.Admin.SAdd(ctx, "dramatiq:__acks__."+wid+".q\xff\xfebad", "rid").Err())
-	must(r.Admin.RPush(ctx, "dramatiq:bad\xc0queue", "rid").Err())
-	must(r.Admin.HSet(ctx, "dramatiq:"+strings.Repeat("long", 1000)+".msgs", "rid", "{}").Err())
+	write := func(key, typ string) {
+		t.Helper()
+		switch typ {
+		case "list":
+			must(r.Admin.RPush(ctx, key, "rid").Err())
+		case "hash":
+			must(r.Admin.HSet(ctx, key, "rid", "{}").Err())
+		case "zset":
+			must(r.Admin.ZAdd(ctx, key, redis.Z{Score: 1, Member: "rid"}).Err())
+		case "set":
+			must(r.Admin.SAdd(ctx, key, "rid").Err())
+		case "string":
+			must(r.Admin.Set(ctx, key, "x", 0).Err())
+		default:
+			t.Fatalf("type %s", typ)
+		}
+	}
+	// Each shape Dramatiq writes, with the type it writes it with.
+	shapes := []struct{ format, typ string }{
+		{"%s", "list"}, {"%s.msgs", "hash"}, {"%s.DQ", "list"}, {"%s.DQ.msgs", "hash"},
+		{"%s.XQ", "zset"}, {"%s.XQ.msgs", "hash"}, {"%s.acks", "zset"}, {"%s.DQ.acks", "zset"},
+		{"__acks__." + wid + ".%s", "set"}, {"__acks__." + wid + ".%s.DQ", "set"},
+	}
+	badQueues := []string{
+		"q\xff\xfebad", // not UTF-8
+		"caf\xc3",      // truncated UTF-8
+		"caf\u00e9",    // UTF-8, but not a queue name
+		"has space", "cache:entry", "nul\x00byte", "a\n\"b\"",
+		"1nvalid", ".hidden", "", // a bad first character, or none
+		strings.Repeat("q", maxQueueNameLen+1), // one byte too long
+		strings.Repeat("x", 1<<20),
+	}
+	hostile := 0
+	for _, q := range badQueues {
+		for i, sh := range shapes {
+			// Half the keys have a type Dramatiq never gives that shape:
+			// the count must not depend on it.
+			typ := sh.typ
+			if i%2 == 1 {
+				typ = "string"
+			}
+			write("dramatiq:"+fmt.Sprintf(sh.format, q), typ)
+			hostile++
+		}
+	}
+	// Ack sets whose worker id is not what Dramatiq writes, on a good queue.
+	for _, k := range []string{
+		"__acks__.short.good", "__acks__.worker-1-not-a-uuid-but-36-bytes-xyz.good",
+		"__acks__.0000000\xb50000000000000000000000000000.good", "__acks__." + wid, "__acks__.",
+	} {
+		write("dramatiq:"+k, "set")
+		hostile++
+	}
+	// Keys that a queue could own but whose type says otherwise, the
+	// heartbeat set of the wrong type and keys of other namespaces are
+	// not counted: they are no invalid name.
+	typed := []string{"dramatiq:good2", "dramatiq:good3.msgs", "dramatiq:good4.XQ"}
+	for _, k := range typed {
+		write(k, "string")
+	}
+	write("dramatiq:__heartbeats__", "string")
+	write("other:q\xff", "list")
+	write("dramatiqx:q\xff", "list")
+
+	typesBefore := r.CommandCalls(t, "type")
 	reader := hostileReader(t, r, now)
 	snap, err := reader.Snapshot(ctx)
 	if err != nil {
@@ -51,13 +117,12 @@ func TestInvalidQueueNamesAreSkippedAndCounted(t *testing.T) {
 	if len(snap.Queues) != 1 || snap.Queues[0].Name != "good" || snap.Queues[0].Ready != 2 {
 		t.Fatalf("queues = %v", snap.Queues)
 	}
-	for _, q := range snap.Queues {
-		if !utf8.ValidString(q.Name) {
-			t.Fatalf("queue name %q is not valid UTF-8", q.Name)
-		}
+	if n := snap.Anomalies[AnomalyInvalidQueueName]; n != hostile {
+		t.Fatalf("invalid_queue_name = %d, want %d, one per hostile key (%v)", n, hostile, snap.Anomalies)
 	}
-	if n := snap.Anomalies[AnomalyInvalidQueueName]; n != 3 {
-		t.Fatalf("invalid_queue_name = %d, want 3 (%v)", n, snap.Anomalies)
+	// TYPE for dramatiq:good and good.msgs, and the three typed foreign keys.
+	if n := r.CommandCalls(t, "type") - typesBefore; n != 2+len(typed) {
+		t.Errorf("TYPE calls = %d, want %d: only keys a queue could own are typed", n, 2+len(typed))
 	}
 }
 

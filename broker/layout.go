@@ -58,9 +58,6 @@ const (
 	kindAck             // __acks__.{wid}.{queue}
 	kindHeartbeats
 	kindLegacyAcks
-	// kindInvalidName is a key shaped like a queue's or an ack set's whose
-	// queue part cannot be a queue name: skipped, and counted.
-	kindInvalidName
 )
 
 // classified is one key of the namespace, understood.
@@ -71,8 +68,60 @@ type classified struct {
 	delay bool   // the ack set holds the queue's .DQ messages (kindAck)
 }
 
+// nameCheck is what a key's name alone (without the "ns:" prefix) tells.
+type nameCheck int
+
+const (
+	// nameSkip: the heartbeat set, read by name on every scrape.
+	nameSkip nameCheck = iota
+	// nameInvalid: no Dramatiq queue name can be read from the key, whatever
+	// its type. Counted as AnomalyInvalidQueueName, one per key.
+	nameInvalid
+	// nameTyped: a queue name can be read; classify, with the key's TYPE,
+	// says whether the key is one of that queue's.
+	nameTyped
+)
+
+// queueSuffixes are what Dramatiq appends to a queue name, longest first.
+var queueSuffixes = [...]string{
+	deadSuffix + msgsSuffix, delaySuffix + msgsSuffix, delaySuffix + legacyAcks,
+	msgsSuffix, legacyAcks, deadSuffix, delaySuffix,
+}
+
+// checkName decides from a key's name alone, so that a key no queue can
+// own costs no TYPE and is counted the same whatever its type. The name
+// is invalid when neither the key nor the key minus one Dramatiq suffix is
+// a valid queue name; an __acks__. key must be __acks__.{worker id}.{queue}.
+// So foreign keys under the namespace (say "ns:cache:1", or a name with a
+// space or a byte that is not UTF-8) are counted, and a key that could be
+// a queue's is not, even when its type then says it is not Dramatiq's.
+func checkName(rest string) nameCheck {
+	if rest == heartbeatKey {
+		return nameSkip
+	}
+	if tail, ok := strings.CutPrefix(rest, acksPrefix); ok {
+		if len(tail) >= workerIDLen+2 && tail[workerIDLen] == '.' &&
+			validWorkerID(tail[:workerIDLen]) && validQueueName(canonical(tail[workerIDLen+1:])) {
+			return nameTyped
+		}
+		return nameInvalid
+	}
+	if validQueueName(rest) {
+		return nameTyped
+	}
+	for _, suffix := range queueSuffixes {
+		if base, ok := strings.CutSuffix(rest, suffix); ok {
+			if validQueueName(base) {
+				return nameTyped
+			}
+			break
+		}
+	}
+	return nameInvalid
+}
+
 // classify reads a key name (without the "ns:" prefix) together with its
-// Redis type. The type settles the one real ambiguity: queue names may
+// Redis type. A key whose name checkName finds invalid is never accepted. The type settles the one real ambiguity: queue names may
 // contain dots, so "ns:foo.msgs" is either foo's hash or the list of a queue
 // named "foo.msgs". Dramatiq itself cannot tell a queue named "x.DQ" from
 // x's delay queue, so neither do we.
@@ -94,7 +143,7 @@ func classify(rest, typ string) classified {
 		}
 		qn := tail[workerIDLen+1:]
 		if !validQueueName(canonical(qn)) || !validWorkerID(tail[:workerIDLen]) {
-			return classified{kind: kindInvalidName}
+			return classified{}
 		}
 		return classified{kind: kindAck, wid: tail[:workerIDLen], queue: canonical(qn), delay: strings.HasSuffix(qn, delaySuffix)}
 	}
@@ -115,10 +164,10 @@ func classify(rest, typ string) classified {
 		if b, ok := strings.CutSuffix(rest, deadSuffix); ok {
 			return queueKey(b)
 		}
-		if strings.HasSuffix(rest, legacyAcks) {
+		if b, ok := strings.CutSuffix(rest, legacyAcks); ok && validQueueName(canonical(b)) {
 			// Only the presence of legacy ack sets matters (a warning that
 			// old workers run); their queue part is never a label, so it is
-			// not kept, whatever bytes it holds.
+			// not kept.
 			return classified{kind: kindLegacyAcks}
 		}
 	}
@@ -141,7 +190,7 @@ func validWorkerID(id string) bool {
 
 func queueKey(q string) classified {
 	if !validQueueName(q) {
-		return classified{kind: kindInvalidName}
+		return classified{}
 	}
 	return classified{kind: kindQueue, queue: q}
 }

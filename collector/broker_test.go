@@ -333,7 +333,9 @@ func TestMalformedDataDoesNotBreakTheScrape(t *testing.T) {
 	r.Admin.RPush(ctx, "dramatiq:typed", "x")
 	r.Admin.HSet(ctx, "dramatiq:typed.msgs", "x", testserver.Body("typed", "x", now.Add(-time.Second), nil))
 	r.Admin.Set(ctx, "dramatiq:typed.DQ.msgs", "a string", 0)
-	// Keys in the namespace that are nothing of Dramatiq's.
+	// Keys in the namespace that are nothing of Dramatiq's: one a queue
+	// could own (its type says otherwise), one no queue can own (an ack
+	// set with no worker id: invalid_queue_name).
 	r.Admin.Set(ctx, "dramatiq:some-cache-entry", "v", 0)
 	r.Admin.SAdd(ctx, "dramatiq:__acks__.short.q", "x")
 	b.Enqueue("fine", 1, now.Add(-7*time.Second))
@@ -357,7 +359,7 @@ dramatiq_queue_oldest_message_age_seconds{queue="typed"} 1
 		f.compare(`
 # HELP dramatiq_exporter_broker_anomalies Odd broker data the latest read met and skipped, by kind (the README lists them; invalid_queue_name comes from the latest discovery pass). Its value does not depend on how many clients scrape. Absent when Redis did not answer.
 # TYPE dramatiq_exporter_broker_anomalies gauge
-dramatiq_exporter_broker_anomalies{kind="invalid_queue_name"} 0
+dramatiq_exporter_broker_anomalies{kind="invalid_queue_name"} 1
 dramatiq_exporter_broker_anomalies{kind="invalid_time"} 0
 dramatiq_exporter_broker_anomalies{kind="missing_head"} 1
 dramatiq_exporter_broker_anomalies{kind="oversize_body"} 0
@@ -570,9 +572,9 @@ func TestDeadLetterCounterSeries(t *testing.T) {
 	const help = `
 # HELP dramatiq_queue_dead_lettered_total Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.
 # TYPE dramatiq_queue_dead_lettered_total counter
-# HELP dramatiq_actor_dead_lettered_total dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor="__unknown__": the body was gone, over 1 MiB or not Dramatiq JSON; actor="__other__": actors beyond the first 500 {queue, actor} pairs.
+# HELP dramatiq_actor_dead_lettered_total dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor="(unknown)": the body was gone, over 1 MiB or not Dramatiq JSON; actor="(other)": actors beyond the first 500 {queue, actor} pairs.
 # TYPE dramatiq_actor_dead_lettered_total counter
-# HELP dramatiq_exporter_dead_letter_actor_series {queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor="__unknown__" and "__other__". Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor="__other__".
+# HELP dramatiq_exporter_dead_letter_actor_series {queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor="(unknown)" and "(other)". Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor="(other)".
 # TYPE dramatiq_exporter_dead_letter_actor_series gauge
 # HELP dramatiq_exporter_dead_letter_actor_series_limit The cap on dramatiq_exporter_dead_letter_actor_series.
 # TYPE dramatiq_exporter_dead_letter_actor_series_limit gauge

@@ -185,10 +185,12 @@ func dbBool(b bool) float64 {
 type dbSource struct {
 	pool  *pgxpool.Pool
 	scrub *dbScrubber
+	own   *ownBackends
 }
 
 func newDBSource(pool *pgxpool.Pool) *dbSource {
-	return &dbSource{pool: pool, scrub: newDBScrubber(pool.Config())}
+	cfg := pool.Config()
+	return &dbSource{pool: pool, scrub: newDBScrubber(cfg), own: ownBackendsOf(cfg.ConnConfig)}
 }
 
 // acquire takes a connection (dialling one if the pool has none idle) within

@@ -4,8 +4,9 @@ package collector
 // the database the exporter is connected to (datname = current_database()).
 //
 // Which sessions count: client backends of this database, minus the
-// exporter's own (its application_name, dramatiq_exporter by default), whose
-// pooled connections would otherwise appear as idle sessions of the app.
+// exporter's own, whose pooled connections would otherwise appear as idle
+// sessions of the app. Those are left out by pid (ownBackends): every
+// connection of the exporter's pool, and the querying session itself.
 // Background processes (autovacuum, WAL sender, parallel workers) are left
 // out by backend_type.
 //
@@ -76,7 +77,7 @@ const databaseSessions = `WITH s AS (
   WHERE a.datname = pg_catalog.current_database()
     AND COALESCE(a.backend_type, 'client backend') = 'client backend'
     AND a.pid <> pg_catalog.pg_backend_pid()
-    AND a.application_name IS DISTINCT FROM pg_catalog.current_setting('application_name')
+    AND a.pid <> ALL($1::int4[])
 )
 `
 
@@ -110,8 +111,9 @@ func (c *databaseActivityCollector) Read(ctx context.Context, st *State, _ ReadO
 	defer conn.Release()
 
 	part := &DatabaseActivityState{Connections: map[string]float64{}}
+	own := c.db.own.snapshot(ctx)
 	err = c.db.run(ctx, conn, func(b *pgx.Batch) {
-		b.Queue(databaseStatesQuery).Query(func(rows pgx.Rows) error {
+		b.Queue(databaseStatesQuery, own).Query(func(rows pgx.Rows) error {
 			var state string
 			var n float64
 			_, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error {
@@ -122,7 +124,7 @@ func (c *databaseActivityCollector) Read(ctx context.Context, st *State, _ ReadO
 		})
 		// Both statements run in one transaction, so they read the same
 		// snapshot of pg_stat_activity.
-		b.Queue(databaseWaitsQuery).QueryRow(func(row pgx.Row) error {
+		b.Queue(databaseWaitsQuery, own).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&part.OldestTransactionAge, &part.Blocked)
 		})
 	})

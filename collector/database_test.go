@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
@@ -120,6 +121,73 @@ func TestDatabase(t *testing.T) {
 			"dramatiq_database_connections", "dramatiq_database_oldest_transaction_age_seconds")
 	})
 
+	t.Run("application sessions named like the exporter", func(t *testing.T) {
+		t.Parallel()
+		pg.CreateDatabase(t, "namesakes")
+		url := pg.CreateRole(t, "mon_namesakes", "mon-pw", "namesakes", "pg_monitor")
+		// Sessions of another role and of the exporter's own role, all
+		// named dramatiq_exporter: only pids tell them from the exporter's.
+		named := func(dsn string) *pgx.Conn {
+			c, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close(context.Background()) })
+			return c
+		}
+		tx := named(pg.AdminDSN("namesakes") + " application_name=" + DatabaseApplicationName)
+		named(url + "&application_name=" + DatabaseApplicationName)
+		if _, err := tx.Exec(ctx, "BEGIN; SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		opened := time.Now()
+		const hold = 2 * time.Second
+
+		e := newDBExporter(t, url, "")
+		// Fill the pool to its bound of 3, so that every pooled
+		// connection, not only the querying one, has to be left out.
+		conns := make([]*pgxpool.Conn, 0, databasePoolMaxConns)
+		for range databasePoolMaxConns {
+			c, err := e.pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			c.Release()
+		}
+		time.Sleep(time.Until(opened.Add(hold)))
+
+		r := e.scrape(t, 5*time.Second)
+		r.compare(t,
+			dbConnectionsExpo(map[string]int{"idle": 1, "idle in transaction": 1})+
+				dbSuccessExpo(1, 1),
+			"dramatiq_database_connections", "dramatiq_exporter_collector_success")
+		age := r.mustValue(t, "dramatiq_database_oldest_transaction_age_seconds")
+		if age < hold.Seconds() || age > time.Since(opened).Seconds()+1 {
+			t.Errorf("oldest_transaction_age_seconds = %v, want between %v and %v", age, hold.Seconds(), time.Since(opened).Seconds())
+		}
+		var exporters int
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'namesakes' AND usename = 'mon_namesakes' AND application_name = $1",
+			DatabaseApplicationName).Scan(&exporters); err != nil {
+			t.Fatal(err)
+		}
+		if exporters != 1+databasePoolMaxConns {
+			t.Errorf("sessions of mon_namesakes named %s = %d, want 1 of the application's + %d of the pool", DatabaseApplicationName, exporters, databasePoolMaxConns)
+		}
+
+		// A closed pooled connection is forgotten: its pid may come back
+		// as an application's session.
+		if n := len(e.pool.Config().ConnConfig.Tracer.(*ownBackends).snapshot(ctx)); n != databasePoolMaxConns {
+			t.Errorf("own pids = %d, want %d", n, databasePoolMaxConns)
+		}
+		e.pool.Reset()
+		dbWaitFor(t, "closed connections forgotten", 10*time.Second, func() bool {
+			return len(e.pool.Config().ConnConfig.Tracer.(*ownBackends).snapshot(ctx)) == 0
+		})
+	})
+
 	t.Run("lock wait", func(t *testing.T) {
 		t.Parallel()
 		pg.CreateDatabase(t, "locks")
@@ -219,10 +287,27 @@ func TestDatabase(t *testing.T) {
 		}
 
 		// With pg_monitor, or just the pg_read_all_stats part of it, every
-		// session is classified and the transaction age is seen.
+		// session is classified and the transaction age is seen. Another
+		// exporter's sessions are sessions like any other, so each exporter
+		// closes its pool before the next one counts.
+		// Watched from another database, outside any transaction (a
+		// transaction keeps one snapshot of pg_stat_activity).
+		watcher := pg.Connect(t, "postgres")
+		closePool := func(e *dbExporter) {
+			e.pool.Close()
+			// A backend ends a moment after its client has gone.
+			dbWaitFor(t, "the exporter's sessions to end", 10*time.Second, func() bool {
+				var n int
+				err := watcher.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop' AND application_name = $1",
+					DatabaseApplicationName).Scan(&n)
+				return err == nil && n == 0
+			})
+		}
+		closePool(plain)
 		for role, url := range map[string]string{"pg_monitor": monURL, "pg_read_all_stats": statsURL} {
 			e := newDBExporter(t, url, "")
 			r = e.scrape(t, 5*time.Second)
+			closePool(e)
 			r.compare(t,
 				dbConnectionsExpo(map[string]int{"idle": 2, "idle in transaction": 1, "active": 1})+
 					dbExpo("dramatiq_database_blocked_connections", "dramatiq_database_blocked_connections 1")+

@@ -17,8 +17,9 @@ import (
 )
 
 // DatabaseApplicationName is the application_name the exporter's sessions
-// carry unless the DSN sets one. The activity collector leaves sessions with
-// the exporter's own application_name out of its counts.
+// carry unless the DSN sets one, so a DBA can tell them apart. The activity
+// collector leaves the exporter's own sessions out by pid, not by this name,
+// which any application may set too.
 const DatabaseApplicationName = "dramatiq_exporter"
 
 // databasePoolMaxConns bounds the exporter's footprint on the application's
@@ -69,6 +70,9 @@ func NewDatabasePool(ctx context.Context, dsn, password string, logger *slog.Log
 	cfg.MinConns = 0
 	cfg.MinIdleConns = 0
 	cfg.MaxConnIdleTime = 5 * time.Minute
+	own := newOwnBackends()
+	cfg.ConnConfig.Tracer = own
+	cfg.BeforeClose = own.closed
 
 	scrub := newDBScrubber(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -223,3 +223,11 @@ func (g *SentinelGroup) WaitFailover(t testing.TB, old string, timeout time.Dura
 	t.Fatalf("no failover away from %s within %s", old, timeout)
 	return ""
 }
+
+// Freeze stops the sentinel with SIGSTOP: connections are accepted by the
+// kernel but nothing answers, the way a hung sentinel behaves. Thaw (or the
+// test's end, which kills it) resumes it.
+func (s *Sentinel) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen sentinel.
+func (s *Sentinel) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
