@@ -4049,7 +4049,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "{queue, actor} pairs the exporter counts dead letters for, and its cap; at the cap, new actors are counted as __other__.",
+          description: "{queue, actor} pairs the exporter counts dead letters for, and its cap; at the cap, new actors are counted as (other).",
           fieldConfig: {
             defaults: {
               color: {
@@ -5133,7 +5133,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages dead-lettered per second by actor, from the exporter's counter of new dead letters (not the workers' metrics). __unknown__: bodies that could not be read; __other__: actors beyond the exporter's cap.",
+          description: "Messages dead-lettered per second by actor, from the exporter's counter of new dead letters (not the workers' metrics). (unknown): bodies that could not be read; (other): actors beyond the exporter's cap.",
           fieldConfig: {
             defaults: {
               color: {
