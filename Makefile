@@ -41,7 +41,7 @@ FUZZTIME     ?= 10000x
 # Quoted: the checkout may live in a path with spaces.
 STATICCHECK  := "$(CURDIR)/.build/bin/staticcheck"
 
-.PHONY: all build run deps test fuzz lint vet unit bench demo demo-stop generate clean
+.PHONY: all build release run deps test fuzz lint vet unit bench demo demo-stop generate clean
 
 all: build
 
@@ -49,6 +49,16 @@ all: build
 # when unset). make release and the Dockerfile build through this target.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o '$(BIN)' ./cmd/dramatiq_exporter
+
+# The release artifacts into dist/ (RELEASING.md): an archive per platform,
+# their SBOMs, the Helm chart and its index, and sha256sums.txt. The same
+# commit gives byte-identical files. RELEASE_PLATFORMS narrows the list.
+RELEASE_DIR       ?= dist
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 linux/arm/v7 darwin/amd64 darwin/arm64 windows/amd64
+release:
+	@scripts/tools.sh helm cyclonedx-gomod
+	VERSION='$(VERSION)' REVISION='$(REVISION)' BRANCH='$(BRANCH)' BUILD_DATE='$(BUILD_DATE)' \
+	  $(GO) run ./tools/release -out '$(RELEASE_DIR)' -platforms '$(RELEASE_PLATFORMS)'
 
 # Serves on :10191 against $REDIS_URL (default redis://localhost:6379/0).
 # ARGS passes more flags: make run ARGS='--dramatiq.namespace=myapp'
@@ -122,4 +132,4 @@ generate:
 	cd $(KUBE_TEST) && $(GO) test -count=1 -run 'TestDeployKubernetesIsTheChart$$' . -update
 
 clean:
-	rm -rf $(BIN) .build
+	rm -rf $(BIN) .build dist
