@@ -279,11 +279,12 @@ letters and orphaned messages, plus the application's PostgreSQL.
 
 Built from revision %[2]s.
 
-    ./%[3]s --version
-    ./%[3]s --config.file=%[4]s.yml     # serves http://localhost:10191/metrics
-    ./%[3]s check                      # one look at the broker, for scripts
+Serve http://localhost:10191/metrics (and a status page on /):
+
+    ./%[3]s --config.file=%[4]s.yml
 
 %[4]s.yml is an example config; every key is also a flag (--help).
+"./%[3]s check" looks at the broker once, for scripts.
 The documentation, the Helm chart, alerts and dashboards:
 https://github.com/dramatiq-exporter/dramatiq_exporter/tree/v%[1]s
 `, r.version, r.revision, exe, name)
