@@ -5,24 +5,29 @@
 
 ARG GO_VERSION=1.26
 
-FROM golang:${GO_VERSION}-bookworm AS build
+# The build stage runs on the builder's own platform and cross-compiles
+# for the target (Go needs no emulation for that), so one
+#   docker buildx build --platform linux/amd64,linux/arm64 .
+# builds each image's binary natively fast. TARGETOS, TARGETARCH and
+# TARGETVARIANT (v7 of linux/arm/v7) are set by BuildKit for each platform.
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 # Dependencies first, so editing code does not invalidate this layer.
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
-ARG REVISION=unknown
-ARG BRANCH=unknown
-# CGO_ENABLED=0: the binary needs no libc, so it runs on a base without one.
-RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w \
-        -X github.com/prometheus/common/version.Version=${VERSION} \
-        -X github.com/prometheus/common/version.Revision=${REVISION} \
-        -X github.com/prometheus/common/version.Branch=${BRANCH} \
-        -X github.com/prometheus/common/version.BuildUser=docker \
-        -X github.com/prometheus/common/version.BuildDate=unknown" \
-      -o /out/dramatiq_exporter ./cmd/dramatiq_exporter
+# .dockerignore leaves .git out, so the revision comes as an argument:
+#   --build-arg REVISION=$(git rev-parse HEAD)
+# The version is the VERSION file's unless given.
+ARG VERSION
+ARG REVISION
+ARG BRANCH
+ARG TARGETOS TARGETARCH TARGETVARIANT
+# make build: the Makefile's static build (CGO_ENABLED=0, -trimpath, the
+# version ldflags), the same as make release's binaries.
+RUN GOOS="$TARGETOS" GOARCH="$TARGETARCH" \
+      GOARM="$(if [ "$TARGETARCH" = arm ]; then echo "${TARGETVARIANT#v}"; fi)" \
+      make build BIN=/out/dramatiq_exporter BUILD_USER=docker
 
 # distroless/static: CA certificates (for rediss:// and TLS to PostgreSQL),
 # tzdata, /etc/passwd with the nonroot user, and nothing else: no shell.

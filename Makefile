@@ -2,13 +2,36 @@
 # local stack, `make test` installs what the tests need and runs them all.
 GO        ?= go
 BIN       ?= dramatiq_exporter
-VERSION   ?= $(shell cat VERSION 2>/dev/null || echo 0.0.0)
-REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+# What --version and dramatiq_exporter_build_info report. In a clone: the
+# VERSION file and git. In a source archive without .git (`git archive`,
+# GitHub's "Source code" downloads): internal/buildinfo/archive.txt, which
+# git fills in on export (export-subst in .gitattributes). The build date
+# is the commit's time (SOURCE_DATE_EPOCH), so that builds are reproducible.
+# A variable set in the environment or on the command line wins; empty
+# counts as unset, as with a Dockerfile ARG given no value.
+ARCHIVE_INFO := internal/buildinfo/archive.txt
+IN_GIT    := $(shell test -e .git && git rev-parse --verify -q HEAD >/dev/null 2>&1 && echo yes)
+VERSION   := $(or $(VERSION),$(shell cat VERSION 2>/dev/null),0.0.0)
+ifeq ($(IN_GIT),yes)
+REVISION  := $(or $(REVISION),$(shell git rev-parse HEAD))
+BRANCH    := $(or $(BRANCH),$(shell git rev-parse --abbrev-ref HEAD))
+SOURCE_DATE_EPOCH := $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct))
+else
+REVISION  := $(or $(REVISION),$(shell sed -n 's/^revision=\([0-9a-f]\{40,64\}\)$$/\1/p' $(ARCHIVE_INFO) 2>/dev/null))
+SOURCE_DATE_EPOCH := $(or $(SOURCE_DATE_EPOCH),$(shell sed -n 's/^epoch=\([0-9]\{1,\}\)$$/\1/p' $(ARCHIVE_INFO) 2>/dev/null),$(shell date +%s))
+endif
+REVISION  := $(or $(REVISION),unknown)
+BRANCH    := $(or $(BRANCH),unknown)
+BUILD_USER := $(or $(BUILD_USER),$(shell id -un)@$(shell hostname))
+# GNU date, then BSD date (macOS).
+BUILD_DATE := $(or $(BUILD_DATE),$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y%m%d-%H:%M:%S 2>/dev/null || date -u -r $(SOURCE_DATE_EPOCH) +%Y%m%d-%H:%M:%S))
+export SOURCE_DATE_EPOCH
 VPKG      := github.com/prometheus/common/version
-LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
-             -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) \
-             -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+# -buildid= and -trimpath: the same source gives the same binary on any
+# machine (make release checks it).
+LDFLAGS   := -s -w -buildid= -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
+             -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(BUILD_USER) \
+             -X $(VPKG).BuildDate=$(BUILD_DATE)
 TEST_TIMEOUT ?= 9m
 # How much `make fuzz` runs each Fuzz function: a count of executions, not
 # a duration. Go 1.26's fuzzing coordinator can fail a duration-bounded run
@@ -18,12 +41,24 @@ FUZZTIME     ?= 10000x
 # Quoted: the checkout may live in a path with spaces.
 STATICCHECK  := "$(CURDIR)/.build/bin/staticcheck"
 
-.PHONY: all build run deps test fuzz lint vet unit bench demo demo-stop generate clean
+.PHONY: all build release run deps test fuzz lint vet unit bench demo demo-stop generate clean
 
 all: build
 
+# A static binary for the GOOS/GOARCH/GOARM in the environment (the host's
+# when unset). make release and the Dockerfile build through this target.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/dramatiq_exporter
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o '$(BIN)' ./cmd/dramatiq_exporter
+
+# The release artifacts into dist/ (RELEASING.md): an archive per platform,
+# their SBOMs, the Helm chart and its index, and sha256sums.txt. The same
+# commit gives byte-identical files. RELEASE_PLATFORMS narrows the list.
+RELEASE_DIR       ?= dist
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 linux/arm/v7 darwin/amd64 darwin/arm64 windows/amd64
+release:
+	@scripts/tools.sh helm cyclonedx-gomod
+	VERSION='$(VERSION)' REVISION='$(REVISION)' BRANCH='$(BRANCH)' BUILD_DATE='$(BUILD_DATE)' \
+	  $(GO) run ./tools/release -out '$(RELEASE_DIR)' -platforms '$(RELEASE_PLATFORMS)'
 
 # Serves on :10191 against $REDIS_URL (default redis://localhost:6379/0).
 # ARGS passes more flags: make run ARGS='--dramatiq.namespace=myapp'
@@ -98,4 +133,4 @@ generate:
 	cd $(KUBE_TEST) && $(GO) test -count=1 -run 'TestDeployKubernetesIsTheChart$$' . -update
 
 clean:
-	rm -rf $(BIN) .build
+	rm -rf $(BIN) .build dist

@@ -237,3 +237,14 @@ func TestREADMEExampleKeys(t *testing.T) {
 		t.Fatalf("README's example lacks web, log or check keys: %+v", f)
 	}
 }
+
+// TestExampleConfig: the example that release archives ship loads as it is.
+func TestExampleConfig(t *testing.T) {
+	c, _, err := loadCommand(t, nil, "serve", "--config.file", "example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL != "redis://localhost:6379/0" || c.Namespace != "dramatiq" || strings.Join(c.ListenAddresses, " ") != ":10191" {
+		t.Errorf("example.yml read as %+v", c)
+	}
+}

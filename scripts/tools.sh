@@ -5,6 +5,7 @@
 # beside the old and a test can never pick up a stale binary.
 #
 #   scripts/tools.sh            # build what is missing
+#   scripts/tools.sh helm ...   # only these (make release needs two)
 #   scripts/tools.sh --list     # print "name module-version version path" of each tool
 #
 # Tests find these binaries through internal/testserver.Tool, which reads
@@ -32,6 +33,7 @@ prometheus   v0.316.0 github.com/prometheus/prometheus/cmd/prometheus      3.16.
 alertmanager v0.35.0  github.com/prometheus/alertmanager/cmd/alertmanager 0.35.0 -
 amtool       v0.35.0  github.com/prometheus/alertmanager/cmd/amtool       0.35.0 -
 helm         v3.22.0  helm.sh/helm/v3/cmd/helm                             3.22.0 -
+cyclonedx-gomod v1.10.0 github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod 1.10.0 -
 "
 
 # Alertmanager embeds its web UI (go:embed ui/app/dist), which upstream's
@@ -74,8 +76,10 @@ fi
 
 GO="${GO:-go}"
 built=()
+only=" $* "
 while read -r name version pkg reports tags; do
 	[[ -n "$name" ]] || continue
+	[[ $# -eq 0 || "$only" == *" $name "* ]] || continue
 	[[ "$tags" != - ]] || tags=""
 	dir="$TOOLS/$name-$version"
 	# The folder is named by version; .pin records how the binary was built,

@@ -28,6 +28,7 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/buildinfo"
 	"github.com/dramatiq-exporter/dramatiq_exporter/probe"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
@@ -35,7 +36,10 @@ import (
 
 const name = "dramatiq_exporter"
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	buildinfo.Fill()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 // cli is the command line: the flags, subcommands and the config file
 // they share.
