@@ -38,17 +38,20 @@ type Limits struct {
 	MaxReply int64
 }
 
-// Default are the exporter's bounds. The largest replies it asks for are
-// message bodies, at most 1 MiB each (sized with HSTRLEN first) and 16 MiB
-// per read; the deepest is HELLO's (4 levels: map, modules, module, args);
-// the longest aggregate is the live heartbeat ids (one per worker
-// process). See the README for why each value.
+// Default are the exporter's bounds (README, "Limits worth knowing").
+// The largest value it asks for is a message body of at most 1 MiB (sized
+// with HSTRLEN first), the largest reply an HMGET of at most 16 MiB of
+// them, the deepest reply HELLO's (4 levels: map, modules, module, args),
+// the longest aggregate the live heartbeat ids (one per worker process).
+// Each bound is well above those, and low enough that one connection's
+// reply cannot take the chart's 128 MiB: go-redis holds at most MaxReply
+// of it, plus a slot per element.
 var Default = Limits{
 	MaxLine:     8 << 10,
 	MaxBulk:     16 << 20,
 	MaxElements: 1 << 20,
 	MaxDepth:    16,
-	MaxReply:    64 << 20,
+	MaxReply:    32 << 20,
 }
 
 // Error is a reply refused for breaking a bound or RESP's framing. Its

@@ -38,7 +38,19 @@ type Hostile struct {
 // the test ends.
 func StartHostile(t testing.TB, a Answer) *Hostile {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return startHostile(t, "tcp", "127.0.0.1:0", a)
+}
+
+// StartHostileUnix is StartHostile on a unix socket at path; Addr is the
+// path.
+func StartHostileUnix(t testing.TB, path string, a Answer) *Hostile {
+	t.Helper()
+	return startHostile(t, "unix", path, a)
+}
+
+func startHostile(t testing.TB, network, addr string, a Answer) *Hostile {
+	t.Helper()
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
