@@ -297,3 +297,48 @@ func TestUnixSocketRepliesAreBounded(t *testing.T) {
 		t.Fatalf("after healing: %q, %v", got, err)
 	}
 }
+
+// panicOnce is a go-redis hook that panics in the first SCAN, as a bug in
+// the client or the reader would.
+type panicOnce struct{ done bool }
+
+func (h *panicOnce) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *panicOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "scan" && !h.done {
+			h.done = true
+			panic("a bug in SCAN")
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *panicOnce) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Background discovery runs in a goroutine of its own: a panic there is a
+// failed page, retried, not the end of the process.
+func TestBackgroundDiscoveryPanicIsAFailedPage(t *testing.T) {
+	r := testserver.StartRedis(t)
+	r.NewBroker(t, "dramatiq").Enqueue("reports", 1, time.Now())
+	client, err := NewClient(ClientOptions{URL: r.URL(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.AddHook(&panicOnce{})
+	reader := NewReader(client, Options{DiscoveryInterval: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reader.Start(ctx)
+	deadline := time.Now().Add(time.Minute)
+	for reader.DiscoveryStatus().Passes == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no pass completed after the panic")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if queues, _, _ := reader.queueList(); len(queues) != 1 || queues[0] != "reports" {
+		t.Fatalf("queues %v", queues)
+	}
+}
