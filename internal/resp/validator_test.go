@@ -169,3 +169,22 @@ func FuzzValidator(f *testing.F) {
 		}
 	})
 }
+
+// The cost per byte of a scrape's typical replies: many short counts and
+// ids, a few bodies.
+func BenchmarkValidator(b *testing.B) {
+	var in []byte
+	for range 1000 {
+		in = append(in, ":12345\r\n*2\r\n$36\r\n0f8c5a52-8b3e-4c7d-9d1e-2f3a4b5c6d7e\r\n,1765000000000\r\n"...)
+	}
+	in = append(in, "$1048576\r\n"...)
+	in = append(in, make([]byte, 1<<20)...)
+	in = append(in, "\r\n"...)
+	b.SetBytes(int64(len(in)))
+	v := NewValidator(Default)
+	for b.Loop() {
+		if _, err := v.Feed(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
