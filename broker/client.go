@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/resp"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/urlsafe"
 )
 
@@ -76,7 +77,10 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	if o.Password != "" {
 		opt.Password = o.Password
 	}
-	var dialer func(context.Context, string, string) (net.Conn, error)
+	// Every connection, to Redis and to the sentinels, goes through
+	// resp.Dialer: go-redis parses what the server sends without bounds
+	// of its own (internal/resp).
+	dialer := plainDialer(o.Timeout)
 	if opt.TLSConfig != nil {
 		// rediss://...?skip_verify=true keeps meaning what it meant before
 		// the TLS flags existed.
@@ -95,9 +99,8 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	} else if o.NetDial != nil {
 		dialer = o.NetDial
 	}
-	if dialer != nil && opt.Network != "unix" {
-		opt.Dialer = dialer
-	}
+	dialer = resp.Dialer(dialer, resp.Default)
+	opt.Dialer = dialer
 	if o.Sentinel == nil {
 		clientDefaults(opt, o.Timeout)
 		return redis.NewClient(opt), nil
@@ -132,6 +135,15 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 		client.AddHook(check)
 	}
 	return client, nil
+}
+
+// plainDialer dials TCP or a unix socket as go-redis's own dialer does.
+func plainDialer(timeout time.Duration) resp.DialFunc {
+	d := &net.Dialer{
+		Timeout:         timeout,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3},
+	}
+	return d.DialContext
 }
 
 // clientDefaults sets what the exporter needs of every client.

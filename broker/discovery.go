@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 )
 
 // Discovery finds the namespace's queues and ack sets with SCAN, because
@@ -134,7 +136,7 @@ func (r *Reader) Run(ctx context.Context) {
 	var backoff time.Duration
 	for {
 		pctx, cancel := context.WithTimeout(ctx, pageTimeout)
-		rtt, done, err := r.step(pctx)
+		rtt, done, err := r.backgroundStep(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -163,6 +165,14 @@ func (r *Reader) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// backgroundStep is step for Run's goroutine, which no caller guards: a
+// panic is logged and becomes a failed page, retried with backoff like any
+// other, instead of the end of the process.
+func (r *Reader) backgroundStep(ctx context.Context) (rtt time.Duration, done bool, err error) {
+	defer safe.Recover(r.logger, "queue discovery", func(e error) { err = e })
+	return r.step(ctx)
 }
 
 // Discover completes a pass that starts no earlier than this call, unpaced,

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -30,6 +29,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/clip"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 )
 
 // Namespace is the prefix of every metric. It is not configurable on purpose:
@@ -386,12 +387,6 @@ func (e *Exporter) forget(f *flight) {
 
 func (e *Exporter) fly(ctx context.Context, f *flight) {
 	defer func() {
-		// readOne guards every collector; this catches a bug of fly's
-		// own, so that no waiter hangs and the process lives.
-		if p := recover(); p != nil {
-			e.logger.Error("read panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			f.state = f.sofar(fmt.Errorf("panic: %v", p))
-		}
 		f.cutShort = f.hasDeadline && f.state.failed() &&
 			(errors.Is(ctx.Err(), context.DeadlineExceeded) || time.Until(f.deadline) < deadlineSlack)
 		if e.onRead != nil && !errors.Is(ctx.Err(), context.Canceled) {
@@ -403,6 +398,9 @@ func (e *Exporter) fly(ctx context.Context, f *flight) {
 		f.cancel()
 		close(f.done)
 	}()
+	// readOne guards every collector; this catches a bug of fly's own, so
+	// that no waiter hangs and the process lives. It runs first.
+	defer safe.Recover(e.logger, "read", func(err error) { f.state = f.sofar(err) })
 	var wg sync.WaitGroup
 	for i, name := range e.names {
 		wg.Add(1)
@@ -430,11 +428,7 @@ func (e *Exporter) fly(ctx context.Context, f *flight) {
 // observe passes st to OnRead; a panic there is logged and does not keep
 // the read's callers waiting.
 func (e *Exporter) observe(st *State) {
-	defer func() {
-		if p := recover(); p != nil {
-			e.logger.Error("read observer panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-		}
-	}()
+	defer safe.Recover(e.logger, "read observer", nil)
 	e.onRead(st)
 }
 
@@ -456,13 +450,14 @@ func (s *State) merge(own *State) {
 func (e *Exporter) readOne(ctx context.Context, name string, c Collector, st *State, o ReadOptions) (out Outcome) {
 	begin := time.Now()
 	out.Name = name
+	panicked := false
 	defer func() {
 		out.Duration = time.Since(begin)
-		if p := recover(); p != nil {
-			out.Success, out.Err = false, fmt.Errorf("panic: %v", p)
-			e.logger.Error("collector panicked", "collector", name, "duration_seconds", out.Duration.Seconds(),
-				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			return
+		// The error may quote a server (a reply, a host name a Sentinel
+		// gave); it reaches the status page, the API and check's JSON.
+		out.Err = clip.Error(out.Err)
+		if panicked {
+			return // logged by Recover
 		}
 		if out.Err != nil {
 			e.logger.Error("collector failed", "collector", name, "duration_seconds", out.Duration.Seconds(), "err", out.Err)
@@ -470,6 +465,9 @@ func (e *Exporter) readOne(ctx context.Context, name string, c Collector, st *St
 			e.logger.Debug("collector succeeded", "collector", name, "duration_seconds", out.Duration.Seconds())
 		}
 	}()
+	defer safe.Recover(e.logger.With("collector", name), "collector", func(err error) {
+		panicked, out.Success, out.Err = true, false, err
+	})
 	out.Err = c.Read(ctx, st, o)
 	out.Success = out.Err == nil
 	return out
@@ -634,12 +632,7 @@ func (t *QueueText) Write(w *bufio.Writer, i int) {
 // project runs one collector's Collect; false when it panicked, in which
 // case none of its series are sent.
 func (e *Exporter) project(c Collector, name string, st *State, m *Metrics) (ok bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			e.logger.Error("collector's metrics panicked", "collector", name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			ok = false
-		}
-	}()
+	defer safe.Recover(e.logger.With("collector", name), "collector's metrics", func(error) { ok = false })
 	c.Collect(st, m)
 	return true
 }

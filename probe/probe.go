@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 )
 
 // Target is what one (module, target) pair reads through.
@@ -324,7 +325,7 @@ func (p *Prober) acquire(ctx context.Context, m *config.Module, target config.Pr
 }
 
 func (p *Prober) build(ctx context.Context, e *entry, m *config.Module, target string) {
-	t, err := p.opts.Build(ctx, m, target, e.pin.dial)
+	t, err := p.buildSafe(ctx, m, target, e.pin.dial)
 	p.mu.Lock()
 	if err != nil {
 		e.err = err
@@ -338,6 +339,20 @@ func (p *Prober) build(ctx context.Context, e *entry, m *config.Module, target s
 	}
 	close(e.ready)
 	p.mu.Unlock()
+}
+
+// buildSafe is Build in build's goroutine, which no caller guards: a
+// panic fails this target's build, and its waiting probes answer 500.
+func (p *Prober) buildSafe(ctx context.Context, m *config.Module, target string, dial DialFunc) (t *Target, err error) {
+	defer safe.Recover(p.opts.Logger.With("target", target, "module", m.Name), "building a probed target", func(e error) { t, err = nil, e })
+	return p.opts.Build(ctx, m, target, dial)
+}
+
+// closeTarget closes a target's clients; a panic there is logged, and the
+// target is gone all the same.
+func (p *Prober) closeTarget(e *entry) {
+	defer safe.Recover(p.opts.Logger, "closing a probed target", nil)
+	e.t.Close()
 }
 
 func (p *Prober) release(e *entry) {
@@ -410,7 +425,7 @@ func (p *Prober) evictLocked(e *entry, reason string) {
 	}
 	p.evictions[reason]++
 	e.cancel()
-	go e.t.Close()
+	go p.closeTarget(e)
 }
 
 func (p *Prober) janitor() {
@@ -424,20 +439,27 @@ func (p *Prober) janitor() {
 			for _, e := range p.targets {
 				e.cancel()
 				if e.t != nil {
-					e.t.Close()
+					p.closeTarget(e)
 				}
 			}
 			p.targets = map[string]*entry{}
 			p.mu.Unlock()
 			return
 		case now := <-tick.C:
-			p.mu.Lock()
-			for _, e := range p.targets {
-				if e.inflight == 0 && e.t != nil && now.Sub(e.last) > p.opts.IdleTimeout {
-					p.evictLocked(e, "idle")
-				}
-			}
-			p.mu.Unlock()
+			p.sweep(now)
+		}
+	}
+}
+
+// sweep evicts the targets idle since before now. A panic is logged and
+// the janitor goes on at the next tick.
+func (p *Prober) sweep(now time.Time) {
+	defer safe.Recover(p.opts.Logger, "the probe janitor", nil)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.targets {
+		if e.inflight == 0 && e.t != nil && now.Sub(e.last) > p.opts.IdleTimeout {
+			p.evictLocked(e, "idle")
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
 )
 
@@ -72,7 +73,8 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 	// Read returns by its deadline whatever the sources do; the watchdog
 	// is there for a bug that would make it not.
 	done := make(chan *status.Status, 1)
-	go func() { done <- status.From(exporter.Read(ctx, collector.ReadOptions{}), opts) }()
+	safe.Go(logger, "check", func() { done <- status.From(exporter.Read(ctx, collector.ReadOptions{}), opts) },
+		func(err error) { done <- failedStatus(exporter.Names(), begin, err, opts) })
 	watchdog := time.NewTimer(chk.Timeout - margin - time.Since(begin))
 	defer watchdog.Stop()
 	var st *status.Status
@@ -104,6 +106,16 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 		return exitUnhealthy
 	}
 	return exitHealthy
+}
+
+// failedStatus is the answer when the read itself panicked: every
+// collector failed with err, exactly as when its source is down.
+func failedStatus(collectors []string, begin time.Time, err error, o status.Options) *status.Status {
+	st := &collector.State{Time: begin, Duration: time.Since(begin), Collectors: collectors}
+	for _, name := range collectors {
+		st.Outcomes = append(st.Outcomes, collector.Outcome{Name: name, Duration: st.Duration, Err: err})
+	}
+	return status.From(st, o)
 }
 
 // withThresholdQueues adds the queues a threshold names to queues.

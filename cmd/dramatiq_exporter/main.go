@@ -29,6 +29,8 @@ import (
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/buildinfo"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/clip"
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 	"github.com/dramatiq-exporter/dramatiq_exporter/probe"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
@@ -86,7 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return 2
 	}
-	logger := promslog.New(cfg.Log(stderr))
+	// Errors quote servers' words (a host name from a Sentinel, a reply):
+	// every value logged is cut to a bound, whoever logs it.
+	logger := slog.New(clip.NewHandler(promslog.New(cfg.Log(stderr)).Handler()))
 
 	switch cmd {
 	case c.serve.FullCommand():
@@ -199,7 +203,8 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	errc := make(chan error, 1)
 	// ServeMultiple applies --web.config.file (TLS, basic auth) as
 	// web.ListenAndServe would, on listeners that bound the connections.
-	go func() { errc <- web.ServeMultiple(listeners, srv, webFlags, logger) }()
+	safe.Go(logger, "the HTTP server", func() { errc <- web.ServeMultiple(listeners, srv, webFlags, logger) },
+		func(err error) { errc <- err })
 	select {
 	case err := <-errc:
 		logger.Error("server stopped", "err", err)
