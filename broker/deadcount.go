@@ -249,23 +249,35 @@ func (r *Reader) readDeadLetters(ctx context.Context, an Anomalies, plans []*dea
 		}
 		for _, z := range items {
 			id, _ := z.Member.(string)
-			if _, known := p.w.ids[id]; known {
+			key := idKey(id)
+			if _, known := p.w.ids[key]; known {
 				continue
 			}
 			if len(p.fresh) == MaxNewDeadLettersPerQueue {
 				p.stop = min(p.stop, z.Score)
 				break
 			}
+			if key != id {
+				// Not Dramatiq's: it died all the same, under an unknown
+				// actor, and is never sent back as an argument. The newest
+				// member was counted by round trip 1 already.
+				if key != p.seen.newestID {
+					an.add(AnomalyOversizeID, 1)
+				}
+				z.Member = key
+				p.fresh = append(p.fresh, z)
+				p.sizes = append(p.sizes, nil)
+				continue
+			}
 			p.fresh = append(p.fresh, z)
 			p.sizes = append(p.sizes, pipe.HStrLen(ctx, r.keys.deadMsgs(p.queue), id))
 			n++
 		}
 	}
-	if n == 0 {
-		return nil
-	}
-	if err := execPipe(ctx, pipe); err != nil {
-		return err
+	if n > 0 {
+		if err := execPipe(ctx, pipe); err != nil {
+			return err
+		}
 	}
 
 	// Bodies: only the new members', each at most MaxHeadBodyBytes, within
@@ -285,6 +297,11 @@ func (r *Reader) readDeadLetters(ctx context.Context, an Anomalies, plans []*dea
 		var ids []string
 		var index []int
 		for j, c := range p.sizes {
+			if c == nil { // an oversize id
+				p.actors[j] = ActorUnknown
+				p.take = j + 1
+				continue
+			}
 			size, err := an.count(c)
 			if err != nil {
 				return err
@@ -363,7 +380,7 @@ func (dc *deadCounter) commit(p *deadPlan) {
 	present := make(map[string]bool, len(p.rng.Val()))
 	for _, z := range p.rng.Val() {
 		id, _ := z.Member.(string)
-		present[id] = true
+		present[idKey(id)] = true
 	}
 	// A remembered id missing from the range was removed (pruned, requeued,
 	// purged), unless it lies where this read did not look.

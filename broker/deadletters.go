@@ -95,15 +95,19 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 		}
 		for _, z := range ranges[i].Val() {
 			id, _ := z.Member.(string)
+			if oversizeID(id) {
+				// Not Dramatiq's: shown clipped, never sent back.
+				sizes[i] = append(sizes[i], nil)
+				continue
+			}
 			sizes[i] = append(sizes[i], pipe.HStrLen(ctx, r.keys.deadMsgs(q), id))
 			n++
 		}
 	}
-	if n == 0 {
-		return out, nil
-	}
-	if err := execPipe(ctx, pipe); err != nil {
-		return nil, err
+	if n > 0 {
+		if err := execPipe(ctx, pipe); err != nil {
+			return nil, err
+		}
 	}
 
 	// Round trip 3: the bodies that fit, newest first, within the budget.
@@ -120,6 +124,10 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 		oversize[i] = make([]bool, len(zs))
 		var ids []string
 		for j, z := range zs {
+			if sizes[i][j] == nil {
+				oversize[i][j] = true
+				continue
+			}
 			size, err := sizes[i][j].Result()
 			if err := checkReply(err); err != nil {
 				return nil, err

@@ -1,5 +1,7 @@
 package broker
 
+import "crypto/sha256"
+
 // Head bodies are user data of any size: a message whose argument is a
 // 5 MB document is a 5 MB body. The oldest-message age needs one number
 // from it, message_timestamp, which never changes for a given Redis
@@ -19,7 +21,31 @@ const (
 	// remembered by then; it matters only when thousands of queues change
 	// heads at once (at start-up, say).
 	maxHeadBytesPerRead = 16 << 20
+	// MaxIDBytes is the longest message id a read uses. Dramatiq's ids are
+	// uuid4 strings (36 bytes), so a longer list element or dead-letter
+	// member was not written by Dramatiq: it is counted as
+	// AnomalyOversizeID, never sent back to Redis as an argument and never
+	// remembered, so that a 64 MiB element costs one reply, not memory for
+	// good.
+	MaxIDBytes = 256
 )
+
+// oversizeID tells an id no read uses (see MaxIDBytes).
+func oversizeID(id string) bool { return len(id) > MaxIDBytes }
+
+// idKey is what a Reader remembers of an id: the id itself, or for an
+// oversize one a fixed-size digest, which still tells two ids apart.
+func idKey(id string) string {
+	if !oversizeID(id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return oversizeIDPrefix + string(sum[:])
+}
+
+// oversizeIDPrefix starts every digest idKey makes; the NUL keeps it apart
+// from any id Dramatiq writes (uuid4 text).
+const oversizeIDPrefix = "\x00oversize-id:"
 
 type headOutcome int8
 

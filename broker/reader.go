@@ -55,10 +55,14 @@ const (
 	// A head body larger than MaxHeadBodyBytes: not fetched, and the
 	// queue's oldest age is absent.
 	AnomalyOversizeBody = "oversize_body"
+	// A ready-list element or dead-letter member longer than MaxIDBytes:
+	// not a Dramatiq message id, so it is neither used nor remembered; the
+	// queue's oldest age is absent when it is the head.
+	AnomalyOversizeID = "oversize_id"
 )
 
 // AnomalyKinds lists every kind, in a stable order.
-var AnomalyKinds = []string{AnomalyUndecodableBody, AnomalyMissingHead, AnomalyWrongType, AnomalyInvalidQueueName, AnomalyInvalidTime, AnomalyOversizeBody}
+var AnomalyKinds = []string{AnomalyUndecodableBody, AnomalyMissingHead, AnomalyWrongType, AnomalyInvalidQueueName, AnomalyInvalidTime, AnomalyOversizeBody, AnomalyOversizeID}
 
 type ackKey struct {
 	key   string

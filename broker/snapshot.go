@@ -75,6 +75,9 @@ type queueCmds struct {
 type queueArgs struct {
 	view *view
 	qs   []queueCmdArgs
+	// owners are the distinct worker ids owning an ack set of a reported
+	// queue: the only heartbeats a read needs one by one.
+	owners []string
 }
 
 type queueCmdArgs struct {
@@ -84,12 +87,14 @@ type queueCmdArgs struct {
 
 // queueArgs returns the arguments for v's queues, building them when the
 // view changed since the last scrape.
-func (r *Reader) queueArgs(v *view) []queueCmdArgs {
+func (r *Reader) queueArgs(v *view) *queueArgs {
 	if a := r.args.Load(); a != nil && a.view == v {
-		return a.qs
+		return a
 	}
 	qs := make([]queueCmdArgs, len(v.queues))
+	reported := make(map[string]bool, len(v.queues))
 	for i, q := range v.queues {
+		reported[q] = true
 		list, msgs, dead := r.keys.queue(q), r.keys.queueMsgs(q), r.keys.dead(q)
 		// Command names are lower case: go-redis lowers them for Name().
 		qs[i] = queueCmdArgs{
@@ -102,8 +107,17 @@ func (r *Reader) queueArgs(v *view) []queueCmdArgs {
 			msgsKey:  msgs,
 		}
 	}
-	r.args.Store(&queueArgs{view: v, qs: qs})
-	return qs
+	var owners []string
+	seen := map[string]bool{}
+	for _, a := range v.acks {
+		if reported[a.queue] && !seen[a.wid] {
+			seen[a.wid] = true
+			owners = append(owners, a.wid)
+		}
+	}
+	a := &queueArgs{view: v, qs: qs, owners: owners}
+	r.args.Store(a)
+	return a
 }
 
 // Snapshot reads every reported queue and the heartbeat set in two
@@ -121,15 +135,23 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{QueuesDropped: dropped, MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN(), Anomalies: an}
 
 	// Round trip 1: counts, DLQ heads, ready-list heads, heartbeats, INFO.
-	// Only the alive members of the heartbeat set are read, so stale ids
-	// piling up there (Dramatiq removes them lazily) cost nothing.
-	cutoff := strconv.FormatInt(now.Add(-r.opts.HeartbeatTimeout).UnixMilli(), 10)
+	// No member of the heartbeat set is read: both counts are ZCOUNTs, and
+	// only the owners of ack sets are looked up, by ZSCORE. A set of a
+	// million members (stale ids Dramatiq removes lazily, or ids scored in
+	// the future by a skewed or hostile client) costs what ten do.
+	cutoffMs := now.Add(-r.opts.HeartbeatTimeout).UnixMilli()
+	cutoff := strconv.FormatInt(cutoffMs, 10)
 	pipe := r.client.Pipeline()
 	infoMem := pipe.Info(ctx, "memory")
 	infoClients := pipe.Info(ctx, "clients")
-	aliveIDs := pipe.ZRangeByScore(ctx, r.keys.heartbeats(), &redis.ZRangeBy{Min: cutoff, Max: "+inf"})
+	aliveCount := pipe.ZCount(ctx, r.keys.heartbeats(), cutoff, "+inf")
 	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+cutoff)
-	args := r.queueArgs(v)
+	qa := r.queueArgs(v)
+	args := qa.qs
+	ownerScores := make([]*redis.FloatCmd, len(qa.owners))
+	for i, wid := range qa.owners {
+		ownerScores[i] = pipe.ZScore(ctx, r.keys.heartbeats(), wid)
+	}
 	cmds := make([]queueCmds, len(queues))
 	for i := range queues {
 		a := &args[i]
@@ -147,19 +169,28 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	snap.MemoryUsedBytes = infoField(infoMem, "used_memory")
 	snap.ConnectedClients = infoField(infoClients, "connected_clients")
-	if err := an.check(aliveIDs.Err()); err != nil {
+	aliveN, err := an.count(aliveCount)
+	if err != nil {
 		return nil, err
-	}
-	alive := make(map[string]bool, len(aliveIDs.Val()))
-	for _, id := range aliveIDs.Val() {
-		alive[id] = true
 	}
 	stale, err := an.count(staleCount)
 	if err != nil {
 		return nil, err
 	}
-	// A process missing from the heartbeat set is not alive either.
-	snap.ProcessesAlive, snap.ProcessesStale = len(alive), int(stale)
+	snap.ProcessesAlive, snap.ProcessesStale = int(aliveN), int(stale)
+	// A process missing from the heartbeat set is not alive either. A
+	// wrong type was counted once above, by the ZCOUNTs.
+	alive := make(map[string]bool, len(qa.owners))
+	for i, wid := range qa.owners {
+		score, err := ownerScores[i].Result()
+		switch {
+		case err == nil:
+			alive[wid] = score >= float64(cutoffMs)
+		case err == redis.Nil, strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		default:
+			return nil, err
+		}
+	}
 
 	snap.Queues = make([]QueueStats, len(queues))
 	seenDead := make([]deadSeen, len(queues))
@@ -191,7 +222,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		ds := deadSeen{ok: c.dead.Err() == nil && c.deadLast.Err() == nil, card: s.DeadLetter, empty: true}
 		if id, score, ok := newestMember(c.deadLast.Val()); ok {
-			ds.empty, ds.newestID, ds.newestScore = false, id, score
+			if oversizeID(id) {
+				an.add(AnomalyOversizeID, 1)
+			}
+			ds.empty, ds.newestID, ds.newestScore = false, idKey(id), score
 		}
 		seenDead[i] = ds
 		if score, ok := firstScore(c.deadLast.Val()); ok {
@@ -224,6 +258,15 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	var probes []probe
 	for i, q := range queues {
 		ids := headIDs(cmds[i].head)
+		// Probe only the ids before the first oversize one; an oversize
+		// head leaves the age absent and nothing remembered.
+		for k, id := range ids {
+			if oversizeID(id) {
+				an.add(AnomalyOversizeID, 1)
+				ids = ids[:k]
+				break
+			}
+		}
 		if snap.Queues[i].Ready == 0 || len(ids) == 0 {
 			continue
 		}

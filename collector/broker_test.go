@@ -363,6 +363,7 @@ dramatiq_exporter_broker_anomalies{kind="invalid_queue_name"} 1
 dramatiq_exporter_broker_anomalies{kind="invalid_time"} 0
 dramatiq_exporter_broker_anomalies{kind="missing_head"} 1
 dramatiq_exporter_broker_anomalies{kind="oversize_body"} 0
+dramatiq_exporter_broker_anomalies{kind="oversize_id"} 0
 dramatiq_exporter_broker_anomalies{kind="undecodable_body"} 1
 dramatiq_exporter_broker_anomalies{kind="wrong_type"} 1
 `, "dramatiq_exporter_broker_anomalies")

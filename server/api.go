@@ -1,9 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -37,8 +41,9 @@ type StatusOptions struct {
 // StatusSource serves the status projection of the exporter's state to the
 // API and the page.
 type StatusSource struct {
-	o   StatusOptions
-	sem chan struct{}
+	o          StatusOptions
+	sem        chan struct{}
+	historySem chan struct{} // MaxHistoryAnswers
 }
 
 // NewStatusSource checks o and fills defaults.
@@ -52,7 +57,7 @@ func NewStatusSource(o StatusOptions) *StatusSource {
 	if o.TelemetryPath == "" {
 		o.TelemetryPath = "/metrics"
 	}
-	s := &StatusSource{o: o}
+	s := &StatusSource{o: o, historySem: make(chan struct{}, MaxHistoryAnswers)}
 	if o.MaxRequests > 0 {
 		s.sem = make(chan struct{}, o.MaxRequests)
 	}
@@ -88,21 +93,41 @@ func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Sta
 	return status.From(st, o)
 }
 
+// MaxHistoryAnswers bounds the ?history=1 answers (and page renders, which
+// carry the trends too) built at once. One holds a copy of up to
+// MaxTrendQueues trends (about 3 MB) while it is written; more requests
+// wait for a turn within their deadline, then get 503 with Retry-After, so
+// that 40 clients cannot take the process past its memory limit.
+const MaxHistoryAnswers = 2
+
 // read runs Status under the request's deadline and the concurrency limit.
-// ok is false when the limit turned the request away.
-func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory bool) (*status.Status, bool) {
+// ok is false when a limit turned the request away.
+func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory bool) (*status.Status, func(), bool) {
+	release := func() {}
 	if s.sem != nil {
 		select {
 		case s.sem <- struct{}{}:
-			defer func() { <-s.sem }()
+			release = func() { <-s.sem }
 		default:
 			http.Error(w, "too many concurrent status requests", http.StatusServiceUnavailable)
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.Timeout)
 	defer cancel()
-	return s.Status(ctx, withHistory), true
+	if withHistory && s.o.History != nil {
+		select {
+		case s.historySem <- struct{}{}:
+			outer := release
+			release = func() { <-s.historySem; outer() }
+		case <-ctx.Done():
+			release()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many concurrent history requests", http.StatusServiceUnavailable)
+			return nil, nil, false
+		}
+	}
+	return s.Status(ctx, withHistory), release, true
 }
 
 // APIHandler serves GET /api/v1/status: the status as JSON (docs/api.md).
@@ -126,23 +151,27 @@ func (s *StatusSource) APIHandler() http.Handler {
 			}
 			withHistory = b
 		}
-		st, ok := s.read(w, r, withHistory)
+		st, release, ok := s.read(w, r, withHistory)
 		if !ok {
 			return
 		}
-		// Encoded whole before anything is written, so that a value JSON
-		// cannot carry is a 500 with a reason, never a 200 with a cut body.
-		body, err := EncodeStatus(st)
-		if err != nil {
-			s.o.Logger.Error("encoding the status failed", "err", err)
-			http.Error(w, "cannot encode the status: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
+		defer release()
 		h := w.Header()
 		h.Set("Content-Type", "application/json; charset=utf-8")
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
-		_, _ = w.Write(body)
+		// Streamed queue by queue: the answer is never held whole (4 MB at
+		// 1,000 queues with trends). What JSON cannot carry fails before
+		// the first byte when it is outside the queues; inside one, the
+		// connection is cut, so a client never takes a cut body for whole.
+		if err := WriteStatus(w, st); err != nil {
+			s.o.Logger.Error("encoding the status failed", "err", err)
+			if !errors.Is(err, errWritten) {
+				http.Error(w, "cannot encode the status: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			panic(http.ErrAbortHandler)
+		}
 	})
 }
 
@@ -151,12 +180,90 @@ func (s *StatusSource) APIHandler() http.Handler {
 // put every value on a line of its own and triple the answer.
 func EncodeStatus(st *status.Status) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	if st.History == nil {
-		enc.SetIndent("", "  ")
-	}
-	if err := enc.Encode(st); err != nil {
+	if err := WriteStatus(&buf, st); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// errWritten marks an encoding error met after part of the answer was
+// written.
+var errWritten = errors.New("part of the answer was written")
+
+// WriteStatus writes EncodeStatus's bytes to w, one queue at a time, so
+// that only one queue's JSON is held at once.
+func WriteStatus(w io.Writer, st *status.Status) error {
+	indent := st.History == nil
+	top := *st
+	top.Queues = nil
+	var head []byte
+	var err error
+	if indent {
+		head, err = json.MarshalIndent(&top, "", "  ")
+	} else {
+		head, err = json.Marshal(&top)
+	}
+	if err != nil {
+		return err
+	}
+	key := []byte(`"queues":null`)
+	if indent {
+		key = []byte(`"queues": null`)
+	}
+	// Every quote inside a string value is escaped, so the first match
+	// is the key.
+	at := bytes.Index(head, key)
+	if at < 0 {
+		return errors.New("status JSON without queues")
+	}
+	cw := &countingWriter{w: w}
+	bw := bufio.NewWriterSize(cw, 32<<10)
+	bw.Write(head[:at+len(key)-len("null")])
+	bw.WriteByte('[')
+	for i := range st.Queues {
+		var q []byte
+		if indent {
+			q, err = json.MarshalIndent(&st.Queues[i], "    ", "  ")
+		} else {
+			q, err = json.Marshal(&st.Queues[i])
+		}
+		if err != nil {
+			if cw.n == 0 {
+				return err
+			}
+			return fmt.Errorf("%w: %w", errWritten, err)
+		}
+		switch {
+		case i > 0 && indent:
+			bw.WriteString(",\n    ")
+		case i > 0:
+			bw.WriteByte(',')
+		case indent:
+			bw.WriteString("\n    ")
+		}
+		if _, err := bw.Write(q); err != nil {
+			return fmt.Errorf("%w: %w", errWritten, err)
+		}
+	}
+	if indent && len(st.Queues) > 0 {
+		bw.WriteString("\n  ")
+	}
+	bw.WriteByte(']')
+	bw.Write(head[at+len(key):])
+	bw.WriteByte('\n')
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("%w: %w", errWritten, err)
+	}
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -269,10 +269,11 @@ func (s *StatusSource) PageHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		st, ok := s.read(w, r, true)
+		st, release, ok := s.read(w, r, true)
 		if !ok {
 			return
 		}
+		defer release()
 		var buf bytes.Buffer
 		err := pageTmpl.Execute(&buf, pageData{
 			S: st, CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds,

@@ -87,8 +87,10 @@ func checkDeployment(t *testing.T, r *rendered) {
 			t.Errorf("no %s request", res)
 		}
 	}
-	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+	if lim, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
 		t.Error("no memory limit")
+	} else {
+		checkGoMemLimit(t, c, lim.Value())
 	}
 
 	ports := map[string]int32{}
@@ -506,5 +508,62 @@ func TestChartFilesUpToDate(t *testing.T) {
 	})
 	if len(extra) > 0 {
 		t.Errorf("files the generator does not write: %v", extra)
+	}
+}
+
+// checkGoMemLimit: the Go runtime is told of the pod's memory limit, with
+// room under it, so that it collects harder instead of being killed.
+func checkGoMemLimit(t *testing.T, c *corev1.Container, limit int64) {
+	t.Helper()
+	var v string
+	n := 0
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			v, n = e.Value, n+1
+		}
+	}
+	if n != 1 {
+		t.Errorf("GOMEMLIMIT is set %d times, want once", n)
+		return
+	}
+	mib, ok := strings.CutSuffix(v, "MiB")
+	b, err := strconv.ParseInt(mib, 10, 64)
+	if !ok || err != nil {
+		t.Errorf("GOMEMLIMIT=%q: want <n>MiB", v)
+		return
+	}
+	if b <<= 20; b < limit*8/10 || b > limit*95/100 {
+		t.Errorf("GOMEMLIMIT=%s is not 80–95%% of the memory limit %d", v, limit)
+	}
+}
+
+// goMemLimit follows the memory limit, is taken as given, or is left to
+// extraEnv.
+func TestGoMemLimit(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"resources.limits.memory=0.5Gi"}, "460MiB"},
+		{[]string{"resources.limits.memory=134217728"}, "115MiB"},
+		{[]string{"resources.limits.memory=1G"}, "858MiB"},
+		{[]string{"goMemLimit=100MiB"}, "100MiB"},
+		{[]string{"extraEnv[0].name=GOMEMLIMIT", "extraEnv[0].value=50MiB"}, "50MiB"},
+		{[]string{"goMemLimit="}, ""},
+	} {
+		r := render(t, nil, tc.set...)
+		c := exporterContainer(t, one(t, "Deployment", r.deployments))
+		var got []string
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				got = append(got, e.Value)
+			}
+		}
+		if want := []string{tc.want}; (tc.want == "" && len(got) != 0) || (tc.want != "" && !slices.Equal(got, want)) {
+			t.Errorf("%v: GOMEMLIMIT %q, want %q", tc.set, got, tc.want)
+		}
+	}
+	if _, err := renderRaw(t, nil, "resources.limits.memory=lots"); err == nil || !strings.Contains(err.Error(), "goMemLimit") {
+		t.Errorf("an unreadable memory limit rendered: %v", err)
 	}
 }

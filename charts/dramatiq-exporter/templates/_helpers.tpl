@@ -58,3 +58,30 @@ job="dramatiq"
 {{- .Values.credentials.existingSecret }}
 {{- end }}
 {{- end }}
+
+{{/*
+GOMEMLIMIT: goMemLimit as given, or for "auto" 90% of
+resources.limits.memory (a Kubernetes quantity such as 128Mi, 0.5Gi,
+134217728 or 128M), in MiB; empty when there is nothing to set. The 10%
+left is for what the Go runtime does not count: stacks outside the heap,
+the binary, the kernel's page cache charged to the pod.
+*/}}
+{{- define "dramatiq-exporter.goMemLimit" -}}
+{{- $v := toString .Values.goMemLimit -}}
+{{- if ne $v "auto" -}}
+{{- $v -}}
+{{- else -}}
+{{- $lim := toString (dig "limits" "memory" "" (.Values.resources | default dict)) -}}
+{{- if $lim -}}
+{{- $re := "^([0-9]+(?:\\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$" -}}
+{{- if not (regexMatch $re $lim) -}}
+{{- fail (printf "goMemLimit auto: cannot read resources.limits.memory %q; set goMemLimit" $lim) -}}
+{{- end -}}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 -}}
+{{- $num := float64 (regexReplaceAll $re $lim "${1}") -}}
+{{- $unit := index $units (regexReplaceAll $re $lim "${2}") -}}
+{{- $mib := floor (divf (mulf $num $unit 0.9) 1048576.0) | int64 -}}
+{{- if gt $mib 0 -}}{{ $mib }}MiB{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
