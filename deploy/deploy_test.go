@@ -335,8 +335,12 @@ func TestWorkerDockerfile(t *testing.T) {
 	}
 	// The example pins the Dramatiq release the conformance suite runs.
 	if ref, err := os.ReadFile(filepath.Join(root, "test/dramatiq/requirements.txt")); err == nil {
-		pin := regexp.MustCompile(`(?m)^dramatiq\[redis\]==\S+`)
-		if a, b := pin.FindString(string(ref)), pin.FindString(string(mustRead(t, filepath.Join(root, "deploy/worker/requirements.txt")))); a != b {
+		// The tests' pin carries more extras (rabbitmq) than a Redis worker
+		// needs: the release is what must match.
+		pin := regexp.MustCompile(`(?m)^dramatiq\[[a-z,]*redis[a-z,]*\]==(\S+)`)
+		a := pin.FindStringSubmatch(string(ref))
+		b := pin.FindStringSubmatch(string(mustRead(t, filepath.Join(root, "deploy/worker/requirements.txt"))))
+		if a == nil || b == nil || a[1] != b[1] {
 			t.Errorf("deploy/worker pins %q, the tests %q", b, a)
 		}
 	}
