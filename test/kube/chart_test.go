@@ -201,8 +201,9 @@ func TestDefaultValues(t *testing.T) {
 		t.Errorf("default values render %d Secrets, %d ServiceMonitors, %d PrometheusRules, %d ConfigMaps; want the config ConfigMap only",
 			len(r.secrets), len(r.serviceMonitor), len(r.rules), len(r.configMaps))
 	}
-	if env := exporterContainer(t, r.deployments[0]).Env; len(env) != 0 {
-		t.Errorf("env %+v without a Secret", env)
+	// GOMEMLIMIT (goMemLimit: auto) is the only variable without a Secret.
+	if env := exporterContainer(t, r.deployments[0]).Env; len(env) != 1 || env[0].Name != "GOMEMLIMIT" || env[0].Value != "115MiB" {
+		t.Errorf("env %+v without a Secret, want GOMEMLIMIT=115MiB only", env)
 	}
 	// The default image is the release the chart belongs to.
 	version := strings.TrimSpace(string(mustRead(t, filepath.Join(testserver.RepoRoot(t), "VERSION"))))
@@ -222,6 +223,9 @@ func TestExistingSecret(t *testing.T) {
 	want := map[string]string{"REDIS_URL": "redis-url", "REDIS_PASSWORD": "redis-password", "REDIS_SENTINEL_PASSWORD": "redis-sentinel-password", "DATABASE_URL": "database-url", "DATABASE_PASSWORD": "database-password"}
 	got := map[string]string{}
 	for _, e := range exporterContainer(t, r.deployments[0]).Env {
+		if e.Name == "GOMEMLIMIT" {
+			continue // from the memory limit, not a credential
+		}
 		ref := e.ValueFrom.SecretKeyRef
 		if ref == nil || ref.Name != "broker-creds" || ref.Optional == nil || !*ref.Optional {
 			t.Errorf("env %s: %+v", e.Name, e.ValueFrom)
