@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"sync"
 	"time"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/tlsfiles"
 )
 
 // TLSOptions configure TLS to Redis (rediss:// URLs). The files are read
@@ -34,18 +34,18 @@ type TLSOptions struct {
 // TLS dial ignores the context and cannot reload files, hence our own.
 type tlsDialer struct {
 	opts  TLSOptions
-	files *tlsFiles
+	files *tlsfiles.Files
 	net   net.Dialer
 	// netDial replaces net.DialContext when set (ClientOptions.NetDial).
 	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func newTLSDialer(o TLSOptions, timeout time.Duration) *tlsDialer {
-	return &tlsDialer{opts: o, files: &tlsFiles{opts: o}, net: net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}}
+	return &tlsDialer{opts: o, files: newFiles(o), net: net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}}
 }
 
 func (d *tlsDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	roots, cert, err := d.files.load()
+	roots, cert, err := d.files.Load()
 	if err != nil {
 		return nil, err
 	}
@@ -108,87 +108,13 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, serverName strin
 	return nil
 }
 
-// tlsFiles caches the parsed files and reads them again when their size or
-// modification time changes. A stat per dial is cheap next to a handshake.
-type tlsFiles struct {
-	opts TLSOptions
-
-	mu     sync.Mutex
-	loaded bool
-	stamp  string
-	roots  *x509.CertPool
-	cert   *tls.Certificate
-}
-
-func fileStamp(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano()), nil
-}
-
-func (f *tlsFiles) load() (*x509.CertPool, *tls.Certificate, error) {
-	stamp := ""
-	for _, p := range []struct{ flag, path string }{
-		{"--redis.tls-ca-file", f.opts.CAFile}, {"--redis.tls-cert-file", f.opts.CertFile}, {"--redis.tls-key-file", f.opts.KeyFile},
-	} {
-		s, err := fileStamp(p.path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", p.flag, err)
-		}
-		stamp += s + ";"
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.loaded && stamp == f.stamp {
-		return f.roots, f.cert, nil
-	}
-	roots, cert, err := readTLSFiles(f.opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	f.loaded, f.stamp, f.roots, f.cert = true, stamp, roots, cert
-	return roots, cert, nil
-}
-
-// readTLSFiles parses the files. Its errors name the file and the problem,
-// never the contents (a key file is a secret).
-func readTLSFiles(o TLSOptions) (*x509.CertPool, *tls.Certificate, error) {
-	var roots *x509.CertPool
-	if o.CAFile == "" {
-		var err error
-		if roots, err = x509.SystemCertPool(); err != nil {
-			return nil, nil, fmt.Errorf("system certificate pool: %w", err)
-		}
-	} else {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--redis.tls-ca-file: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("--redis.tls-ca-file: no PEM certificate in %s", o.CAFile)
-		}
-	}
-	if o.CertFile == "" && o.KeyFile == "" {
-		return roots, nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-	if err != nil {
-		// LoadX509KeyPair's errors name the file or the mismatch, not the
-		// key's bytes.
-		return nil, nil, fmt.Errorf("--redis.tls-cert-file/--redis.tls-key-file: %w", err)
-	}
-	return roots, &cert, nil
-}
-
 // CheckTLSFiles reads the files once, so that a wrong path fails at start-up
 // rather than at the first scrape.
 func CheckTLSFiles(o TLSOptions) error {
-	_, _, err := readTLSFiles(o)
+	_, _, err := newFiles(o).Read()
 	return err
+}
+
+func newFiles(o TLSOptions) *tlsfiles.Files {
+	return &tlsfiles.Files{Flag: "--redis", CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile}
 }

@@ -5,8 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"sync"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/tlsfiles"
 )
 
 // TLSOptions configure TLS to the management API (https:// URLs), with the
@@ -37,7 +37,7 @@ func (o TLSOptions) config(host string) (*tls.Config, error) {
 	if serverName == "" {
 		serverName = host
 	}
-	files := &tlsFiles{opts: o}
+	files := newFiles(o)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		ServerName: serverName,
@@ -47,7 +47,7 @@ func (o TLSOptions) config(host string) (*tls.Config, error) {
 			if o.InsecureSkipVerify {
 				return nil
 			}
-			roots, _, err := files.load()
+			roots, _, err := files.Load()
 			if err != nil {
 				return err
 			}
@@ -67,7 +67,7 @@ func (o TLSOptions) config(host string) (*tls.Config, error) {
 			return nil
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			_, cert, err := files.load()
+			_, cert, err := files.Load()
 			if err != nil {
 				return nil, err
 			}
@@ -79,83 +79,13 @@ func (o TLSOptions) config(host string) (*tls.Config, error) {
 	}, nil
 }
 
-type tlsFiles struct {
-	opts TLSOptions
-
-	mu     sync.Mutex
-	loaded bool
-	stamp  string
-	roots  *x509.CertPool
-	cert   *tls.Certificate
-}
-
-func fileStamp(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano()), nil
-}
-
-func (f *tlsFiles) load() (*x509.CertPool, *tls.Certificate, error) {
-	stamp := ""
-	for _, p := range []struct{ flag, path string }{
-		{"--rabbitmq.tls-ca-file", f.opts.CAFile}, {"--rabbitmq.tls-cert-file", f.opts.CertFile}, {"--rabbitmq.tls-key-file", f.opts.KeyFile},
-	} {
-		s, err := fileStamp(p.path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", p.flag, err)
-		}
-		stamp += s + ";"
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.loaded && stamp == f.stamp {
-		return f.roots, f.cert, nil
-	}
-	roots, cert, err := readTLSFiles(f.opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	f.loaded, f.stamp, f.roots, f.cert = true, stamp, roots, cert
-	return roots, cert, nil
-}
-
-// readTLSFiles parses the files; its errors name the file, never the
-// contents.
-func readTLSFiles(o TLSOptions) (*x509.CertPool, *tls.Certificate, error) {
-	var roots *x509.CertPool
-	if o.CAFile == "" {
-		var err error
-		if roots, err = x509.SystemCertPool(); err != nil {
-			return nil, nil, fmt.Errorf("system certificate pool: %w", err)
-		}
-	} else {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--rabbitmq.tls-ca-file: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("--rabbitmq.tls-ca-file: no PEM certificate in %s", o.CAFile)
-		}
-	}
-	if o.CertFile == "" && o.KeyFile == "" {
-		return roots, nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--rabbitmq.tls-cert-file/--rabbitmq.tls-key-file: %w", err)
-	}
-	return roots, &cert, nil
-}
-
 // CheckTLSFiles reads the files once, so that a wrong path fails at start-up
 // rather than at the first scrape.
 func CheckTLSFiles(o TLSOptions) error {
-	_, _, err := readTLSFiles(o)
+	_, _, err := newFiles(o).Read()
 	return err
+}
+
+func newFiles(o TLSOptions) *tlsfiles.Files {
+	return &tlsfiles.Files{Flag: "--rabbitmq", CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile}
 }
