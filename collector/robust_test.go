@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )

@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 )

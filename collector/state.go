@@ -3,7 +3,7 @@ package collector
 import (
 	"time"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 )
 
 // State is one read of every enabled source. /metrics, /api/v1/status, the

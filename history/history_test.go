@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 )
 

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -33,7 +33,7 @@ func plantHugeIDs(t *testing.T, r *testserver.Redis, n int, now time.Time) {
 	pipe := r.Admin.Pipeline()
 	pipe.HSet(ctx, "dramatiq:bighead.msgs", head, testserver.Body("bighead", "rid", now.Add(-time.Hour), nil))
 	pipe.LPush(ctx, "dramatiq:bighead", head) // the head
-	pipe.ZAdd(ctx, "dramatiq:bigdead.XQ", redis.Z{Score: float64(now.UnixMilli()), Member: dead})
+	pipe.ZAdd(ctx, "dramatiq:bigdead.XQ", goredis.Z{Score: float64(now.UnixMilli()), Member: dead})
 	pipe.HSet(ctx, "dramatiq:bigdead.XQ.msgs", dead, testserver.Body("bigdead", "rid", now, nil))
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -138,9 +138,9 @@ func TestHeartbeatMembersAreNeverRead(t *testing.T) {
 	b.Fetch(dead, "q", 2, now.Add(-time.Hour))
 	const future = 200_000
 	for start := 0; start < future; start += 10_000 {
-		zs := make([]redis.Z, 10_000)
+		zs := make([]goredis.Z, 10_000)
 		for i := range zs {
-			zs[i] = redis.Z{Score: float64(now.Add(time.Duration(start+i) * time.Hour).UnixMilli()), Member: testserver.UUID()}
+			zs[i] = goredis.Z{Score: float64(now.Add(time.Duration(start+i) * time.Hour).UnixMilli()), Member: testserver.UUID()}
 		}
 		if err := r.Admin.ZAdd(ctx, "dramatiq:__heartbeats__", zs...).Err(); err != nil {
 			t.Fatal(err)

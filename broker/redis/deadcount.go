@@ -1,4 +1,4 @@
-package broker
+package redis
 
 // Dead-letter counters. Dramatiq keeps no count of failed messages, and its
 // dead-letter queue forgets them after dead_message_ttl, so the depth of a
@@ -26,7 +26,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 const (
@@ -151,9 +151,9 @@ type deadPlan struct {
 	seen  deadSeen
 	w     *deadWatch
 	limit int64
-	rng   *redis.ZSliceCmd
-	fresh []redis.Z // new members, ascending, at most MaxNewDeadLettersPerQueue
-	sizes []*redis.IntCmd
+	rng   *goredis.ZSliceCmd
+	fresh []goredis.Z // new members, ascending, at most MaxNewDeadLettersPerQueue
+	sizes []*goredis.IntCmd
 	// stop is the lowest score this read did not settle: members at or
 	// above it may not have been read (+Inf when everything was).
 	stop float64
@@ -229,7 +229,7 @@ func (r *Reader) countDeadLetters(ctx context.Context, snap *Snapshot, queues []
 func (r *Reader) readDeadLetters(ctx context.Context, an Anomalies, plans []*deadPlan) error {
 	pipe := r.client.Pipeline()
 	for _, p := range plans {
-		p.rng = pipe.ZRangeByScoreWithScores(ctx, r.keys.dead(p.queue), &redis.ZRangeBy{
+		p.rng = pipe.ZRangeByScoreWithScores(ctx, r.keys.dead(p.queue), &goredis.ZRangeBy{
 			Min: scoreArg(p.w.from, p.w.fromExcl), Max: "+inf", Count: p.limit,
 		})
 	}
@@ -287,7 +287,7 @@ func (r *Reader) readDeadLetters(ctx context.Context, an Anomalies, plans []*dea
 	type fetch struct {
 		plan  *deadPlan
 		index []int
-		cmd   *redis.SliceCmd
+		cmd   *goredis.SliceCmd
 	}
 	var fetches []fetch
 	pipe = r.client.Pipeline()

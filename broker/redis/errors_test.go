@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"strconv"
 
 	"context"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	"strings"
 	"testing"
 	"time"
@@ -106,7 +106,7 @@ func TestErrorBUSY(t *testing.T) {
 		r.Admin.Eval(context.Background(), "while true do end", nil)
 	}()
 	t.Cleanup(func() { <-done })
-	killer := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	killer := goredis.NewClient(&goredis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer killer.Close()
 	defer killer.ScriptKill(context.Background())
 	// Wait until the script is past the threshold.

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // headProbe is how many ids from the head of a ready list are read to find
@@ -67,7 +67,7 @@ type QueueStats struct {
 // the key string on every scrape, which made up about half of a scrape's
 // allocations per queue.
 type queueCmds struct {
-	ready, msgs, delayed, dead, deadLast, head *redis.Cmd
+	ready, msgs, delayed, dead, deadLast, head *goredis.Cmd
 }
 
 // queueArgs holds, for one view, every queue's command arguments. They are
@@ -148,7 +148,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+cutoff)
 	qa := r.queueArgs(v)
 	args := qa.qs
-	ownerScores := make([]*redis.FloatCmd, len(qa.owners))
+	ownerScores := make([]*goredis.FloatCmd, len(qa.owners))
 	for i, wid := range qa.owners {
 		ownerScores[i] = pipe.ZScore(ctx, r.keys.heartbeats(), wid)
 	}
@@ -186,7 +186,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		switch {
 		case err == nil:
 			alive[wid] = score >= float64(cutoffMs)
-		case err == redis.Nil, strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		case err == goredis.Nil, strings.HasPrefix(err.Error(), "WRONGTYPE"):
 		default:
 			return nil, err
 		}
@@ -253,7 +253,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	type probe struct {
 		queue int
 		ids   []string
-		lens  []*redis.IntCmd
+		lens  []*goredis.IntCmd
 	}
 	var probes []probe
 	for i, q := range queues {
@@ -284,7 +284,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	type orphan struct {
 		queue int
-		cmd   *redis.IntCmd
+		cmd   *goredis.IntCmd
 	}
 	var orphans []orphan
 	for _, a := range acks {
@@ -311,7 +311,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	type fetch struct {
 		queue int
 		id    string
-		body  *redis.StringCmd
+		body  *goredis.StringCmd
 	}
 	var fetches []fetch
 	var unsettled []string
@@ -384,7 +384,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 // count reads an integer reply. A key of an unexpected type reads as 0 and
 // is counted as an anomaly; other server errors (NOPERM, say) fail the read.
-func (a Anomalies) count(c *redis.IntCmd) (int64, error) {
+func (a Anomalies) count(c *goredis.IntCmd) (int64, error) {
 	v, err := c.Result()
 	if err := a.check(err); err != nil {
 		return 0, err
@@ -393,7 +393,7 @@ func (a Anomalies) count(c *redis.IntCmd) (int64, error) {
 }
 
 // countCmd is count for a generic command.
-func (a Anomalies) countCmd(c *redis.Cmd) (int64, error) {
+func (a Anomalies) countCmd(c *goredis.Cmd) (int64, error) {
 	if err := a.check(c.Err()); err != nil || c.Err() != nil {
 		return 0, err
 	}
@@ -401,7 +401,7 @@ func (a Anomalies) countCmd(c *redis.Cmd) (int64, error) {
 }
 
 // headIDs are the ids an LRANGE reply holds (none for a wrong type).
-func headIDs(c *redis.Cmd) []string {
+func headIDs(c *goredis.Cmd) []string {
 	vals, ok := c.Val().([]any)
 	if !ok {
 		return nil
@@ -445,7 +445,7 @@ func firstScore(reply any) (float64, bool) {
 
 func (a Anomalies) check(err error) error {
 	switch {
-	case err == nil, err == redis.Nil:
+	case err == nil, err == goredis.Nil:
 		return nil
 	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
 		a.add(AnomalyWrongType, 1)
@@ -500,7 +500,7 @@ func messageTimestamp(body string) (float64, bool) {
 }
 
 // infoField reads one numeric field of an INFO section, or NaN.
-func infoField(c *redis.StringCmd, field string) float64 {
+func infoField(c *goredis.StringCmd, field string) float64 {
 	s, err := c.Result()
 	if err != nil {
 		return math.NaN()

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -123,7 +123,7 @@ func TestSnapshotSameInBothProtocols(t *testing.T) {
 	r.Admin.RPush(ctx, "dramatiq:wrong", "id")
 	var snaps []*Snapshot
 	for _, proto := range []int{2, 3} {
-		client := redis.NewClient(&redis.Options{Addr: r.Addr, Protocol: proto, MaxRetries: -1})
+		client := goredis.NewClient(&goredis.Options{Addr: r.Addr, Protocol: proto, MaxRetries: -1})
 		defer client.Close()
 		snap, err := NewReader(client, Options{Now: func() time.Time { return now }}).Snapshot(ctx)
 		if err != nil {

@@ -3,7 +3,7 @@
 // (which records a heartbeat and may requeue or delete messages) and never
 // uses KEYS. docs/dramatiq-redis-layout.md describes the layout and what
 // the exporter relies on.
-package broker
+package redis
 
 import (
 	"strings"

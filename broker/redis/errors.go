@@ -1,11 +1,11 @@
-package broker
+package redis
 
 import (
 	"context"
 	"errors"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // execPipe runs a pipeline and returns the error that must fail the read,
@@ -26,7 +26,7 @@ import (
 // absent, not zero. Denying INFO is a deliberate choice of the Redis
 // operator, the queue numbers do not depend on it, and failing the whole
 // read for it would turn a harmless ACL into "Redis is down".
-func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
+func execPipe(ctx context.Context, pipe goredis.Pipeliner) error {
 	cmds, err := pipe.Exec(ctx)
 	if err == nil {
 		return nil
@@ -56,7 +56,7 @@ func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
 // failsRead tells a reply that is data (nil, WRONGTYPE) from one that is not.
 func failsRead(err error) bool {
 	switch {
-	case err == nil, errors.Is(err, redis.Nil):
+	case err == nil, errors.Is(err, goredis.Nil):
 		return false
 	case isWrongType(err):
 		return false

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // Options configure a Reader.
@@ -73,7 +73,7 @@ type ackKey struct {
 // Reader reads one Dramatiq namespace of one Redis. It is shared by every
 // scrape and safe for concurrent use.
 type Reader struct {
-	client redis.UniversalClient
+	client goredis.UniversalClient
 	opts   Options
 	keys   keys
 	now    func() time.Time
@@ -99,7 +99,7 @@ type Reader struct {
 }
 
 // NewReader builds a Reader around a client the caller owns.
-func NewReader(client redis.UniversalClient, opts Options) *Reader {
+func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 	if opts.Namespace == "" {
 		opts.Namespace = "dramatiq"
 	}
@@ -157,6 +157,6 @@ func (a Anomalies) add(kind string, n int) { a[kind] += n }
 // isServerError tells an error Redis replied with (WRONGTYPE, NOPERM, nil)
 // from a failure to talk to Redis at all.
 func isServerError(err error) bool {
-	var re redis.Error
+	var re goredis.Error
 	return errors.As(err, &re)
 }

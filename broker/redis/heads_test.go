@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -25,9 +25,9 @@ func (h *recorder) count(name string) int {
 	defer h.mu.Unlock()
 	return h.names[name]
 }
-func (h *recorder) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *recorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
+func (h *recorder) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *recorder) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
 		h.mu.Lock()
 		h.names[cmd.Name()]++
 		h.trips++
@@ -35,8 +35,8 @@ func (h *recorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
-func (h *recorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
+func (h *recorder) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		h.mu.Lock()
 		for _, c := range cmds {
 			h.names[c.Name()]++

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/resp"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/urlsafe"
@@ -19,7 +19,7 @@ func init() {
 	// go-redis logs dial failures on its own, to stderr, on every scrape
 	// while Redis is down; the collector already reports them once, through
 	// the exporter's logger.
-	redis.SetLogger(silentLogger{})
+	goredis.SetLogger(silentLogger{})
 }
 
 type silentLogger struct{}
@@ -62,7 +62,7 @@ type SentinelOptions struct {
 
 // NewClient builds a Redis client for reading the broker. It does not
 // connect: the exporter must start while Redis is down and report it.
-func NewClient(o ClientOptions) (*redis.Client, error) {
+func NewClient(o ClientOptions) (*goredis.Client, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
 	}
@@ -70,7 +70,7 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid Redis URL: %v", err)
 	}
-	opt, err := redis.ParseURL(o.URL)
+	opt, err := goredis.ParseURL(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("invalid Redis URL: %s", sanitize(err, u))
 	}
@@ -103,12 +103,12 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	opt.Dialer = dialer
 	if o.Sentinel == nil {
 		clientDefaults(opt, o.Timeout)
-		return redis.NewClient(opt), nil
+		return goredis.NewClient(opt), nil
 	}
 	if opt.Network == "unix" {
 		return nil, errors.New("a Sentinel setup needs a redis:// or rediss:// URL, not unix://")
 	}
-	fo := &redis.FailoverOptions{
+	fo := &goredis.FailoverOptions{
 		MasterName:       o.Sentinel.Master,
 		SentinelAddrs:    o.Sentinel.Addrs,
 		SentinelPassword: o.Sentinel.Password,
@@ -130,7 +130,7 @@ func NewClient(o ClientOptions) (*redis.Client, error) {
 	fo.ContextTimeoutEnabled = opt.ContextTimeoutEnabled
 	fo.PoolSize, fo.PoolTimeout, fo.MinIdleConns = opt.PoolSize, opt.PoolTimeout, opt.MinIdleConns
 	fo.ClientName = opt.ClientName
-	client := redis.NewFailoverClient(fo)
+	client := goredis.NewFailoverClient(fo)
 	if check != nil {
 		client.AddHook(check)
 	}
@@ -147,7 +147,7 @@ func plainDialer(timeout time.Duration) resp.DialFunc {
 }
 
 // clientDefaults sets what the exporter needs of every client.
-func clientDefaults(opt *redis.Options, timeout time.Duration) {
+func clientDefaults(opt *goredis.Options, timeout time.Duration) {
 	// Retrying inside one scrape only spends the deadline; the next scrape
 	// is the retry. MaxRetries 0 would mean "default 3", and the dialer
 	// has retries of its own (docs/clients.md).

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // masterCheck makes a Sentinel client follow the sentinels when they change
@@ -28,7 +28,7 @@ import (
 type masterCheck struct {
 	name  string
 	addrs []string
-	opts  redis.Options // for the sentinels; Addr set per call
+	opts  goredis.Options // for the sentinels; Addr set per call
 	every time.Duration
 
 	running atomic.Bool
@@ -44,10 +44,10 @@ const masterCheckEvery = time.Second
 
 // newMasterCheck takes the failover options before their Dialer is wrapped:
 // the check's own connections to the sentinels need no tracking.
-func newMasterCheck(fo *redis.FailoverOptions, timeout time.Duration) *masterCheck {
+func newMasterCheck(fo *goredis.FailoverOptions, timeout time.Duration) *masterCheck {
 	return &masterCheck{
 		name: fo.MasterName, addrs: fo.SentinelAddrs, every: masterCheckEvery, conns: map[*trackedConn]struct{}{},
-		opts: redis.Options{
+		opts: goredis.Options{
 			Username: fo.SentinelUsername, Password: fo.SentinelPassword,
 			Dialer: fo.Dialer, TLSConfig: fo.TLSConfig,
 			MaxRetries: -1, DialerRetries: 1, PoolSize: 1, ContextTimeoutEnabled: true,
@@ -106,7 +106,7 @@ func (m *masterCheck) check(ctx context.Context) {
 	for _, addr := range m.addrs {
 		o := m.opts
 		o.Addr = addr
-		s := redis.NewSentinelClient(&o)
+		s := goredis.NewSentinelClient(&o)
 		v, err := s.GetMasterAddrByName(ctx, m.name).Result()
 		_ = s.Close()
 		if err != nil || len(v) != 2 {
@@ -139,17 +139,17 @@ func (m *masterCheck) named(addr string) {
 
 // Hooks: the check runs before each command or pipeline, before go-redis
 // takes a connection from its pool.
-func (m *masterCheck) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (m *masterCheck) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 
-func (m *masterCheck) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
+func (m *masterCheck) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
 		m.check(ctx)
 		return next(ctx, cmd)
 	}
 }
 
-func (m *masterCheck) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
+func (m *masterCheck) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		m.check(ctx)
 		return next(ctx, cmds)
 	}

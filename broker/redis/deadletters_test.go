@@ -1,4 +1,4 @@
-package broker_test
+package redis_test
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
+	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -18,7 +18,7 @@ import (
 func deadLetter(t *testing.T, r *testserver.Redis, q, rid string, at time.Time, body string) {
 	t.Helper()
 	ctx := context.Background()
-	if err := r.Admin.ZAdd(ctx, "dramatiq:"+q+".XQ", redis.Z{Score: float64(at.UnixMilli()), Member: rid}).Err(); err != nil {
+	if err := r.Admin.ZAdd(ctx, "dramatiq:"+q+".XQ", goredis.Z{Score: float64(at.UnixMilli()), Member: rid}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Admin.HSet(ctx, "dramatiq:"+q+".XQ.msgs", rid, body).Err(); err != nil {
@@ -80,7 +80,7 @@ func TestRecentDeadLetters(t *testing.T) {
 	deadLetter(t, r, "default", "rid-plain", base, dramatiqBody("default", "rid-plain", "msg-plain", "fail_no_retry", nil))
 	// Another encoder's body, and an id whose body is gone.
 	deadLetter(t, r, "default", "rid-pickle", base.Add(time.Second), "\x80\x04\x95pickled")
-	if err := r.Admin.ZAdd(context.Background(), "dramatiq:default.XQ", redis.Z{Score: float64(base.Add(2 * time.Second).UnixMilli()), Member: "rid-gone"}).Err(); err != nil {
+	if err := r.Admin.ZAdd(context.Background(), "dramatiq:default.XQ", goredis.Z{Score: float64(base.Add(2 * time.Second).UnixMilli()), Member: "rid-gone"}).Err(); err != nil {
 		t.Fatal(err)
 	}
 

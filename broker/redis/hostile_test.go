@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -52,7 +52,7 @@ func TestInvalidQueueNamesAreSkippedAndCounted(t *testing.T) {
 		case "hash":
 			must(r.Admin.HSet(ctx, key, "rid", "{}").Err())
 		case "zset":
-			must(r.Admin.ZAdd(ctx, key, redis.Z{Score: 1, Member: "rid"}).Err())
+			must(r.Admin.ZAdd(ctx, key, goredis.Z{Score: 1, Member: "rid"}).Err())
 		case "set":
 			must(r.Admin.SAdd(ctx, key, "rid").Err())
 		case "string":
@@ -136,7 +136,7 @@ func TestAbsurdScoresAndTimestamps(t *testing.T) {
 			r := testserver.StartRedis(t)
 			ctx := context.Background()
 			now := time.Now()
-			if err := r.Admin.ZAdd(ctx, "dramatiq:q.XQ", redis.Z{Score: score, Member: "rid"}).Err(); err != nil {
+			if err := r.Admin.ZAdd(ctx, "dramatiq:q.XQ", goredis.Z{Score: score, Member: "rid"}).Err(); err != nil {
 				t.Fatal(err)
 			}
 			if err := r.Admin.HSet(ctx, "dramatiq:q.XQ.msgs", "rid", `{"message_id":"m","actor_name":"a","options":{},"message_timestamp":1}`).Err(); err != nil {

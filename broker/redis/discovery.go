@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 )
@@ -247,7 +247,7 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 	var foundKeys []string
 	if len(candidates) > 0 {
 		pipe := r.client.Pipeline()
-		types := make([]*redis.StatusCmd, len(candidates))
+		types := make([]*goredis.StatusCmd, len(candidates))
 		for i, k := range candidates {
 			types[i] = pipe.Type(ctx, k)
 		}
@@ -379,7 +379,7 @@ func (r *Reader) finishPass(ctx context.Context) bool {
 
 // runID reads run_id from INFO server: it changes when Redis restarts, and
 // differs between a master and the replica a failover promotes.
-func runID(c *redis.StringCmd) string {
+func runID(c *goredis.StringCmd) string {
 	s, err := c.Result()
 	if err != nil {
 		return ""
@@ -394,7 +394,7 @@ func runID(c *redis.StringCmd) string {
 
 // scanUsec sums the usec INFO commandstats reports for SCAN and TYPE, or
 // NaN when INFO was refused or lacks them.
-func scanUsec(c *redis.StringCmd) float64 {
+func scanUsec(c *goredis.StringCmd) float64 {
 	s, err := c.Result()
 	if err != nil {
 		return math.NaN()

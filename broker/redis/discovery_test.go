@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -23,10 +23,10 @@ type scanRecorder struct {
 	cancel   context.CancelFunc
 }
 
-func (h *scanRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *scanRecorder) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 
-func (h *scanRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
+func (h *scanRecorder) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
 		err := next(ctx, cmd)
 		if cmd.Name() == "scan" {
 			h.mu.Lock()
@@ -40,7 +40,7 @@ func (h *scanRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-func (h *scanRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *scanRecorder) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return next
 }
 

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -54,7 +54,7 @@ func (f *deadFixture) add(queue, actor string, ms float64, n int) []string {
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = testserver.UUID()
-		pipe.ZAdd(ctx, "dramatiq:"+queue+".XQ", redis.Z{Score: ms, Member: ids[i]})
+		pipe.ZAdd(ctx, "dramatiq:"+queue+".XQ", goredis.Z{Score: ms, Member: ids[i]})
 		pipe.HSet(ctx, "dramatiq:"+queue+".XQ.msgs", ids[i], deadBody(queue, actor, ids[i]))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -252,7 +252,7 @@ func TestDeadLetterActors(t *testing.T) {
 	base := float64(time.Now().UnixMilli())
 	f.read()
 	put := func(id, body string, ms float64) {
-		f.r.Admin.ZAdd(ctx, "dramatiq:q.XQ", redis.Z{Score: ms, Member: id})
+		f.r.Admin.ZAdd(ctx, "dramatiq:q.XQ", goredis.Z{Score: ms, Member: id})
 		if body != "" {
 			f.r.Admin.HSet(ctx, "dramatiq:q.XQ.msgs", id, body)
 		}
@@ -418,7 +418,7 @@ func BenchmarkSnapshotDeadLetters(b *testing.B) {
 				pipe := r.Admin.Pipeline()
 				for j := 0; j < 1000; j++ {
 					id := testserver.UUID()
-					pipe.ZAdd(ctx, "dramatiq:"+queues[i]+".XQ", redis.Z{Score: base - float64(j), Member: id})
+					pipe.ZAdd(ctx, "dramatiq:"+queues[i]+".XQ", goredis.Z{Score: base - float64(j), Member: id})
 					pipe.HSet(ctx, "dramatiq:"+queues[i]+".XQ.msgs", id, deadBody(queues[i], "old", id))
 				}
 				if _, err := pipe.Exec(ctx); err != nil {
@@ -450,7 +450,7 @@ func BenchmarkSnapshotDeadLetters(b *testing.B) {
 						id := testserver.UUID()
 						// One scrape interval (15 s) later each time, several
 						// per millisecond.
-						pipe.ZAdd(ctx, "dramatiq:"+q+".XQ", redis.Z{Score: base + float64(15000*(i+1)+j%20), Member: id})
+						pipe.ZAdd(ctx, "dramatiq:"+q+".XQ", goredis.Z{Score: base + float64(15000*(i+1)+j%20), Member: id})
 						pipe.HSet(ctx, "dramatiq:"+q+".XQ.msgs", id, deadBody(q, fmt.Sprintf("actor%d", j%7), id))
 					}
 					if _, err := pipe.Exec(ctx); err != nil {

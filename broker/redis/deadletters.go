@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // MaxRecentDeadLetters caps how many dead letters RecentDeadLetters reads per
@@ -76,7 +76,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	}
 
 	pipe := r.client.Pipeline()
-	ranges := make([]*redis.ZSliceCmd, len(queues))
+	ranges := make([]*goredis.ZSliceCmd, len(queues))
 	for i, q := range queues {
 		ranges[i] = pipe.ZRevRangeWithScores(ctx, r.keys.dead(q), 0, int64(limit-1))
 	}
@@ -87,7 +87,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 	// Round trip 2: the size of each body, so that none over the limit is
 	// ever read.
 	pipe = r.client.Pipeline()
-	sizes := make([][]*redis.IntCmd, len(queues))
+	sizes := make([][]*goredis.IntCmd, len(queues))
 	n := 0
 	for i, q := range queues {
 		if err := checkReply(ranges[i].Err()); err != nil {
@@ -112,7 +112,7 @@ func (r *Reader) RecentDeadLetters(ctx context.Context, queues []string, o DeadL
 
 	// Round trip 3: the bodies that fit, newest first, within the budget.
 	pipe = r.client.Pipeline()
-	bodies := make([]*redis.SliceCmd, len(queues))
+	bodies := make([]*goredis.SliceCmd, len(queues))
 	oversize := make([][]bool, len(queues))
 	budget := int64(maxHeadBytesPerRead)
 	n = 0

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/resp"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
@@ -222,7 +222,7 @@ func TestRealRepliesPassTheBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 1000 {
-		r.Admin.ZAdd(ctx, "z", redis.Z{Score: float64(i), Member: fmt.Sprint("m", i)})
+		r.Admin.ZAdd(ctx, "z", goredis.Z{Score: float64(i), Member: fmt.Sprint("m", i)})
 	}
 	for _, proto := range []int{2, 3} {
 		t.Run(fmt.Sprint("RESP", proto), func(t *testing.T) {
@@ -235,7 +235,7 @@ func TestRealRepliesPassTheBound(t *testing.T) {
 				t.Fatalf("HGET of 1 MiB: %d bytes, %v", len(got), err)
 			}
 			pipe := client.Pipeline()
-			cmds := []redis.Cmder{
+			cmds := []goredis.Cmder{
 				pipe.Do(ctx, "hello", proto),
 				pipe.ZRangeWithScores(ctx, "z", 0, -1),
 				pipe.Do(ctx, "zrange", "z", 0, -1, "withscores"),
@@ -254,7 +254,7 @@ func TestRealRepliesPassTheBound(t *testing.T) {
 					t.Fatalf("%v: %v", c.Args(), c.Err())
 				}
 			}
-			tx, err := client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			tx, err := client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 				p.ZRange(ctx, "z", 0, 10)
 				p.HGet(ctx, "h", "small")
 				return nil
@@ -302,9 +302,9 @@ func TestUnixSocketRepliesAreBounded(t *testing.T) {
 // the client or the reader would.
 type panicOnce struct{ done bool }
 
-func (h *panicOnce) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *panicOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
+func (h *panicOnce) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *panicOnce) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
 		if cmd.Name() == "scan" && !h.done {
 			h.done = true
 			panic("a bug in SCAN")
@@ -312,7 +312,7 @@ func (h *panicOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
-func (h *panicOnce) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *panicOnce) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return next
 }
 
