@@ -41,7 +41,7 @@ FUZZTIME     ?= 10000x
 # Quoted: the checkout may live in a path with spaces.
 STATICCHECK  := "$(CURDIR)/.build/bin/staticcheck"
 
-.PHONY: all build release run deps test fuzz lint vet unit bench demo demo-stop generate clean
+.PHONY: all build release run deps test fuzz lint vet unit bench demo demo-stop generate docs clean
 
 all: build
 
@@ -128,9 +128,15 @@ demo-stop:
 # from alerts/mixin/config.go, with the chart's copies of the rules and
 # dashboards; deploy/kubernetes is the chart rendered
 # (needs the Helm of scripts/tools.sh).
-generate:
+generate: docs
 	$(GO) run ./alerts/gen
 	cd $(KUBE_TEST) && $(GO) test -count=1 -run 'TestDeployKubernetesIsTheChart$$' . -update
+
+# The metrics and flag references in docs/ (between their markers in
+# docs/metrics.md and docs/flags.md), from the collectors' descriptors and
+# the kingpin model; TestDocsAreGenerated fails when they are stale.
+docs:
+	$(GO) test -count=1 -run '^TestDocsAreGenerated$$' ./cmd/dramatiq_exporter -update
 
 clean:
 	rm -rf $(BIN) .build dist

@@ -216,25 +216,25 @@ func TestLibraryAndCheckKeys(t *testing.T) {
 	}
 }
 
-// The README's example file is what users copy: every key in it must exist.
-func TestREADMEExampleKeys(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+// The documented example file is what users copy: every key in it must exist.
+func TestDocumentedExampleKeys(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, after, ok := strings.Cut(string(readme), "### Config file\n\n```yaml\n")
+	_, after, ok := strings.Cut(string(doc), "## Config file\n\n```yaml\n")
 	if !ok {
-		t.Fatal("README has no ### Config file example")
+		t.Fatal("docs/configuration.md has no ## Config file example")
 	}
 	example, _, _ := strings.Cut(after, "```")
 	var f fileConfig
 	dec := yaml.NewDecoder(strings.NewReader(example))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		t.Fatalf("README's example config: %v", err)
+		t.Fatalf("docs/configuration.md's example config: %v", err)
 	}
 	if len(f.Web.ListenAddresses) == 0 || f.Log.Level == "" || f.Check.Timeout == "" {
-		t.Fatalf("README's example lacks web, log or check keys: %+v", f)
+		t.Fatalf("docs/configuration.md's example lacks web, log or check keys: %+v", f)
 	}
 }
 
