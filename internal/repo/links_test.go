@@ -177,7 +177,7 @@ var (
 )
 
 // Every `make X` that the Markdown files show, in code, is a target of the
-// Makefile.
+// Makefile. The changelog is history: a target it names may be gone.
 func TestMarkdownMakeTargetsExist(t *testing.T) {
 	root, mds := trackedMarkdown(t)
 	b, err := os.ReadFile(filepath.Join(root, "Makefile"))
@@ -199,6 +199,9 @@ func TestMarkdownMakeTargetsExist(t *testing.T) {
 	}
 	found := 0
 	for _, md := range mds {
+		if md.name == "CHANGELOG.md" {
+			continue
+		}
 		for _, code := range md.code {
 			for _, m := range makeCmd.FindAllStringSubmatch(code, -1) {
 				found++
