@@ -215,3 +215,28 @@ func TestMarkdownMakeTargetsExist(t *testing.T) {
 		t.Errorf("only %d make commands found in the Markdown files", found)
 	}
 }
+
+// Every page in docs/ is linked from the index, docs/README.md, so none is
+// found only by chance.
+func TestDocsIndexListsEveryPage(t *testing.T) {
+	_, mds := trackedMarkdown(t)
+	var index markdown
+	for _, md := range mds {
+		if md.name == "docs/README.md" {
+			index = md
+		}
+	}
+	if index.name == "" {
+		t.Fatal("docs/README.md is not tracked")
+	}
+	linked := map[string]bool{}
+	for _, l := range index.links() {
+		target, _, _ := strings.Cut(l, "#")
+		linked[path.Join("docs", target)] = true
+	}
+	for _, md := range mds {
+		if path.Dir(md.name) == "docs" && md.name != "docs/README.md" && !linked[md.name] {
+			t.Errorf("%s is not linked from docs/README.md: add it to the index", md.name)
+		}
+	}
+}
