@@ -15,6 +15,8 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
@@ -105,6 +107,16 @@ func TestShards(t *testing.T) {
 		t.Errorf("headless Service ports %+v, container port %d", headless.Spec.Ports, c.Ports[0].ContainerPort)
 	}
 
+	// The ServiceMonitor scrapes each pod's /metrics once: through the
+	// chart's Service, not through the headless one as well.
+	sel, err := metav1.LabelSelectorAsSelector(&one(t, "ServiceMonitor", r.serviceMonitor).Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sel.Matches(labels.Set(plain.Labels)) || sel.Matches(labels.Set(headless.Labels)) {
+		t.Errorf("the ServiceMonitor's selector %s selects the Service: %v, the headless Service: %v", sel, sel.Matches(labels.Set(plain.Labels)), sel.Matches(labels.Set(headless.Labels)))
+	}
+
 	if len(r.probes) != values.Shards {
 		t.Fatalf("%d Probes for %d shards", len(r.probes), values.Shards)
 	}
@@ -148,6 +160,11 @@ func TestShards(t *testing.T) {
 	if rc := p.Spec.Targets.StaticConfig.RelabelConfigs; len(rc) != 0 {
 		t.Errorf("one shard: relabelings %+v", rc)
 	}
+
+	// The allow-list may come as a flag instead of the config file.
+	if _, err := renderRaw(t, nil, "probes.enabled=true", "probes.targets={redis://r.apps.svc:6379/0}", "extraArgs={--probe.allowed-targets=r.apps.svc:6379}"); err != nil {
+		t.Errorf("allow-list in extraArgs: %v", err)
+	}
 }
 
 // keep runs a Probe's relabelings as Prometheus does for a static target
@@ -155,16 +172,16 @@ func TestShards(t *testing.T) {
 // actions the chart uses are known.
 func keep(t *testing.T, rcs []monitoringv1.RelabelConfig, target string) bool {
 	t.Helper()
-	labels := map[string]string{"__param_target": target, "instance": target}
+	ls := map[string]string{"__param_target": target, "instance": target}
 	for _, rc := range rcs {
 		var vals []string
 		for _, l := range rc.SourceLabels {
-			vals = append(vals, labels[string(l)])
+			vals = append(vals, ls[string(l)])
 		}
 		val := strings.Join(vals, ";")
 		switch rc.Action {
 		case "hashmod":
-			labels[rc.TargetLabel] = strconv.FormatUint(hashmod(val, uint64(rc.Modulus)), 10)
+			ls[rc.TargetLabel] = strconv.FormatUint(hashmod(val, uint64(rc.Modulus)), 10)
 		case "keep":
 			if !regexp.MustCompile("^(?:" + rc.Regex + ")$").MatchString(val) {
 				return false
