@@ -23,8 +23,10 @@ import (
 const (
 	chartDir  = "charts/dramatiq-exporter"
 	allValues = chartDir + "/ci/all-values.yaml"
-	release   = "dx"
-	namespace = "monitoring"
+	// shardValues runs three shards probing six brokers.
+	shardValues = chartDir + "/ci/shards-values.yaml"
+	release     = "dx"
+	namespace   = "monitoring"
 )
 
 // helmBin is the Helm that scripts/tools.sh builds from its Go module, at
@@ -56,11 +58,13 @@ func helm(t *testing.T, args ...string) ([]byte, error) {
 type rendered struct {
 	raw            []byte
 	deployments    []*appsv1.Deployment
+	statefulSets   []*appsv1.StatefulSet
 	services       []*corev1.Service
 	configMaps     []*corev1.ConfigMap
 	secrets        []*corev1.Secret
 	serviceMonitor []*monitoringv1.ServiceMonitor
 	rules          []*monitoringv1.PrometheusRule
+	probes         []*monitoringv1.Probe
 }
 
 // render runs `helm template` with the value files and --set pairs, and
@@ -84,6 +88,8 @@ func render(t *testing.T, valueFiles []string, set ...string) *rendered {
 		switch meta.APIVersion + " " + meta.Kind {
 		case "apps/v1 Deployment":
 			dst = appendNew(&r.deployments)
+		case "apps/v1 StatefulSet":
+			dst = appendNew(&r.statefulSets)
 		case "v1 Service":
 			dst = appendNew(&r.services)
 		case "v1 ConfigMap":
@@ -94,6 +100,8 @@ func render(t *testing.T, valueFiles []string, set ...string) *rendered {
 			dst = appendNew(&r.serviceMonitor)
 		case "monitoring.coreos.com/v1 PrometheusRule":
 			dst = appendNew(&r.rules)
+		case "monitoring.coreos.com/v1 Probe":
+			dst = appendNew(&r.probes)
 		default:
 			t.Fatalf("document %d: unexpected %s %s", i, meta.APIVersion, meta.Kind)
 		}
@@ -179,7 +187,7 @@ func TestStrictDecodingRejects(t *testing.T) {
 }
 
 func TestHelmLint(t *testing.T) {
-	for _, files := range [][]string{nil, {allValues}} {
+	for _, files := range [][]string{nil, {allValues}, {shardValues}} {
 		if out, err := helm(t, append([]string{"lint", "--strict", chartDir}, valuesArgs(files)...)...); err != nil {
 			t.Error(err)
 		} else if !bytes.Contains(out, []byte("0 chart(s) failed")) {

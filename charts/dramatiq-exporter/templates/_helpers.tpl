@@ -85,3 +85,25 @@ the binary, the kernel's page cache charged to the pod.
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+"true" when the exporter runs as shards > 1 StatefulSet pods, each probing
+its own hashmod share of probes.targets; "" otherwise. Several replicas
+behind one Service would each keep their own per-target counters, and
+Prometheus would read them in turn, so replicaCount cannot be raised with
+probe targets (docs/sharding.md).
+*/}}
+{{- define "dramatiq-exporter.sharded" -}}
+{{- $shards := int (default 1 .Values.shards) -}}
+{{- if and (gt $shards 1) (ne (int .Values.replicaCount) 1) -}}
+{{- fail "shards: the StatefulSet runs one pod per shard; leave replicaCount at 1" -}}
+{{- end -}}
+{{- if and .Values.probes.enabled (gt (int .Values.replicaCount) 1) -}}
+{{- fail "replicaCount: replicas behind one Service would each count the probed targets' dead letters, and Prometheus would read them in turn; set shards instead" -}}
+{{- end -}}
+{{- if gt $shards 1 }}true{{ end -}}
+{{- end }}
+
+{{- define "dramatiq-exporter.headlessName" -}}
+{{- printf "%s-headless" (include "dramatiq-exporter.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
