@@ -103,6 +103,12 @@ const MaxHistoryAnswers = 2
 // read runs Status under the request's deadline and the concurrency limit.
 // ok is false when a limit turned the request away.
 func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory bool) (*status.Status, func(), bool) {
+	return s.readWith(w, r, withHistory, func(ctx context.Context) *status.Status { return s.Status(ctx, withHistory) })
+}
+
+// readWith is read with the status built by build; withHistory takes a
+// turn among the MaxHistoryAnswers.
+func (s *StatusSource) readWith(w http.ResponseWriter, r *http.Request, withHistory bool, build func(context.Context) *status.Status) (*status.Status, func(), bool) {
 	release := func() {}
 	if s.sem != nil {
 		select {
@@ -127,7 +133,7 @@ func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory 
 			return nil, nil, false
 		}
 	}
-	return s.Status(ctx, withHistory), release, true
+	return build(ctx), release, true
 }
 
 // APIHandler serves GET /api/v1/status: the status as JSON (docs/api.md).
