@@ -96,8 +96,9 @@ func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Sta
 // MaxHistoryAnswers bounds the ?history=1 answers (and page renders, which
 // carry the trends too) built at once. One holds a copy of up to
 // MaxTrendQueues trends (about 3 MB) while it is written; more requests
-// wait for a turn within their deadline, then get 503 with Retry-After, so
-// that 40 clients cannot take the process past its memory limit.
+// wait for a turn during the first half of their deadline, then get 503
+// with Retry-After, so that 40 clients cannot take the process past its
+// memory limit.
 const MaxHistoryAnswers = 2
 
 // read runs Status under the request's deadline and the concurrency limit.
@@ -122,11 +123,16 @@ func (s *StatusSource) readWith(w http.ResponseWriter, r *http.Request, withHist
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.Timeout)
 	defer cancel()
 	if withHistory && s.o.History != nil {
+		// A turn is waited for during half the budget at most: a request
+		// that got its turn with no time left would read nothing and
+		// answer that Redis failed (and log it), under load only.
+		wait, stop := context.WithTimeout(ctx, s.o.Timeout/2)
+		defer stop()
 		select {
 		case s.historySem <- struct{}{}:
 			outer := release
 			release = func() { <-s.historySem; outer() }
-		case <-ctx.Done():
+		case <-wait.Done():
 			release()
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "too many concurrent history requests", http.StatusServiceUnavailable)
