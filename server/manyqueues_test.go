@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,6 +173,11 @@ func TestStatusPageManyQueuesInBrowser(t *testing.T) {
 		t.Errorf("filtering for NEEDLE shows %+v", found)
 	}
 	sparks(1)
+	// Refreshes keep the filter.
+	var upd string
+	br.eval(tab, `JSON.stringify(document.body.getAttribute("data-updated"))`, &upd)
+	br.waitFor(tab, `document.body.getAttribute("data-updated") !== `+strconv.Quote(upd)+
+		` && document.querySelectorAll("tr[data-queue]").length === 1 && document.getElementById("q").value === "NEEDLE"`)
 
 	// "show more" doubles the rows, still bounded.
 	tab = br.open(srv.URL+"/", true)
@@ -210,5 +218,63 @@ func TestStatusPageSizeByQueues(t *testing.T) {
 		if size > 512<<10 {
 			t.Errorf("%d queues: page of %d bytes", n, size)
 		}
+	}
+}
+
+// A slow refresh slows the next one down and never overlaps it: the
+// script waits for its answer, then three times as long as it took.
+func TestStatusPageRefreshBacksOff(t *testing.T) {
+	bin := testserver.LookPath(t, "chromium")
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "dramatiq")
+	b.Heartbeat(testserver.UUID(), time.Now())
+	b.Enqueue("default", 1, time.Now())
+	const slow = 2 * time.Second
+	var mu sync.Mutex
+	var starts []time.Time
+	var inFlight, peak atomic.Int32
+	srv := startExporter(t, r, false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			// The script's fetches, not the tab's navigation.
+			if req.URL.Path == "/" && req.Header.Get("Sec-Fetch-Mode") != "navigate" {
+				n := inFlight.Add(1)
+				defer inFlight.Add(-1)
+				if n > peak.Load() {
+					peak.Store(n)
+				}
+				mu.Lock()
+				starts = append(starts, time.Now())
+				mu.Unlock()
+				time.Sleep(slow)
+			}
+			next.ServeHTTP(w, req)
+		})
+	})
+	br := startBrowser(t, bin)
+	tab := br.open(srv.URL+"/", true)
+	br.waitFor(tab, `document.body.getAttribute("data-source") === "refresh"`)
+	var upd string
+	br.eval(tab, `JSON.stringify(document.body.getAttribute("data-updated"))`, &upd)
+	br.waitFor(tab, `document.body.getAttribute("data-updated") !== `+strconv.Quote(upd))
+	var live string
+	br.eval(tab, `JSON.stringify(document.getElementById("live").textContent)`, &live)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(starts) < 2 {
+		t.Fatalf("%d refreshes", len(starts))
+	}
+	// The first took over 2 s: the next starts 6 s or more after it ended.
+	if gap := starts[1].Sub(starts[0]); gap < slow+3*slow-time.Second {
+		t.Errorf("the second refresh started %v after the first, which took %v", gap, slow)
+	}
+	if p := peak.Load(); p != 1 {
+		t.Errorf("%d refreshes at once", p)
+	}
+	n := 0
+	if m := regexp.MustCompile(`refreshes every (\d+) s`).FindStringSubmatch(live); m != nil {
+		n, _ = strconv.Atoi(m[1])
+	}
+	if n < 6 {
+		t.Errorf("the page says %q after refreshes of %v", live, slow)
 	}
 }
