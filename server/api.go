@@ -64,9 +64,9 @@ func NewStatusSource(o StatusOptions) *StatusSource {
 	return s
 }
 
-// MaxTrendQueues bounds the queues one answer carries a history for, so
-// that a page view or an API call of an exporter with 10,000 queues does
-// not copy and encode 30 MB of trends.
+// MaxTrendQueues bounds the queues one API answer carries a history for,
+// so that a call to an exporter with 10,000 queues does not copy and
+// encode 30 MB of trends. The page carries those of the queues it shows.
 const MaxTrendQueues = 1000
 
 // Status reads the exporter's state within ctx (sharing a read in
@@ -85,8 +85,8 @@ func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Sta
 				names = append(names, q.Name)
 			}
 		}
-		// The first MaxTrendQueues in the page's order (by name): each
-		// costs about 3 KB to copy, and more, drawn or in JSON.
+		// The first MaxTrendQueues in the API's order (by name): each
+		// costs about 3 KB to copy, and more in JSON.
 		sort.Strings(names)
 		o.History = s.o.History.Trend(names[:min(len(names), MaxTrendQueues)])
 	}
