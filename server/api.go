@@ -64,9 +64,9 @@ func NewStatusSource(o StatusOptions) *StatusSource {
 	return s
 }
 
-// MaxTrendQueues bounds the queues one answer carries a history for, so
-// that a page view or an API call of an exporter with 10,000 queues does
-// not copy and encode 30 MB of trends.
+// MaxTrendQueues bounds the queues one API answer carries a history for,
+// so that a call to an exporter with 10,000 queues does not copy and
+// encode 30 MB of trends. The page carries those of the queues it shows.
 const MaxTrendQueues = 1000
 
 // Status reads the exporter's state within ctx (sharing a read in
@@ -85,8 +85,8 @@ func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Sta
 				names = append(names, q.Name)
 			}
 		}
-		// The first MaxTrendQueues in the page's order (by name): each
-		// costs about 3 KB to copy, and more, drawn or in JSON.
+		// The first MaxTrendQueues in the API's order (by name): each
+		// costs about 3 KB to copy, and more in JSON.
 		sort.Strings(names)
 		o.History = s.o.History.Trend(names[:min(len(names), MaxTrendQueues)])
 	}
@@ -96,13 +96,20 @@ func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Sta
 // MaxHistoryAnswers bounds the ?history=1 answers (and page renders, which
 // carry the trends too) built at once. One holds a copy of up to
 // MaxTrendQueues trends (about 3 MB) while it is written; more requests
-// wait for a turn within their deadline, then get 503 with Retry-After, so
-// that 40 clients cannot take the process past its memory limit.
+// wait for a turn during the first half of their deadline, then get 503
+// with Retry-After, so that 40 clients cannot take the process past its
+// memory limit.
 const MaxHistoryAnswers = 2
 
 // read runs Status under the request's deadline and the concurrency limit.
 // ok is false when a limit turned the request away.
 func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory bool) (*status.Status, func(), bool) {
+	return s.readWith(w, r, withHistory, func(ctx context.Context) *status.Status { return s.Status(ctx, withHistory) })
+}
+
+// readWith is read with the status built by build; withHistory takes a
+// turn among the MaxHistoryAnswers.
+func (s *StatusSource) readWith(w http.ResponseWriter, r *http.Request, withHistory bool, build func(context.Context) *status.Status) (*status.Status, func(), bool) {
 	release := func() {}
 	if s.sem != nil {
 		select {
@@ -116,18 +123,23 @@ func (s *StatusSource) read(w http.ResponseWriter, r *http.Request, withHistory 
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.Timeout)
 	defer cancel()
 	if withHistory && s.o.History != nil {
+		// A turn is waited for during half the budget at most: a request
+		// that got its turn with no time left would read nothing and
+		// answer that Redis failed (and log it), under load only.
+		wait, stop := context.WithTimeout(ctx, s.o.Timeout/2)
+		defer stop()
 		select {
 		case s.historySem <- struct{}{}:
 			outer := release
 			release = func() { <-s.historySem; outer() }
-		case <-ctx.Done():
+		case <-wait.Done():
 			release()
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "too many concurrent history requests", http.StatusServiceUnavailable)
 			return nil, nil, false
 		}
 	}
-	return s.Status(ctx, withHistory), release, true
+	return build(ctx), release, true
 }
 
 // APIHandler serves GET /api/v1/status: the status as JSON (docs/api.md).

@@ -139,8 +139,9 @@ func join(list []any) string {
 }
 
 // One answer carries the history of at most MaxTrendQueues queues, the
-// first by name, so a page view of a broker with 10,000 queues does not
-// copy and encode 30 MB of trends.
+// first by name, so an API call on a broker with 10,000 queues does not
+// copy and encode 30 MB of trends; the page draws the lines of the
+// PageQueues queues it shows.
 func TestHistoryBoundedPerAnswer(t *testing.T) {
 	r := testserver.StartRedis(t)
 	ctx := context.Background()
@@ -166,7 +167,7 @@ func TestHistoryBoundedPerAnswer(t *testing.T) {
 		}
 	}
 	_, page := get(t, srv.URL+"/")
-	if got := strings.Count(page, `<svg class="spark"`); got != 3*server.MaxTrendQueues {
-		t.Errorf("the page draws %d sparklines, want %d", got, 3*server.MaxTrendQueues)
+	if got := strings.Count(page, `<svg class="spark"`); got != 3*server.PageQueues {
+		t.Errorf("the page draws %d sparklines, want %d", got, 3*server.PageQueues)
 	}
 }

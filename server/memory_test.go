@@ -164,3 +164,70 @@ func heapInuse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
 }
+
+// A client that waited for its turn among the MaxHistoryAnswers still has
+// time to read: under forty clients, each answer is a 503 (no turn in
+// time) or a status read whole, never "Redis failed" because the turn
+// came with the deadline spent.
+func TestHistoryTurnLeavesTimeToRead(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	pipe := r.Admin.Pipeline()
+	const queues = 2000
+	for i := range queues {
+		pipe.RPush(ctx, fmt.Sprintf("dramatiq:q%05d", i), "m")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client, err := broker.NewClient(broker.ClientOptions{URL: r.URL(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	hist := history.New(history.Options{})
+	exp, err := collector.NewExporter(collector.ExporterOptions{Namespace: "dramatiq", OnRead: hist.Record},
+		collector.Sources{Broker: broker.NewReader(client, broker.Options{MaxQueues: 0})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := server.NewStatusSource(server.StatusOptions{Exporter: exp, Thresholds: status.DefaultThresholds(), Timeout: 2 * time.Second, History: hist})
+	srv := httptest.NewServer(src.APIHandler())
+	defer srv.Close()
+	var wg sync.WaitGroup
+	var ok, busy, failed atomic.Int32
+	for range 3 {
+		for range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := http.Get(srv.URL + "?history=1")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer resp.Body.Close()
+				var st status.Status
+				switch resp.StatusCode {
+				case 503:
+					busy.Add(1)
+				case 200:
+					if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+						t.Error(err)
+					} else if !st.Components.Redis.Up {
+						failed.Add(1)
+					} else {
+						ok.Add(1)
+					}
+				default:
+					t.Errorf("answer %d", resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	t.Logf("%d answers whole, %d turned away, %d with a failed read", ok.Load(), busy.Load(), failed.Load())
+	if failed.Load() > 0 || ok.Load() == 0 {
+		t.Errorf("%d answers say Redis failed (%d whole, %d turned away)", failed.Load(), ok.Load(), busy.Load())
+	}
+}

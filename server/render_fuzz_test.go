@@ -152,7 +152,8 @@ func FuzzStatusHTML(f *testing.F) {
 		st := fuzzStatus(queue, actor, msgID, traceback, args, ready, deadLetterMs, ageMs, memory, showArgs)
 		var buf bytes.Buffer
 		err := pageTmpl.Execute(&buf, pageData{
-			S: st, CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds,
+			S: st, V: newPageView(st, selectQueues(st, ""), "", PageQueues),
+			CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds, PageQueues: PageQueues,
 			TelemetryPath: "/metrics", MetricsHref: "./metrics",
 		})
 		if err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
@@ -49,7 +50,8 @@ func init() {
 		"connect-src 'self'",
 		"img-src 'self'",
 		"base-uri 'none'",
-		"form-action 'none'",
+		// The queue filter is a GET form to this page.
+		"form-action 'self'",
 		"frame-ancestors 'none'",
 	}, "; ")
 }
@@ -248,9 +250,11 @@ func formatDuration(secs float64) string {
 
 type pageData struct {
 	S              *status.Status
+	V              *pageView
 	CSS            template.CSS
 	JS             template.JS
 	RefreshSeconds int
+	PageQueues     int
 	TelemetryPath  string
 	MetricsHref    string
 }
@@ -269,14 +273,31 @@ func (s *StatusSource) PageHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		st, release, ok := s.read(w, r, true)
+		filter, show := pageParams(r.URL.Query())
+		var view *pageView
+		st, release, ok := s.readWith(w, r, s.o.History != nil, func(ctx context.Context) *status.Status {
+			st := s.Status(ctx, false)
+			idx := selectQueues(st, filter)
+			if s.o.History != nil {
+				// The trends of the queues drawn only: a few hundred
+				// KB, whatever the broker holds.
+				names := make([]string, 0, min(len(idx), show))
+				for _, i := range idx[:min(len(idx), show)] {
+					names = append(names, st.Queues[i].Name)
+				}
+				st.AddHistory(s.o.History.Trend(names))
+			}
+			view = newPageView(st, idx, filter, show)
+			return st
+		})
 		if !ok {
 			return
 		}
 		defer release()
 		var buf bytes.Buffer
 		err := pageTmpl.Execute(&buf, pageData{
-			S: st, CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds,
+			S: st, V: view, CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds,
+			PageQueues:    PageQueues,
 			TelemetryPath: s.o.TelemetryPath,
 			// Relative, so the page also works behind a path-prefix proxy.
 			// Escaped: the path is a literal and may hold % or spaces.

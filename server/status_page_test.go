@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -97,6 +98,68 @@ func TestStatusPageCSPMatchesInlineCode(t *testing.T) {
 		want := directive + " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 		if !strings.Contains(csp, want) {
 			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+}
+
+// rowOrder lists the queues of the page's table, top to bottom.
+func rowOrder(page string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile(`<tr data-queue="([^"]*)"`).FindAllStringSubmatch(page, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// The page shows the worst queues first (a problem, then the backlog),
+// filters them by name, and cuts them to ?show=; hostile parameters still
+// give a page.
+func TestStatusPageWorstFirstAndFilter(t *testing.T) {
+	r := testserver.StartRedis(t)
+	b := r.NewBroker(t, "dramatiq")
+	now := time.Now()
+	b.Heartbeat(testserver.UUID(), now)
+	b.Enqueue("a-small", 1, now)
+	b.Enqueue("b-big", 50, now)
+	b.Enqueue("c-dead", 1, now)
+	b.DeadLetter("c-dead", now, nil)
+	b.Enqueue("d-orphan", 3, now)
+	b.Fetch(testserver.UUID(), "d-orphan", 2, now.Add(-time.Hour)) // a dead process holds two
+	srv := startExporter(t, r, false, nil)
+
+	_, page := get(t, srv.URL+"/")
+	if got := strings.Join(rowOrder(page), " "); got != "d-orphan c-dead b-big a-small" {
+		t.Errorf("rows = %s, want d-orphan c-dead b-big a-small", got)
+	}
+	if !strings.Contains(page, "All 4 queues shown, worst first.") {
+		t.Errorf("no line says every queue is shown:\n%s", shownNote(page))
+	}
+
+	_, page = get(t, srv.URL+"/?q=BIG")
+	if got := strings.Join(rowOrder(page), " "); got != "b-big" || !strings.Contains(page, "1 of 4 queues match.") ||
+		!strings.Contains(page, `value="BIG"`) || !strings.Contains(page, `<a href="./">All queues</a>`) {
+		t.Errorf("?q=BIG: rows %s\n%s", got, shownNote(page))
+	}
+	// Cards still count every queue.
+	if !strings.Contains(page, `data-field="queues-count">4<`) {
+		t.Error("the queue card counts the filtered queues only")
+	}
+
+	_, page = get(t, srv.URL+"/?show=2")
+	if got := strings.Join(rowOrder(page), " "); got != "d-orphan c-dead" ||
+		!strings.Contains(page, "Showing the worst 2 of 4") || !strings.Contains(page, `href="?show=4" id="show-more"`) {
+		t.Errorf("?show=2: rows %s\n%s", got, shownNote(page))
+	}
+
+	_, page = get(t, srv.URL+"/?q=nothing-like-it")
+	if len(rowOrder(page)) != 0 || !strings.Contains(page, "No queue name contains <code>nothing-like-it</code>") {
+		t.Errorf("a filter without a match:\n%s", shownNote(page))
+	}
+
+	for _, q := range []string{"?show=-1", "?show=99999999999999999999", "?show=x", "?q=" + strings.Repeat("%3Cscript%3E", 100), "?q=%FF%FE"} {
+		resp, page := get(t, srv.URL+"/"+q)
+		if resp.StatusCode != 200 || strings.Count(page, "<script") != 1 || len(rowOrder(page)) > 4 {
+			t.Errorf("%s: %d, %d script elements, %d rows", q, resp.StatusCode, strings.Count(page, "<script"), len(rowOrder(page)))
 		}
 	}
 }

@@ -76,6 +76,9 @@ func main() {
 	if *bigHeads > 0 {
 		bigHeadsBench(*bigHeads, *headBytes, *concurrency, 3, *redisServer, bin)
 	}
+	if *apiQueues != "" {
+		apiClientsBench(*redisServer, bin)
+	}
 }
 
 func scrapeBench(sizes string, messages int, tenfold bool, unrelated, processes, scrapes int, redisServer, bin, floor string) {
