@@ -150,7 +150,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	}
 	logger.Info("collectors enabled", "collectors", exporter.Names())
 	// Discovery starts now, in the background: scrapes never wait for it.
-	sources.Broker.Start(ctx)
+	startBackground(ctx, sources.Broker)
 
 	base := prometheus.NewRegistry()
 	base.MustRegister(
@@ -258,6 +258,14 @@ func healthcheck(webFlags *web.FlagConfig, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "healthy: %s\n", res.URL)
 	}
 	return 0
+}
+
+// startBackground starts a reader's background work (the Redis reader's
+// queue discovery); a reader without any has no Start.
+func startBackground(ctx context.Context, r any) {
+	if s, ok := r.(interface{ Start(context.Context) }); ok {
+		s.Start(ctx)
+	}
 }
 
 // buildSources makes the long-lived clients. Nothing here connects: the
