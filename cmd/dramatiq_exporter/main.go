@@ -272,6 +272,9 @@ func startBackground(ctx context.Context, r any) {
 // exporter must come up while Redis or the database is down and say so.
 // discover=false reads only the configured queues and never SCANs.
 func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, discover bool) (collector.Sources, func(), error) {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return buildRabbitMQSources(ctx, cfg, logger, nil)
+	}
 	client, err := broker.NewClient(redisOptions(cfg))
 	if err != nil {
 		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)
