@@ -59,6 +59,9 @@ type Options struct {
 	MaxQueues        int
 	// Timeout bounds a read whose context has no earlier deadline.
 	Timeout time.Duration
+	// Dial, when set, makes every connection (a /probe target's dialer,
+	// which admits only allowed addresses).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Reader reads one vhost. It is safe for concurrent use.
@@ -138,6 +141,9 @@ func New(o Options) (*Reader, error) {
 		if err := r.setPrometheus(base+path, o); err != nil {
 			return nil, err
 		}
+	}
+	if o.Dial != nil {
+		tr.DialContext = o.Dial
 	}
 	r.client = &http.Client{
 		Transport: tr,
