@@ -32,13 +32,17 @@ type RabbitMQ struct {
 	PasswordFile string
 	Vhost        string
 	TLS          RedisTLS // same fields and meaning as the Redis ones
+	// PrometheusURL, when set, is rabbitmq_prometheus's base URL: the
+	// counts then come from its /metrics/detailed, and the management API
+	// is listed once a minute (a tenth of the cost to RabbitMQ).
+	PrometheusURL string
 }
 
 // rabbitmqFlags are the parsed --broker and --rabbitmq.* flags.
 type rabbitmqFlags struct {
 	broker                                *string
 	url, user, passwordFile, password     *string
-	vhost                                 *string
+	vhost, prometheusURL                  *string
 	tlsCA, tlsCert, tlsKey, tlsServerName *string
 	tlsInsecure                           *bool
 }
@@ -49,6 +53,7 @@ type rabbitmqFile struct {
 	User                  string `yaml:"user"`
 	PasswordFile          string `yaml:"password_file"`
 	Vhost                 string `yaml:"vhost"`
+	PrometheusURL         string `yaml:"prometheus_url"`
 	TLSCAFile             string `yaml:"tls_ca_file"`
 	TLSCertFile           string `yaml:"tls_cert_file"`
 	TLSKeyFile            string `yaml:"tls_key_file"`
@@ -80,6 +85,9 @@ func (fl *Flags) addBrokerFlags(app *kingpin.Application) {
 	c, b = fl.bind(app, "rabbitmq.vhost", "RabbitMQ virtual host of the Dramatiq queues.", "RABBITMQ_VHOST")
 	r.vhost = c.Default(DefaultRabbitVhost).String()
 	b.fromFile = func(f *fileConfig) error { return setString(r.vhost, f.RabbitMQ.Vhost) }
+	c, b = fl.bind(app, "rabbitmq.prometheus-url", "Base URL of the rabbitmq_prometheus plugin (http://host:15692), optional: per-queue counts are then read from its /metrics/detailed, at a tenth of a management API listing's cost to RabbitMQ, and the management API is listed once a minute for types, arguments and redeliveries. No credentials are sent there.", "RABBITMQ_PROMETHEUS_URL")
+	r.prometheusURL = c.String()
+	b.fromFile = func(f *fileConfig) error { return setString(r.prometheusURL, f.RabbitMQ.PrometheusURL) }
 	c, b = fl.bind(app, "rabbitmq.tls-ca-file", "PEM file of the CAs that may sign the management API's certificate (https:// only). Default: the system's roots. Read again when it changes.", "")
 	r.tlsCA = c.PlaceHolder("FILE").String()
 	b.fromFile = func(f *fileConfig) error { return setString(r.tlsCA, f.RabbitMQ.TLSCAFile) }
@@ -102,7 +110,7 @@ func (fl *Flags) loadBroker(cfg *Config) error {
 	r := &fl.rabbit
 	cfg.Broker = *r.broker
 	cfg.RabbitMQ = RabbitMQ{
-		URL: *r.url, User: *r.user, Vhost: *r.vhost, PasswordFile: *r.passwordFile,
+		URL: *r.url, User: *r.user, Vhost: *r.vhost, PasswordFile: *r.passwordFile, PrometheusURL: *r.prometheusURL,
 		TLS: RedisTLS{CAFile: *r.tlsCA, CertFile: *r.tlsCert, KeyFile: *r.tlsKey, ServerName: *r.tlsServerName, InsecureSkipVerify: *r.tlsInsecure},
 	}
 	if cfg.Broker != BrokerRabbitMQ {
@@ -156,6 +164,21 @@ func checkRabbitMQ(r RabbitMQ, forTarget bool) error {
 			return fieldErr(flag, "must have no query")
 		}
 		https = u.Scheme == "https"
+	}
+	if p := r.PrometheusURL; p != "" && !forTarget {
+		u, err := urlsafe.Check(p)
+		switch {
+		case err != nil:
+			return fieldErr("rabbitmq.prometheus-url", "%v", err)
+		case u.User != nil:
+			return fieldErr("rabbitmq.prometheus-url", "must not carry credentials (not shown)")
+		case u.Scheme != "http" && u.Scheme != "https":
+			return fieldErr("rabbitmq.prometheus-url", "scheme must be http or https")
+		case u.Host == "":
+			return fieldErr("rabbitmq.prometheus-url", "has no host")
+		case u.RawQuery != "" || u.ForceQuery:
+			return fieldErr("rabbitmq.prometheus-url", "must have no query")
+		}
 	}
 	if r.Vhost == "" {
 		return fieldErr("rabbitmq.vhost", "must not be empty (the default vhost is /)")

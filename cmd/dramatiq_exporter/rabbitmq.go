@@ -20,7 +20,8 @@ func rabbitmqOptions(cfg *config.Config) rabbitmq.Options {
 		URL: r.URL, User: r.User, Password: r.Password, PasswordFile: r.PasswordFile, Vhost: r.Vhost,
 		TLS: rabbitmq.TLSOptions{CAFile: r.TLS.CAFile, CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile,
 			ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify},
-		Timeout: cfg.ScrapeTimeout,
+		Timeout:       cfg.ScrapeTimeout,
+		PrometheusURL: r.PrometheusURL,
 	}
 }
 
