@@ -84,16 +84,15 @@ func promLine(line []byte, vhost string, queues map[string]*rq, bad map[string]b
 	for i < len(line) && line[i] != '{' && line[i] != ' ' {
 		i++
 	}
-	name := string(line[:i])
-	if name == "" {
+	name := line[:i]
+	if len(name) == 0 {
 		return errors.New("no metric name")
 	}
-	var labels map[string]string
+	var l promLabelSet
 	rest := line[i:]
 	if len(rest) > 0 && rest[0] == '{' {
 		var err error
-		labels, rest, err = promLabels(rest[1:])
-		if err != nil {
+		if rest, err = l.parse(rest[1:]); err != nil {
 			return err
 		}
 	}
@@ -101,45 +100,43 @@ func promLine(line []byte, vhost string, queues map[string]*rq, bad map[string]b
 	if len(fields) < 1 || len(fields) > 2 {
 		return errors.New("not a sample")
 	}
-	idx, ours := promSeries[name]
-	if !ours && !bytes.HasPrefix(line, []byte("rabbitmq_detailed_queue_")) {
-		// Another family of the endpoint (build info, telemetry): only its
-		// shape is checked.
-		if _, err := strconv.ParseFloat(string(fields[0]), 64); err != nil {
-			return errors.New("the value is not a number")
-		}
-		return nil
-	}
+	idx, ours := promSeries[string(name)] // no allocation: a lookup
 	if !ours {
-		return nil // another per-queue series (process reductions)
+		if !bytes.HasPrefix(name, []byte("rabbitmq_detailed_queue_")) {
+			// Another family of the endpoint (build info, telemetry):
+			// only its shape is checked.
+			if _, err := strconv.ParseFloat(string(fields[0]), 64); err != nil {
+				return errors.New("the value is not a number")
+			}
+		}
+		return nil // or another per-queue series (process reductions)
 	}
-	v, ok := labels["vhost"]
-	q, okq := labels["queue"]
-	if !ok || !okq {
+	if l.vhost == nil || l.queue == nil {
 		return fmt.Errorf("%s without vhost and queue labels", name)
 	}
-	if v != vhost {
+	if string(l.vhost) != vhost {
 		return nil
 	}
 	n, err := promCount(fields[0])
 	if err != nil {
 		return err
 	}
-	if !utf8.ValidString(q) || len(q) > MaxNameBytes || q == "" {
-		if !bad[q] && len(bad) < maxQueues {
-			bad[q] = true
+	q := l.queue
+	if !utf8.Valid(q) || len(q) > MaxNameBytes || len(q) == 0 {
+		if !bad[string(q)] && len(bad) < maxQueues {
+			bad[string(q)] = true
 		}
 		return nil
 	}
-	m := queues[q]
+	m := queues[string(q)]
 	if m == nil {
 		if len(queues) >= maxQueues {
 			return fmt.Errorf("more than %d queues in the vhost (raise the limit)", maxQueues)
 		}
-		m = &rq{name: q, noDetails: true}
-		queues[q] = m
+		m = &rq{name: string(q), noDetails: true}
+		queues[m.name] = m
 	}
-	c := []*Count{&m.messages, &m.ready, &m.unacked, &m.consumers}[idx]
+	c := [...]*Count{&m.messages, &m.ready, &m.unacked, &m.consumers}[idx]
 	if c.OK {
 		return fmt.Errorf("%s of a queue listed twice", name)
 	}
@@ -147,56 +144,69 @@ func promLine(line []byte, vhost string, queues map[string]*rq, bad map[string]b
 	return nil
 }
 
-// promLabels parses `k="v",...}` (the text format's escapes: \\, \" and
-// \n) and returns what follows the closing brace.
-func promLabels(b []byte) (map[string]string, []byte, error) {
-	labels := map[string]string{}
+// promLabelSet keeps the two labels the reader needs; the others are only
+// checked for syntax. Values point into the line unless they had escapes.
+type promLabelSet struct {
+	vhost, queue []byte
+	n            int
+}
+
+// parse reads `k="v",...}` (the text format's escapes: \\, \" and \n)
+// and returns what follows the closing brace.
+func (l *promLabelSet) parse(b []byte) ([]byte, error) {
 	for {
 		b = bytes.TrimLeft(b, " ")
 		if len(b) > 0 && b[0] == '}' {
-			return labels, b[1:], nil
+			return b[1:], nil
 		}
 		eq := bytes.IndexByte(b, '=')
 		if eq <= 0 || eq+1 >= len(b) || b[eq+1] != '"' {
-			return nil, nil, errors.New("a malformed label")
+			return nil, errors.New("a malformed label")
 		}
-		key := string(bytes.TrimSpace(b[:eq]))
+		key := bytes.TrimSpace(b[:eq])
 		b = b[eq+2:]
-		var v []byte
-		closed := false
-		for len(b) > 0 {
-			c := b[0]
-			b = b[1:]
-			if c == '"' {
-				closed = true
+		end, escaped := -1, false
+		for j := 0; j < len(b); j++ {
+			if b[j] == '\\' {
+				escaped = true
+				j++
+				continue
+			}
+			if b[j] == '"' {
+				end = j
 				break
 			}
-			if c == '\\' {
-				if len(b) == 0 {
-					break
-				}
-				switch b[0] {
-				case '\\', '"':
-					c = b[0]
-				case 'n':
-					c = '\n'
-				default:
-					return nil, nil, errors.New("an unknown escape in a label value")
-				}
-				b = b[1:]
+		}
+		if end < 0 {
+			return nil, errors.New("an unterminated label value")
+		}
+		v := b[:end]
+		b = b[end+1:]
+		if escaped {
+			var err error
+			if v, err = unescapeLabel(v); err != nil {
+				return nil, err
 			}
-			v = append(v, c)
 		}
-		if !closed {
-			return nil, nil, errors.New("an unterminated label value")
+		if l.n++; l.n > 16 {
+			return nil, errors.New("too many labels")
 		}
-		if _, dup := labels[key]; dup {
-			return nil, nil, errors.New("a label given twice")
+		var dst *[]byte
+		switch string(key) {
+		case "vhost":
+			dst = &l.vhost
+		case "queue":
+			dst = &l.queue
 		}
-		if len(labels) >= 16 {
-			return nil, nil, errors.New("too many labels")
+		if dst != nil {
+			if *dst != nil {
+				return nil, errors.New("a label given twice")
+			}
+			if v == nil {
+				v = []byte{}
+			}
+			*dst = v
 		}
-		labels[key] = string(v)
 		b = bytes.TrimLeft(b, " ")
 		if len(b) > 0 && b[0] == ',' {
 			b = b[1:]
@@ -204,9 +214,47 @@ func promLabels(b []byte) (map[string]string, []byte, error) {
 	}
 }
 
+func unescapeLabel(v []byte) ([]byte, error) {
+	out := make([]byte, 0, len(v))
+	for j := 0; j < len(v); j++ {
+		c := v[j]
+		if c == '\\' {
+			if j+1 >= len(v) {
+				return nil, errors.New("an unterminated escape in a label value")
+			}
+			j++
+			switch v[j] {
+			case '\\', '"':
+				c = v[j]
+			case 'n':
+				c = '\n'
+			default:
+				return nil, errors.New("an unknown escape in a label value")
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
 // promCount reads a sample value that must be a count: a non-negative
 // integer (the format writes floats; RabbitMQ writes integers).
 func promCount(b []byte) (int64, error) {
+	if len(b) > 0 && len(b) <= 15 {
+		// The usual case, without a conversion to string: digits only.
+		var n int64
+		digits := true
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				digits = false
+				break
+			}
+			n = n*10 + int64(c-'0')
+		}
+		if digits {
+			return n, nil
+		}
+	}
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || math.IsNaN(f) || f < 0 || f != math.Trunc(f) || f > 1<<53 {
 		return 0, fmt.Errorf("the count %q is not a non-negative integer", clip(string(b), maxValueText))

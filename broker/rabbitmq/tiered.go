@@ -13,9 +13,10 @@ import (
 )
 
 // DefaultDetailsInterval is how long a listing is reused when the counts
-// come from rabbitmq_prometheus: arguments and types rarely change, and a
-// redelivery churn alert looks at minutes.
-const DefaultDetailsInterval = 60 * time.Second
+// come from rabbitmq_prometheus: arguments and types rarely change, and
+// consumer_timeout churn (redeliveries) builds over tens of minutes. A
+// listing costs RabbitMQ about six reads of the counts.
+const DefaultDetailsInterval = 5 * time.Minute
 
 // detailsColumns are what the listing is still read for once the counts
 // come from rabbitmq_prometheus (message_stats.redeliver needs the
@@ -25,7 +26,7 @@ const detailsColumns = "name,type,state,arguments,message_stats.redeliver"
 // minDetailsRefresh bounds how often a queue that appeared forces a new
 // listing: queues created and deleted in a loop must not make every read
 // a full one. A variable for the tests.
-var minDetailsRefresh = 10 * time.Second
+var minDetailsRefresh = time.Minute
 
 // detailsCache is the last listing, shared by concurrent reads; one
 // listing runs at a time.

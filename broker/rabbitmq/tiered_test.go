@@ -312,3 +312,26 @@ func FuzzDecodePromCounts(f *testing.F) {
 		}
 	})
 }
+
+// Label values are unescaped as the text format says; a name that is not
+// UTF-8 is an anomaly, not a queue.
+func TestPromEscapes(t *testing.T) {
+	text := promProof + "\n" +
+		`rabbitmq_detailed_queue_messages_ready{vhost="/",queue="a\"b\\c\nd"} 4` + "\n" +
+		`rabbitmq_detailed_queue_messages_ready{queue="plain", vhost="/"} 1.5e1 1700000000000` + "\n" +
+		"rabbitmq_detailed_queue_messages_ready{vhost=\"/\",queue=\"\xff\"} 1\n" +
+		`rabbitmq_detailed_queue_messages_ready{vhost="/other",queue="elsewhere"} 1` + "\n"
+	queues, anomalies, err := decodePromCounts(strings.NewReader(text), "/", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := queues["a\"b\\c\nd"]; q == nil || q.ready != (Count{4, true}) || q.consumers.OK {
+		t.Errorf("escaped name: %+v", queues)
+	}
+	if q := queues["plain"]; q == nil || q.ready != (Count{15, true}) {
+		t.Errorf("plain: %+v", q)
+	}
+	if len(queues) != 2 || anomalies != 1 {
+		t.Errorf("%d queues, %d anomalies", len(queues), anomalies)
+	}
+}
