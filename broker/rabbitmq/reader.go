@@ -221,6 +221,9 @@ func (r *Reader) list(ctx context.Context, pw, u string) (map[string]*rq, int, i
 	}
 	req.SetBasicAuth(r.o.User, pw)
 	req.Header.Set("Accept", "application/json")
+	// Uncompressed: the management API compresses when asked, at a CPU
+	// cost to RabbitMQ that outweighs the bytes saved on a cluster network.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return nil, 0, 0, 0, fmt.Errorf("GET %s: %w", r.display, urlErrorCause(err))
