@@ -34,7 +34,7 @@ type RabbitMQ struct {
 	TLS          RedisTLS // same fields and meaning as the Redis ones
 	// PrometheusURL, when set, is rabbitmq_prometheus's base URL: the
 	// counts then come from its /metrics/detailed, and the management API
-	// is listed every 5 minutes (a fifth of the cost to RabbitMQ).
+	// is listed every 5 minutes (a seventh of the cost to RabbitMQ).
 	PrometheusURL string
 }
 
@@ -85,7 +85,7 @@ func (fl *Flags) addBrokerFlags(app *kingpin.Application) {
 	c, b = fl.bind(app, "rabbitmq.vhost", "RabbitMQ virtual host of the Dramatiq queues.", "RABBITMQ_VHOST")
 	r.vhost = c.Default(DefaultRabbitVhost).String()
 	b.fromFile = func(f *fileConfig) error { return setString(r.vhost, f.RabbitMQ.Vhost) }
-	c, b = fl.bind(app, "rabbitmq.prometheus-url", "Base URL of the rabbitmq_prometheus plugin (http://host:15692), optional: per-queue counts are then read from its /metrics/detailed, at a seventh of a management API listing's cost to RabbitMQ, and the management API is listed every 5 minutes (or a minute after a queue appears) for types, arguments and redeliveries. No credentials are sent there.", "RABBITMQ_PROMETHEUS_URL")
+	c, b = fl.bind(app, "rabbitmq.prometheus-url", "Base URL of the rabbitmq_prometheus plugin (http://host:15692), optional: per-queue counts are then read from its /metrics/detailed, at a tenth of a management API listing's cost to RabbitMQ, and the management API is listed every 5 minutes (or a minute after a queue appears) for types, arguments and redeliveries. No credentials are sent there.", "RABBITMQ_PROMETHEUS_URL")
 	r.prometheusURL = c.String()
 	b.fromFile = func(f *fileConfig) error { return setString(r.prometheusURL, f.RabbitMQ.PrometheusURL) }
 	c, b = fl.bind(app, "rabbitmq.tls-ca-file", "PEM file of the CAs that may sign the management API's certificate (https:// only). Default: the system's roots. Read again when it changes.", "")

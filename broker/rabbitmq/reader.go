@@ -49,7 +49,7 @@ type Options struct {
 	// consumers from its /metrics/detailed, sending no credentials, and
 	// lists the queues through the management API (types, arguments,
 	// redeliveries) only every DetailsInterval or when a queue appears:
-	// about a fifth of the cost to RabbitMQ (docs/performance-rabbitmq.md).
+	// about a seventh of the cost to RabbitMQ (docs/performance-rabbitmq.md).
 	PrometheusURL string
 	// DetailsInterval is how long such a listing is reused. Zero: 5 min.
 	DetailsInterval time.Duration
