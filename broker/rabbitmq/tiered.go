@@ -119,20 +119,30 @@ func (r *Reader) detailsFor(ctx context.Context, pw string, counts map[string]*r
 		}
 		return c.queues, c.at, true
 	}
-	if q, at, ok := fresh(); ok {
+	q, at, ok := fresh()
+	if ok {
 		return q, at, 0, nil
 	}
 	select {
 	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, time.Time{}, 0, fmt.Errorf("waiting for another read's listing: %w", ctx.Err())
+	default:
+		if q != nil {
+			// Another read is listing: this one keeps the last listing
+			// rather than wait a second for the same answer.
+			return q, at, 0, nil
+		}
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, time.Time{}, 0, fmt.Errorf("waiting for another read's listing: %w", ctx.Err())
+		}
 	}
 	defer func() { <-c.sem }()
 	// Another read may have listed while this one waited.
 	if q, at, ok := fresh(); ok {
 		return q, at, 0, nil
 	}
-	at := time.Now()
+	at = time.Now()
 	queues, _, _, n, err := r.list(ctx, pw, r.details)
 	if err != nil {
 		return nil, time.Time{}, 0, err

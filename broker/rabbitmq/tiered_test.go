@@ -335,3 +335,39 @@ func TestPromEscapes(t *testing.T) {
 		t.Errorf("%d queues, %d anomalies", len(queues), anomalies)
 	}
 }
+
+// While one read lists, concurrent reads keep the last listing instead of
+// waiting for it; the first read of all waits, as it has none.
+func TestTieredConcurrentReadsDoNotWait(t *testing.T) {
+	release := make(chan struct{})
+	var slow atomic.Bool
+	r, lists, _ := twoEndpoints(t, func() string {
+		return promText("/", [4]any{"emails", 1, 0, 0}, [4]any{"emails.DQ", 0, 0, 0}, [4]any{"emails.XQ", 0, 0, 0})
+	}, func() string {
+		if slow.Load() {
+			<-release
+		}
+		return emailsListing
+	}, func(o *Options) { o.DetailsInterval = 50 * time.Millisecond })
+	if _, _, err := readWithin(t, r, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	slow.Store(true)
+	done := make(chan error, 1)
+	go func() { _, _, err := readWithin(t, r, 10*time.Second); done <- err }()
+	for lists.Load() < 2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s, took, err := readWithin(t, r, 5*time.Second)
+	if err != nil || len(s.Queues) != 1 || s.DetailsAge < 100*time.Millisecond {
+		t.Errorf("a read during a listing: %+v, %v", s, err)
+	}
+	if took > 2*time.Second {
+		t.Errorf("a read during a listing waited %s", took)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
