@@ -324,6 +324,9 @@ func redisOptions(cfg *config.Config) broker.ClientOptions {
 // connects only through dial, to the addresses the allow-list admitted;
 // its database pool is the module's, shared by all its targets.
 func buildProbeTarget(ctx context.Context, cfg *config.Config, m *config.Module, pools *modulePools, dial probe.DialFunc, logger *slog.Logger) (*probe.Target, error) {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return buildRabbitMQProbeTarget(cfg, m, pools, dial, logger)
+	}
 	ro := redisOptions(cfg)
 	ro.NetDial = dial
 	client, err := broker.NewClient(ro)

@@ -6,9 +6,13 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker/rabbitmq"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
+	"github.com/dramatiq-exporter/dramatiq_exporter/probe"
+	"github.com/dramatiq-exporter/dramatiq_exporter/server"
 )
 
 // rabbitmqOptions maps the configuration onto the RabbitMQ reader's
@@ -51,4 +55,35 @@ func buildRabbitMQSources(ctx context.Context, cfg *config.Config, logger *slog.
 	}
 	sources.Database = pool
 	return sources, func() { reader.Close(); pool.Close() }, nil
+}
+
+// buildRabbitMQProbeTarget is buildProbeTarget for a broker: rabbitmq
+// module: its reader connects only through dial, so its credentials go to
+// the addresses the allow-list admitted and nowhere else (redirects are
+// not followed, no proxy is used).
+func buildRabbitMQProbeTarget(cfg *config.Config, m *config.Module, pools *modulePools, dial probe.DialFunc, logger *slog.Logger) (*probe.Target, error) {
+	o := rabbitmqOptions(cfg)
+	o.Dial = dial
+	reader, err := rabbitmq.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	sources := collector.Sources{Broker: reader, Logger: logger}
+	if cfg.DatabaseURL != "" {
+		if sources.Database, err = pools.get(m); err != nil {
+			reader.Close()
+			return nil, err
+		}
+	}
+	exporter, err := collector.NewExporter(collector.ExporterOptions{
+		Enabled: cfg.Collectors, Environment: cfg.Environment, Namespace: cfg.Namespace,
+	}, sources)
+	if err != nil {
+		reader.Close()
+		return nil, err
+	}
+	h := server.MetricsHandler(exporter, prometheus.NewRegistry(), server.MetricsOptions{
+		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
+	})
+	return &probe.Target{Handler: h, Close: reader.Close}, nil
 }
