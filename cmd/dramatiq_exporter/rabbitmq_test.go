@@ -190,6 +190,14 @@ func TestRabbitMQServeEndToEnd(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(page, "emails") {
 		t.Errorf("page: %d", resp.StatusCode)
 	}
+	for _, want := range []string{`id="card-rabbitmq"`, `data-field="orphaned" title="RabbitMQ requeues`, "Not available on RabbitMQ", "consuming"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+	if strings.Contains(page, `id="card-redis"`) || strings.Contains(page, "Redis is not answering") {
+		t.Errorf("page speaks of Redis on RabbitMQ")
+	}
 
 	// check reads the same way and judges it: no consumer is fewer than
 	// one worker process.
