@@ -180,7 +180,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	status := server.NewStatusSource(server.StatusOptions{
 		Exporter: exporter, Thresholds: status.DefaultThresholds(),
 		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
-		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger,
+		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger, Broker: brokerKind(cfg),
 	})
 	health := &server.Health{}
 	mux := http.NewServeMux()

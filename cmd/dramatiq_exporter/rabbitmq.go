@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker/rabbitmq"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
@@ -86,4 +87,12 @@ func buildRabbitMQProbeTarget(cfg *config.Config, m *config.Module, pools *modul
 		Timeout: cfg.ScrapeTimeout, TimeoutOffset: cfg.TimeoutOffset, MaxRequests: cfg.MaxRequests, Logger: logger,
 	})
 	return &probe.Target{Handler: h, Close: reader.Close}, nil
+}
+
+// brokerKind is the model's name of the configured broker.
+func brokerKind(cfg *config.Config) broker.Kind {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return broker.RabbitMQ
+	}
+	return broker.Redis
 }
