@@ -210,7 +210,7 @@
       return el("td", { "class": cls("n", extra), "data-label": label, "data-field": fieldName }, [text, chart]);
     }
     function na(label, fieldName, why) {
-      return el("td", { "class": "n muted", "data-label": label, "data-field": fieldName, title: why, text: "n/a" });
+      return el("td", { "class": "n muted", "data-label": label, title: why, "data-field": fieldName, text: "n/a" });
     }
     var rows = s.queues.map(function (q) {
       var un = q.unavailable || [];
