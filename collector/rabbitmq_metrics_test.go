@@ -35,7 +35,7 @@ func rabbitSnapshot() *broker.Snapshot {
 				DeadLetter: broker.Known(1), Consumers: broker.Known(2), DelayConsumers: broker.Known(2),
 				Redeliveries: broker.Known(7), DelayRedeliveries: broker.Known(11),
 				Members:        []broker.Member{{Role: broker.MemberMain, Type: "classic"}, {Role: broker.MemberDelay, Type: "classic"}, {Role: broker.MemberDead, Type: "quorum"}},
-				LayoutProblems: []string{"emails.XQ: no x-message-ttl (dead letters are kept forever)"}},
+				LayoutProblems: []string{"emails.XQ: no x-message-ttl (dead letters are kept forever)"}, LayoutProblemCount: 1},
 			// Statistics not collected yet: counts absent, never 0.
 			{Name: "fresh", Members: []broker.Member{{Role: broker.MemberMain, Type: "classic"}}},
 		},

@@ -45,7 +45,7 @@ func buildRabbitMQSources(ctx context.Context, cfg *config.Config, logger *slog.
 	if cfg.RabbitMQ.TLS.InsecureSkipVerify {
 		logger.Warn("--rabbitmq.tls-insecure-skip-verify: the management API's certificate is NOT verified; anyone on the network path can impersonate it")
 	}
-	sources := collector.Sources{Broker: reader, Logger: logger}
+	sources := collector.Sources{Broker: reader.Limit(cfg.MaxQueues), Logger: logger}
 	if cfg.DatabaseURL == "" {
 		return sources, reader.Close, nil
 	}
@@ -69,7 +69,7 @@ func buildRabbitMQProbeTarget(cfg *config.Config, m *config.Module, pools *modul
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
 	}
-	sources := collector.Sources{Broker: reader, Logger: logger}
+	sources := collector.Sources{Broker: reader.Limit(cfg.MaxQueues), Logger: logger}
 	if cfg.DatabaseURL != "" {
 		if sources.Database, err = pools.get(m); err != nil {
 			reader.Close()
