@@ -128,9 +128,11 @@ type Queue struct {
 	// Members are the broker's queues behind this one that exist.
 	Members []Member
 	// LayoutProblems lists how the broker's queues differ from what
-	// Dramatiq declares, in short fixed sentences; nil when they match or
-	// the broker has no such notion.
-	LayoutProblems []string
+	// Dramatiq declares, in short fixed sentences (a bounded list);
+	// LayoutProblemCount counts them all. Nil and 0 when they match or the
+	// broker has no such notion.
+	LayoutProblems     []string
+	LayoutProblemCount int
 }
 
 // Member roles.

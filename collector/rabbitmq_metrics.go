@@ -102,7 +102,7 @@ func (c *rabbitmqCollector) Collect(st *State, m *Metrics) {
 		sampleCount(m, rmqQueueDelayConsumers, i, q.DelayConsumers)
 		sampleCount(m, rmqQueueRedeliveries, i, q.Redeliveries)
 		sampleCount(m, rmqQueueDelayRedeliveries, i, q.DelayRedeliveries)
-		m.queueSample(rmqQueueLayoutProblems, i, float64(len(q.LayoutProblems)))
+		m.queueSample(rmqQueueLayoutProblems, i, float64(q.LayoutProblemCount))
 		for _, mem := range q.Members {
 			m.Gauge(rabbitmqQueueInfoDesc, 1, q.Name, mem.Role, mem.Type)
 		}

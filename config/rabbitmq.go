@@ -64,7 +64,7 @@ type rabbitmqFile struct {
 func (fl *Flags) addBrokerFlags(app *kingpin.Application) {
 	r := &fl.rabbit
 	c, b := fl.bind(app, "broker", "The Dramatiq broker to read: redis (RedisBroker) or rabbitmq (RabbitmqBroker, through RabbitMQ's management API).", "DRAMATIQ_BROKER")
-	r.broker = c.Default(DefaultBroker).Enum(BrokerRedis, BrokerRabbitMQ)
+	r.broker = c.Default(DefaultBroker).PlaceHolder("redis|rabbitmq").String()
 	b.fromFile = func(f *fileConfig) error {
 		switch f.Broker {
 		case "", BrokerRedis, BrokerRabbitMQ:

@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 )
@@ -44,7 +45,7 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 			Ready: model(q.Ready), InFlight: model(q.InFlight), Delayed: model(q.Delayed), DeadLetter: model(q.DeadLetters),
 			DelayedHeld: model(q.DelayedHeld), Consumers: model(q.Consumers), DelayConsumers: model(q.DelayConsumers),
 			Redeliveries: model(q.Redeliveries), DelayRedeliveries: model(q.DelayRedeliveries),
-			LayoutProblems: q.Problems,
+			LayoutProblems: q.Problems, LayoutProblemCount: problemCount(q.Problems),
 		}
 		for _, x := range []struct {
 			role string
@@ -64,3 +65,41 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 }
 
 func model(c Count) broker.Count { return broker.Count{N: c.N, OK: c.OK} }
+
+// problemCount undoes the list's bound: past 16 sentences, problems ends
+// with "and N more".
+func problemCount(p []string) int {
+	if len(p) == 0 {
+		return 0
+	}
+	var more int
+	if _, err := fmt.Sscanf(p[len(p)-1], "and %d more", &more); err == nil && more > 0 {
+		return len(p) - 1 + more
+	}
+	return len(p)
+}
+
+// Limit returns the reader with at most max Dramatiq queues reported per
+// read (0: no limit), the first by name; the others are counted in
+// Snapshot.QueuesDropped (--dramatiq.max-queues bounds the series).
+func (r *Reader) Limit(max int) broker.Reader {
+	if max <= 0 {
+		return r
+	}
+	return limited{r, max}
+}
+
+type limited struct {
+	*Reader
+	max int
+}
+
+func (l limited) ReadSnapshot(ctx context.Context, o broker.ReadOptions) (*broker.Snapshot, error) {
+	s, err := l.Reader.ReadSnapshot(ctx, o)
+	if err != nil || len(s.Queues) <= l.max {
+		return s, err
+	}
+	s.QueuesDropped = len(s.Queues) - l.max
+	s.Queues = s.Queues[:l.max]
+	return s, nil
+}

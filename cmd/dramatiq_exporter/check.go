@@ -11,7 +11,6 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
@@ -81,7 +80,7 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return exitUsage
 	}
-	opts := status.Options{Thresholds: chk.Thresholds(), Broker: broker.Kind(cfg.Broker)}
+	opts := status.Options{Thresholds: chk.Thresholds(), Broker: brokerKind(cfg)}
 
 	// Read returns by its deadline whatever the sources do; the watchdog
 	// is there for a bug that would make it not.

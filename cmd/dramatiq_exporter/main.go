@@ -180,7 +180,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	status := server.NewStatusSource(server.StatusOptions{
 		Exporter: exporter, Thresholds: status.DefaultThresholds(),
 		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
-		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger,
+		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger, Broker: brokerKind(cfg),
 	})
 	health := &server.Health{}
 	mux := http.NewServeMux()
@@ -324,6 +324,9 @@ func redisOptions(cfg *config.Config) broker.ClientOptions {
 // connects only through dial, to the addresses the allow-list admitted;
 // its database pool is the module's, shared by all its targets.
 func buildProbeTarget(ctx context.Context, cfg *config.Config, m *config.Module, pools *modulePools, dial probe.DialFunc, logger *slog.Logger) (*probe.Target, error) {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return buildRabbitMQProbeTarget(cfg, m, pools, dial, logger)
+	}
 	ro := redisOptions(cfg)
 	ro.NetDial = dial
 	client, err := broker.NewClient(ro)

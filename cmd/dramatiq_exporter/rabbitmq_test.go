@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -188,6 +190,15 @@ func TestRabbitMQServeEndToEnd(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(page, "emails") {
 		t.Errorf("page: %d", resp.StatusCode)
 	}
+	for _, want := range []string{`id="card-rabbitmq"`, `none are orphaned" data-field="orphaned">n/a<`, "Not available on RabbitMQ", "consuming"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+	// (The inlined script holds both brokers' texts; the markup only one's.)
+	if strings.Contains(page, `id="card-redis"`) || strings.Contains(page, `<p class="empty">Redis`) {
+		t.Errorf("page speaks of Redis on RabbitMQ")
+	}
 
 	// check reads the same way and judges it: no consumer is fewer than
 	// one worker process.
@@ -219,9 +230,51 @@ func TestRabbitMQServeEndToEnd(t *testing.T) {
 	if strings.Contains(body, "dramatiq_queue_") {
 		t.Errorf("queue series while the vhost is refused:\n%s", grepLines(body, "dramatiq_queue_"))
 	}
-	lines := regexp.MustCompile(`(?m)^.*collector failed.*$`).FindAllString(o.logs.String(), -1)
+	// The logs reach us through a pipe, after the scrape's answer.
+	var lines []string
+	for end := time.Now().Add(10 * time.Second); len(lines) == 0 && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		lines = regexp.MustCompile(`(?m)^.*collector failed.*$`).FindAllString(o.logs.String(), -1)
+	}
 	if len(lines) == 0 || !strings.Contains(lines[0], "permission entry on vhost") || !strings.Contains(lines[0], "outsider") {
 		t.Errorf("no line saying why: %q", lines)
+	}
+
+	// /probe with a RabbitMQ module: the target is the API's host:port,
+	// admitted by the allow-list; the module's password comes from a file.
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte(rabbitPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "c.yml")
+	conf := fmt.Sprintf("probe:\n  allowed_targets: ['127.0.0.1:%d']\nmodules:\n  mq:\n    broker: rabbitmq\n    rabbitmq:\n      user: watcher\n      password_file: %s\n      vhost: %s\n", n.MgmtPort, pwFile, vhost)
+	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pr := startRabbitExporter(t, nil, "--config.file="+cfgFile)
+	target := fmt.Sprintf("127.0.0.1:%d", n.MgmtPort)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		body, _ = scrape(t, pr.base+"/probe?module=mq&target="+target, "")
+		if strings.Contains(body, `dramatiq_queue_ready_messages{queue="emails"} 5`+"\n") && strings.Contains(body, "dramatiq_rabbitmq_up 1\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("probe never read the RabbitMQ target:\n%s\n%s", grepLines(body, "dramatiq_"), pr.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if strings.Contains(body, "dramatiq_redis_up") {
+		t.Errorf("probe of a RabbitMQ target has dramatiq_redis_up")
+	}
+	for _, bad := range []string{"10.9.8.7:15672", fmt.Sprintf("redis://127.0.0.1:%d/0", n.MgmtPort), "http://u:x@" + target, "http://" + target + "/api"} {
+		resp, err := http.Get(pr.base + "/probe?module=mq&target=" + url.QueryEscape(bad))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := readAll(t, resp)
+		if resp.StatusCode != 400 {
+			t.Errorf("probe target %q: %d %s, want 400", bad, resp.StatusCode, msg)
+		}
 	}
 
 	// RabbitMQ stopped: up 0 within the scrape's deadline; back: recovers.
@@ -235,7 +288,7 @@ func TestRabbitMQServeEndToEnd(t *testing.T) {
 	}
 	e.until(t, "dramatiq_rabbitmq_up 1", `dramatiq_queue_ready_messages{queue="emails"} 5`)
 
-	for _, where := range []struct{ name, text string }{{"logs", e.logs.String()}, {"logs (no rights)", o.logs.String()}, {"metrics", body}, {"api", apiBody}, {"page", page}} {
+	for _, where := range []struct{ name, text string }{{"logs", e.logs.String()}, {"logs (no rights)", o.logs.String()}, {"logs (probe)", pr.logs.String()}, {"metrics", body}, {"api", apiBody}, {"page", page}} {
 		for _, piece := range []string{rabbitPassword, "w/rd", "p@ss"} {
 			if strings.Contains(where.text, piece) {
 				t.Errorf("%s holds a piece of the password (%q)", where.name, piece)

@@ -143,24 +143,33 @@
     f.hidden = s.failed.length === 0;
 
     var c = s.components;
-    $("card-redis").className = "card " + c.redis.status;
-    setText("redis-status", stateText[c.redis.status] || c.redis.status);
-    setText("redis-memory", bytes(c.redis.memory_used_bytes));
-    setText("redis-clients", optint(c.redis.connected_clients));
+    // The page was rendered for one broker; the broker does not change.
+    var rmq = c.rabbitmq, brokerUp = rmq ? rmq.up : c.redis.up;
+    if (rmq && $("card-rabbitmq")) {
+      $("card-rabbitmq").className = "card " + rmq.status;
+      setText("rabbitmq-status", stateText[rmq.status] || rmq.status);
+    } else if ($("card-redis")) {
+      $("card-redis").className = "card " + c.redis.status;
+      setText("redis-status", stateText[c.redis.status] || c.redis.status);
+      setText("redis-memory", bytes(c.redis.memory_used_bytes));
+      setText("redis-clients", optint(c.redis.connected_clients));
+    }
     $("card-database").className = "card " + c.database.status;
     setText("database-status", stateText[c.database.status] || c.database.status);
     setText("database-hint", dbHint[c.database.status] || dbHint.failing);
     // Counts read nothing while Redis is down: show them as unknown.
-    function known(v) { return c.redis.up ? v : "?"; }
+    function known(v) { return brokerUp ? v : "?"; }
     $("card-processes").className = "card " + c.processes.status;
     setText("processes-alive", known(num(s.processes_alive)));
-    setText("processes-stale", known(num(s.processes_stale)));
-    field("processes-stale").className = s.processes_stale > 0 ? "warn" : "";
+    if (c.processes.measure !== "consumers") {
+      setText("processes-stale", known(num(s.processes_stale)));
+      field("processes-stale").className = s.processes_stale > 0 ? "warn" : "";
+    }
     setText("processes-min", "≥ " + c.processes.min_processes);
 
     var ready = 0, dead = 0, problems = false;
     s.queues.forEach(function (q) { ready += q.ready; dead += q.dead_letter; problems = problems || q.problems.length > 0; });
-    $("card-queues").className = "card " + (!c.redis.up ? "unknown" : problems ? "warn" : "ok");
+    $("card-queues").className = "card " + (!brokerUp ? "unknown" : problems ? "warn" : "ok");
     setText("queues-count", known(num(s.queues.length)));
     setText("queues-ready", known(num(ready)));
     setText("queues-dead", known(num(dead)));
@@ -189,7 +198,10 @@
   function renderQueues(s) {
     var box = $("queues");
     if (s.queues.length === 0) {
-      box.replaceChildren(el("p", { "class": "empty", text: s.components.redis.up
+      var rmq = s.components.rabbitmq;
+      box.replaceChildren(el("p", { "class": "empty", text: rmq
+        ? (rmq.up ? "No Dramatiq queues in vhost " + rmq.vhost + " yet." : "RabbitMQ is not answering: queues unknown.")
+        : s.components.redis.up
         ? "No queues found in namespace " + s.namespace + " yet."
         : "Redis is not answering: queues unknown." }));
       return;
@@ -197,15 +209,21 @@
     function td(label, fieldName, text, extra, chart) {
       return el("td", { "class": cls("n", extra), "data-label": label, "data-field": fieldName }, [text, chart]);
     }
+    function na(label, fieldName, why) {
+      return el("td", { "class": "n muted", "data-label": label, title: why, "data-field": fieldName, text: "n/a" });
+    }
     var rows = s.queues.map(function (q) {
+      var un = q.unavailable || [];
       return el("tr", { "data-queue": q.name, "class": q.problems.length ? "problem" : null }, [
         el("th", { scope: "row", "data-label": "Queue" }, [el("span", { "class": "qname", text: q.name })]),
         td("Ready", "ready", num(q.ready), has(q.problems, "max_ready") && "bad", spark(s, q, "ready")),
         td("In flight", "in_flight", num(q.in_flight)),
         td("Delayed", "delayed", num(q.delayed)),
         td("Dead-lettered", "dead_letter", num(q.dead_letter), q.dead_letter > 0 && "warn", spark(s, q, "dead_letter")),
+        has(un, "oldest_message_age_seconds") ? na("Oldest", "oldest", "not available on RabbitMQ") :
         td("Oldest", "oldest", age(q.oldest_message_age_seconds),
           cls(has(q.problems, "max_oldest_age") && "bad", q.oldest_message_age_seconds === null && "muted"), spark(s, q, "oldest")),
+        has(un, "orphaned") ? na("Orphaned", "orphaned", "RabbitMQ requeues a closed connection's messages: none are orphaned") :
         td("Orphaned", "orphaned", num(q.orphaned), q.orphaned > 0 && "bad")
       ]);
     });
@@ -242,7 +260,8 @@
       out.push(el("table", { "class": "dead" }, [el("thead", null, [head]), el("tbody", null, rows)]));
     });
     if (!out.length) {
-      out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No dead letters." : "Unknown while Redis is not answering." }));
+      out.push(el("p", { "class": "empty", text: s.components.rabbitmq ? "Not available on RabbitMQ: a dead letter's body can only be read by consuming it."
+        : s.components.redis.up ? "No dead letters." : "Unknown while Redis is not answering." }));
     }
     box.replaceChildren.apply(box, out);
   }
@@ -271,7 +290,8 @@
       out.push(el("table", { "class": "actors" }, [el("thead", null, [head]), el("tbody", null, body)]));
       if (rows.length > maxActorRows) out.push(el("p", { "class": "note", text: (rows.length - maxActorRows) + " more not shown." }));
     } else {
-      out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No dead letters since the exporter started." : "Unknown while Redis is not answering." }));
+      out.push(el("p", { "class": "empty", text: s.components.rabbitmq ? "Not available on RabbitMQ: the actor is only in the message body."
+        : s.components.redis.up ? "No dead letters since the exporter started." : "Unknown while Redis is not answering." }));
     }
     $("actors").replaceChildren.apply($("actors"), out);
   }
