@@ -116,7 +116,8 @@ bench: deps
 
 # Installs only what the demo runs (no browser, Alertmanager or linters);
 # the demo builds its own exporter binary into .demo/.
-# make demo DEMO_ARGS=--background returns once the demo is up.
+# make demo DEMO_ARGS=--background returns once the demo is up;
+# make demo DEMO_BROKER=rabbitmq runs it on RabbitMQ.
 demo:
 	@scripts/deps.sh --demo
 	@scripts/demo.sh $(DEMO_ARGS)

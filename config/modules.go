@@ -42,6 +42,11 @@ type Module struct {
 	// Databases are the Redis database numbers a probe may name (redis.
 	// databases); empty means 0-15, Redis's default count.
 	Databases []int
+	// Broker is the module's broker (BrokerRedis or BrokerRabbitMQ). A
+	// RabbitMQ module's targets are management APIs, host:port, read with
+	// RabbitMQ's settings (the URL is the target's).
+	Broker   string
+	RabbitMQ RabbitMQ
 }
 
 // DefaultProbeDatabases is how many database numbers (0 to N-1) a module
@@ -87,8 +92,10 @@ type moduleFile struct {
 		TLSInsecureSkipVerify *bool  `yaml:"tls_insecure_skip_verify"`
 		Databases             []int  `yaml:"databases"`
 	} `yaml:"redis"`
-	Dramatiq dramatiqFile `yaml:"dramatiq"`
-	Database databaseFile `yaml:"database"`
+	Dramatiq dramatiqFile       `yaml:"dramatiq"`
+	Database databaseFile       `yaml:"database"`
+	Broker   string             `yaml:"broker"`
+	RabbitMQ rabbitmqModuleFile `yaml:"rabbitmq"`
 }
 
 // loadModules resolves the file's modules: defaults filled in, password
@@ -171,6 +178,18 @@ func loadModule(name string, f moduleFile, base *Config) (*Module, error) {
 	if m.DatabasePassword, err = secret("", f.Database.PasswordFile, "database.password-file"); err != nil {
 		return nil, moduleErr(err)
 	}
+	if f.Broker == BrokerRabbitMQ {
+		if err := loadRabbitModule(m, f, base); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	if f.Broker != "" && f.Broker != BrokerRedis {
+		return nil, fmt.Errorf("broker: must be redis or rabbitmq, not %q", clipValue(f.Broker))
+	}
+	if f.RabbitMQ != (rabbitmqModuleFile{}) {
+		return nil, fmt.Errorf("rabbitmq: needs broker: rabbitmq")
+	}
 	// Checked as the configuration a probe will run with; a TLS module is
 	// for rediss:// targets.
 	scheme := "redis"
@@ -211,6 +230,16 @@ func (c *Config) ForProbe(m *Module, target string) *Config {
 	p.DatabaseURL = m.DatabaseURL
 	p.DatabasePassword = m.DatabasePassword
 	p.Modules = nil
+	p.Broker = m.Broker
+	if p.Broker == "" {
+		p.Broker = BrokerRedis
+	}
+	if m.Broker == BrokerRabbitMQ {
+		// The Redis settings are not read; keep them valid.
+		p.RedisURL, p.RedisPassword, p.RedisTLS = DefaultRedisURL, "", RedisTLS{}
+		p.RabbitMQ = m.RabbitMQ
+		p.RabbitMQ.URL = target
+	}
 	return &p
 }
 

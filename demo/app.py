@@ -6,8 +6,13 @@ queue), one that always fails (dead letters) and reminders scheduled for
 later (delayed). Run it with the dramatiq CLI: `dramatiq app` from demo/.
 
 Settings come from the environment, as in a real deployment:
-  REDIS_URL               the broker (default redis://127.0.0.1:6379/0)
+  DEMO_BROKER             redis (RedisBroker, the default) or rabbitmq
+                          (RabbitmqBroker)
+  REDIS_URL               the Redis broker (default redis://127.0.0.1:6379/0)
   DRAMATIQ_NAMESPACE      RedisBroker namespace (default dramatiq)
+  DEMO_AMQP_URL           the RabbitMQ broker (default
+                          amqp://guest:guest@127.0.0.1:5672/%2F); not
+                          RABBITMQ_URL, which is the exporter's setting
   DEMO_HEARTBEAT_TIMEOUT  seconds; the exporter's --dramatiq.heartbeat-timeout
                           must be the same (default 60, Dramatiq's default)
   dramatiq_prom_db        when set, the workers export Dramatiq's own metrics
@@ -23,11 +28,16 @@ import time
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-broker = RedisBroker(
-    url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-    namespace=os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq"),
-    heartbeat_timeout=int(float(os.environ.get("DEMO_HEARTBEAT_TIMEOUT", "60")) * 1000),
-)
+if os.environ.get("DEMO_BROKER", "redis") == "rabbitmq":
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    broker = RabbitmqBroker(url=os.environ.get("DEMO_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+else:
+    broker = RedisBroker(
+        url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        namespace=os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq"),
+        heartbeat_timeout=int(float(os.environ.get("DEMO_HEARTBEAT_TIMEOUT", "60")) * 1000),
+    )
 if os.environ.get("dramatiq_prom_db"):
     # Imported only then: the module creates its directory on import.
     from dramatiq.middleware.prometheus import Prometheus

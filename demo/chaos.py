@@ -4,7 +4,8 @@ Every ten minutes it starts an extra `dramatiq app` worker on the reports
 queue, hands it a batch of reports so it surely holds some, and SIGKILLs it
 a few seconds later. Its messages stay in its ack set (orphaned) and its
 heartbeat goes stale until Dramatiq's maintenance (a 1-in-1000 chance per
-broker call on that queue) puts them back.
+broker call on that queue) puts them back. On RabbitMQ (DEMO_BROKER) the
+node puts them back at once, redelivered, and the worker's consumers go.
 """
 import os
 import signal

@@ -137,19 +137,25 @@ func (p *Prober) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	target, err := config.ParseTarget(q.Get("target"))
-	if err != nil {
-		// The raw target is not echoed: it may carry a password.
-		p.refuse(w, refusedBadRequest, http.StatusBadRequest, err.Error())
-		return
-	}
 	name := q.Get("module")
 	if name == "" {
 		name = config.DefaultModule
 	}
 	m, ok := p.opts.Modules[name]
 	if !ok {
+		// A bad target is the more useful answer when both are wrong.
+		if _, err := config.ParseTarget(q.Get("target")); err != nil {
+			p.refuse(w, refusedBadRequest, http.StatusBadRequest, err.Error())
+			return
+		}
 		p.refuse(w, refusedModule, http.StatusBadRequest, "unknown module (modules: in the config file); without module=, a module named default is used")
+		return
+	}
+	// The module says which broker, so how its targets are spelled.
+	target, err := config.ParseTargetFor(m, q.Get("target"))
+	if err != nil {
+		// The raw target is not echoed: it may carry a password.
+		p.refuse(w, refusedBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}
 	if !m.AllowsDB(target.DB) {

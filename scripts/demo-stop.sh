@@ -70,6 +70,9 @@ stop_all() {
 stop_all 10 producer legacy-producer chaos chaos-victim
 stop_all 20 workers workers-reports
 stop_all 10 dbload exporter prometheus redis
+# RabbitMQ (DEMO_BROKER=rabbitmq) syncs to disk on the way down; its epmd after it.
+stop_all 30 rabbitmq
+stop_all 5 epmd
 
 # PostgreSQL was daemonized by pg_ctl, in its own session.
 if [[ -f "$PIDS/postgres.pid" ]]; then

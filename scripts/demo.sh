@@ -4,6 +4,9 @@
 # and then, a legacy pickle producer), the exporter on :10191, the workers'
 # own metrics (Dramatiq's Prometheus middleware) on :10192 and :10193, and
 # Debian's Prometheus scraping them with the shipped alert rules.
+# DEMO_BROKER=rabbitmq runs the same app on RabbitMQ instead of Redis (a
+# private node with the management and Prometheus plugins; the exporter
+# reads it as a user with only the monitoring tag).
 #
 #   scripts/demo.sh               start, print the URLs, stop on Ctrl-C
 #   scripts/demo.sh --background  start, print the URLs, return (for scripts)
@@ -14,7 +17,9 @@
 # .demo/pg-dir), which the postgres user can reach wherever the checkout is.
 # Ports can be moved with DEMO_REDIS_PORT, DEMO_PG_PORT, DEMO_EXPORTER_PORT,
 # DEMO_PROMETHEUS_PORT, DEMO_WORKERS_METRICS_PORT and
-# DEMO_REPORTS_METRICS_PORT; PG_BINDIR names PostgreSQL's bin directory
+# DEMO_REPORTS_METRICS_PORT (on RabbitMQ also DEMO_AMQP_PORT,
+# DEMO_RABBITMQ_MGMT_PORT, DEMO_RABBITMQ_PROM_PORT, DEMO_EPMD_PORT and
+# DEMO_RABBITMQ_DIST_PORT); PG_BINDIR names PostgreSQL's bin directory
 # (default: the newest /usr/lib/postgresql/*/bin).
 set -euo pipefail
 
@@ -34,13 +39,22 @@ REPORTS_METRICS_PORT="${DEMO_REPORTS_METRICS_PORT:-10193}"
 HEARTBEAT_TIMEOUT="${DEMO_HEARTBEAT_TIMEOUT:-20}"
 NAMESPACE=dramatiq
 PY="$ROOT/.venv/bin/python"
+BROKER="${DEMO_BROKER:-redis}"
+AMQP_PORT="${DEMO_AMQP_PORT:-15674}"
+RABBIT_MGMT_PORT="${DEMO_RABBITMQ_MGMT_PORT:-15673}"
+RABBIT_PROM_PORT="${DEMO_RABBITMQ_PROM_PORT:-15693}"
+EPMD_PORT="${DEMO_EPMD_PORT:-14369}"
+RABBIT_DIST_PORT="${DEMO_RABBITMQ_DIST_PORT:-25674}"
+# Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user; the
+# node's own script runs it as whoever starts the demo.
+RABBIT_BIN=/usr/lib/rabbitmq/bin/rabbitmq-server
 
 background=false
 for arg in "$@"; do
 	case "$arg" in
 	--background) background=true ;;
 	-h | --help)
-		sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -70,7 +84,15 @@ newest_pg_bindir() {
 	printf '%s' "$best"
 }
 PGBIN="${PG_BINDIR:-$(newest_pg_bindir)}"
-for bin in redis-server prometheus curl go; do
+case "$BROKER" in
+redis) broker_bins=(redis-server) broker_ports=("$REDIS_PORT") ;;
+rabbitmq)
+	[[ -x "$RABBIT_BIN" ]] || die "$RABBIT_BIN not found: run DEMO_BROKER=rabbitmq scripts/deps.sh --demo (make demo DEMO_BROKER=rabbitmq does)"
+	broker_bins=(epmd) broker_ports=("$AMQP_PORT" "$RABBIT_MGMT_PORT" "$RABBIT_PROM_PORT" "$EPMD_PORT" "$RABBIT_DIST_PORT")
+	;;
+*) die "DEMO_BROKER must be redis or rabbitmq, not $BROKER" ;;
+esac
+for bin in "${broker_bins[@]}" prometheus curl go; do
 	command -v "$bin" >/dev/null || die "$bin not found: run scripts/deps.sh --demo (make demo does)"
 done
 for bin in initdb pg_ctl psql; do
@@ -86,7 +108,7 @@ for f in "$PIDS"/*.pid; do
 		die "already running ($(basename "$f" .pid) is up): scripts/demo-stop.sh first"
 	fi
 done
-for port in "$REDIS_PORT" "$PG_PORT" "$EXPORTER_PORT" "$PROM_PORT" "$WORKERS_METRICS_PORT" "$REPORTS_METRICS_PORT"; do
+for port in "${broker_ports[@]}" "$PG_PORT" "$EXPORTER_PORT" "$PROM_PORT" "$WORKERS_METRICS_PORT" "$REPORTS_METRICS_PORT"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 		die "port $port on 127.0.0.1 is taken; set DEMO_*_PORT to move the demo"
 	fi
@@ -139,11 +161,56 @@ VPKG=github.com/prometheus/common/version
 	-X $VPKG.Branch=$(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)" \
 	./cmd/dramatiq_exporter)
 
-# ------------------------------------------------------------ redis
-say "starting redis-server on 127.0.0.1:$REDIS_PORT"
-start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DEMO"
-wait_for redis-server 10 redis-cli -p "$REDIS_PORT" ping
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+# ------------------------------------------------------------ the broker
+if [[ "$BROKER" == redis ]]; then
+	say "starting redis-server on 127.0.0.1:$REDIS_PORT"
+	start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DEMO"
+	wait_for redis-server 10 redis-cli -p "$REDIS_PORT" ping
+	REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+	export REDIS_URL
+	BROKER_AT="$REDIS_URL   (namespace $NAMESPACE)"
+else
+	# A private node, as internal/testserver/rabbitmq.go starts one: its own
+	# name, directories, epmd and ports, all on loopback. Statistics every
+	# second (the default is 5 s) so the numbers move visibly.
+	say "starting RabbitMQ on 127.0.0.1:$AMQP_PORT (management API :$RABBIT_MGMT_PORT, rabbitmq_prometheus :$RABBIT_PROM_PORT)"
+	RDIR="$DEMO/rabbitmq"
+	mkdir -p "$RDIR"
+	secret() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
+	RABBIT_ADMIN_PW="$(secret)"
+	EXPORTER_RABBIT_PW="$(secret)"
+	(umask 077 && printf '%s\n' "$EXPORTER_RABBIT_PW" >"$RDIR/exporter-password" &&
+		printf 'admin %s\ndramatiq-exporter %s\n' "$RABBIT_ADMIN_PW" "$EXPORTER_RABBIT_PW" >"$RDIR/credentials")
+	(umask 077 && printf '%s\n' \
+		"listeners.tcp.default = 127.0.0.1:$AMQP_PORT" \
+		"management.tcp.ip = 127.0.0.1" "management.tcp.port = $RABBIT_MGMT_PORT" \
+		"prometheus.tcp.ip = 127.0.0.1" "prometheus.tcp.port = $RABBIT_PROM_PORT" \
+		"loopback_users = none" "collect_statistics_interval = 1000" \
+		"default_user = admin" "default_pass = $RABBIT_ADMIN_PW" "default_user_tags.administrator = true" \
+		"log.console = false" "log.file.level = info" >"$RDIR/rabbit.conf")
+	echo '[rabbitmq_management,rabbitmq_prometheus].' >"$RDIR/enabled_plugins"
+	: >"$RDIR/rabbitmq-env.conf"
+	# Our own epmd, stopped with the demo (a node that finds none starts a
+	# daemon that outlives it).
+	start epmd epmd -port "$EPMD_PORT" -address 127.0.0.1
+	start rabbitmq env RABBITMQ_NODENAME=dramatiq-demo@localhost RABBITMQ_CONFIG_FILE="$RDIR/rabbit" \
+		RABBITMQ_CONF_ENV_FILE="$RDIR/rabbitmq-env.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$RDIR/advanced.config" \
+		RABBITMQ_ENABLED_PLUGINS_FILE="$RDIR/enabled_plugins" RABBITMQ_MNESIA_BASE="$RDIR/mnesia" \
+		RABBITMQ_LOG_BASE="$LOGS/rabbitmq" RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT" ERL_EPMD_PORT="$EPMD_PORT" \
+		ERL_EPMD_ADDRESS=127.0.0.1 HOME="$RDIR" \
+		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}' \
+		"$RABBIT_BIN"
+	MGMT="http://127.0.0.1:$RABBIT_MGMT_PORT"
+	wait_for RabbitMQ 120 curl -fsS -u "admin:$RABBIT_ADMIN_PW" "$MGMT/api/overview"
+	# The exporter's user: the monitoring tag and a permission entry on the
+	# vhost that grants nothing, all it needs.
+	rabbit_put() { curl -fsS -o /dev/null -u "admin:$RABBIT_ADMIN_PW" -X PUT -H 'Content-Type: application/json' -d "$2" "$MGMT$1"; }
+	rabbit_put /api/users/dramatiq-exporter "{\"password\":\"$EXPORTER_RABBIT_PW\",\"tags\":\"monitoring\"}"
+	rabbit_put /api/permissions/%2F/dramatiq-exporter '{"configure":"","write":"","read":""}'
+	DEMO_AMQP_URL="amqp://admin:$RABBIT_ADMIN_PW@127.0.0.1:$AMQP_PORT/%2F"
+	export DEMO_AMQP_URL
+	BROKER_AT="amqp://127.0.0.1:$AMQP_PORT, management API $MGMT (users in .demo/rabbitmq/credentials)"
+fi
 
 # ------------------------------------------------------------ postgresql
 # postgres refuses to run as root: as root, the cluster belongs to the
@@ -181,7 +248,7 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/shop?sslmode=disable"
 PSQL="$PGBIN/psql" start dbload bash "$ROOT/demo/dbload.sh" "$PG_PORT"
 
 # ------------------------------------------------------------ the dramatiq app
-export REDIS_URL DRAMATIQ_NAMESPACE="$NAMESPACE" DEMO_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT"
+export DEMO_BROKER="$BROKER" DRAMATIQ_NAMESPACE="$NAMESPACE" DEMO_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT"
 export PYTHONUNBUFFERED=1
 say "starting Dramatiq $("$PY" -c 'import dramatiq; print(dramatiq.__version__)'): 2 worker processes, producer, chaos, legacy producer"
 # One worker for the quick queues, and one single-threaded worker for the
@@ -213,10 +280,14 @@ mapfile -t reports_env < <(prom_env workers-reports "$REPORTS_METRICS_PORT")
 
 # ------------------------------------------------------------ exporter
 say "starting the exporter on 127.0.0.1:$EXPORTER_PORT"
+if [[ "$BROKER" == redis ]]; then
+	broker_flags=(--redis.url="$REDIS_URL" --dramatiq.namespace="$NAMESPACE" --dramatiq.heartbeat-timeout="${HEARTBEAT_TIMEOUT}s")
+else
+	broker_flags=(--broker=rabbitmq --rabbitmq.url="$MGMT" --rabbitmq.user=dramatiq-exporter
+		--rabbitmq.password-file="$RDIR/exporter-password" --rabbitmq.prometheus-url="http://127.0.0.1:$RABBIT_PROM_PORT")
+fi
 start exporter "$DEMO/dramatiq_exporter" \
-	--redis.url="$REDIS_URL" \
-	--dramatiq.namespace="$NAMESPACE" \
-	--dramatiq.heartbeat-timeout="${HEARTBEAT_TIMEOUT}s" \
+	"${broker_flags[@]}" \
 	--database.url="$DATABASE_URL" \
 	--environment=demo \
 	--web.listen-address="127.0.0.1:$EXPORTER_PORT"
@@ -263,13 +334,19 @@ Dramatiq demo is up (everything on 127.0.0.1):
   workers' metrics   http://127.0.0.1:$WORKERS_METRICS_PORT/metrics http://127.0.0.1:$REPORTS_METRICS_PORT/metrics
   Prometheus         http://127.0.0.1:$PROM_PORT/graph
   alerts             http://127.0.0.1:$PROM_PORT/alerts   (rules: ${rules:-none yet})
-  redis              $REDIS_URL   (namespace $NAMESPACE)
+  $(printf '%-18s' "$BROKER") $BROKER_AT
   PostgreSQL         $DATABASE_URL
   logs               .demo/logs/
-An extra reports worker is SIGKILLed about 15 s after start (and every
-10 minutes): its messages show as orphaned once its heartbeat is
-${HEARTBEAT_TIMEOUT}s old, until Dramatiq's maintenance requeues them.
 EOF
+if [[ "$BROKER" == redis ]]; then
+	echo "An extra reports worker is SIGKILLed about 15 s after start (and every"
+	echo "10 minutes): its messages show as orphaned once its heartbeat is"
+	echo "${HEARTBEAT_TIMEOUT}s old, until Dramatiq's maintenance requeues them."
+else
+	echo "An extra reports worker is SIGKILLed about 15 s after start (and every"
+	echo "10 minutes): RabbitMQ puts its unacked messages back, redelivered, and"
+	echo "its consumers go."
+fi
 
 if $background; then
 	echo "Stop it with: scripts/demo-stop.sh (or make demo-stop)"
@@ -279,7 +356,7 @@ echo "Press Ctrl-C to stop."
 trap '"$ROOT/scripts/demo-stop.sh"; exit 0' INT TERM
 # Keep running while the stack is; report if a component dies.
 while true; do
-	for name in redis exporter prometheus workers workers-reports producer; do
+	for name in "$BROKER" exporter prometheus workers workers-reports producer; do
 		if ! kill -0 "$(cat "$PIDS/$name.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
 			say "$name exited (see .demo/logs/$name.log); stopping the demo"
 			"$ROOT/scripts/demo-stop.sh"

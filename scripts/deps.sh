@@ -55,6 +55,7 @@ declare -A PROBES=(
 )
 packages=(redis-server postgresql prometheus prometheus-alertmanager chromium curl rabbitmq-server)
 $demo_only && packages=(redis-server postgresql prometheus curl)
+$demo_only && [[ "${DEMO_BROKER:-redis}" == rabbitmq ]] && packages=(rabbitmq-server postgresql prometheus curl)
 missing=()
 for pkg in "${packages[@]}"; do
 	probe="${PROBES[$pkg]}"

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 	"github.com/dramatiq-exporter/dramatiq_exporter/status"
@@ -36,6 +37,9 @@ type StatusOptions struct {
 	// ?history=1. It must be fed by the Exporter's OnRead.
 	History *history.History
 	Logger  *slog.Logger
+	// Broker is the broker configured, for a read whose broker part did
+	// not finish (empty: Redis).
+	Broker broker.Kind
 }
 
 // StatusSource serves the status projection of the exporter's state to the
@@ -77,7 +81,7 @@ func (s *StatusSource) Status(ctx context.Context, withHistory bool) *status.Sta
 	if st.Broker != nil && st.Broker.DeadLettersErr != nil {
 		s.o.Logger.Warn("reading recent dead letters failed", "err", st.Broker.DeadLettersErr)
 	}
-	o := status.Options{Thresholds: s.o.Thresholds, ShowMessageArgs: s.o.ShowMessageArgs, RecentDeadLetters: true}
+	o := status.Options{Thresholds: s.o.Thresholds, ShowMessageArgs: s.o.ShowMessageArgs, RecentDeadLetters: true, Broker: s.o.Broker}
 	if withHistory && s.o.History != nil {
 		names := []string{} // no queue listed: no series to copy
 		if st.Broker != nil && st.Broker.Snapshot != nil {

@@ -132,7 +132,7 @@ var pageFuncs = template.FuncMap{
 	"spark":  spark,
 	// known hides numbers that only mean "nothing was read".
 	"known": func(s *status.Status, v string) string {
-		if !s.Components.Redis.Up {
+		if !s.Components.BrokerUp() {
 			return "?"
 		}
 		return v

@@ -29,17 +29,21 @@ const columns = "name,type,state,arguments,messages,messages_ready,messages_unac
 // RabbitMQ leaves them out of a queue whose statistics were not collected
 // yet, and absent must stay absent.
 type apiQueue struct {
-	Name         json.RawMessage            `json:"name"`
-	Type         json.RawMessage            `json:"type"`
-	State        json.RawMessage            `json:"state"`
-	Arguments    map[string]json.RawMessage `json:"arguments"`
-	Messages     *int64                     `json:"messages"`
-	Ready        *int64                     `json:"messages_ready"`
-	Unacked      *int64                     `json:"messages_unacknowledged"`
-	Consumers    *int64                     `json:"consumers"`
-	MessageStats *struct {
-		Redeliver *int64 `json:"redeliver"`
-	} `json:"message_stats"`
+	Name      json.RawMessage            `json:"name"`
+	Type      json.RawMessage            `json:"type"`
+	State     json.RawMessage            `json:"state"`
+	Arguments map[string]json.RawMessage `json:"arguments"`
+	Messages  *int64                     `json:"messages"`
+	Ready     *int64                     `json:"messages_ready"`
+	Unacked   *int64                     `json:"messages_unacknowledged"`
+	Consumers *int64                     `json:"consumers"`
+	// MessageStats is an object, or [] when columns= selected none of its
+	// keys (an empty Erlang proplist), or absent before any statistics.
+	MessageStats json.RawMessage `json:"message_stats"`
+}
+
+type messageStats struct {
+	Redeliver *int64 `json:"redeliver"`
 }
 
 // rq is what is kept of one RabbitMQ queue: small and bounded, whatever
@@ -54,6 +58,9 @@ type rq struct {
 	maxPriority, ttl                    Count
 	badMaxPriority, badTTL              bool
 	others                              []string // other argument names, clipped
+	// noDetails: known from counts alone (rabbitmq_prometheus), not yet
+	// from a listing: type, state and arguments are unknown, not wrong.
+	noDetails bool
 }
 
 // errMalformed wraps every complaint about the answer's shape.
@@ -153,15 +160,21 @@ func keep(name string, a *apiQueue) (*rq, error) {
 			return nil, errors.New("a negative count")
 		}
 	}
-	if a.MessageStats != nil {
+	if ms := bytes.TrimSpace(a.MessageStats); len(ms) > 0 && !bytes.Equal(ms, []byte("null")) {
 		// The object is there once the queue has any message statistic;
 		// a redeliver counter is then left out only while it is zero.
+		var st messageStats
+		if !bytes.Equal(ms, []byte("[]")) {
+			if err := json.Unmarshal(ms, &st); err != nil {
+				return nil, errors.New("message_stats is not an object")
+			}
+		}
 		q.redeliver = Count{OK: true}
-		if a.MessageStats.Redeliver != nil {
-			if *a.MessageStats.Redeliver < 0 {
+		if st.Redeliver != nil {
+			if *st.Redeliver < 0 {
 				return nil, errors.New("a negative count")
 			}
-			q.redeliver.N = *a.MessageStats.Redeliver
+			q.redeliver.N = *st.Redeliver
 		}
 	}
 	if s, ok := jsonString(a.Type); ok {

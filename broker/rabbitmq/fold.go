@@ -150,7 +150,7 @@ func (g group) problems(c string) []string {
 		m      *rq
 	}{{"", g.q}, {".DQ", g.dq}} {
 		m := x.m
-		if m == nil {
+		if m == nil || m.noDetails {
 			continue
 		}
 		name := c + x.suffix
@@ -182,10 +182,10 @@ func (g group) problems(c string) []string {
 			add("%s: unexpected argument %q", name, o)
 		}
 	}
-	if g.q != nil && g.dq != nil && g.q.maxPriority != g.dq.maxPriority {
+	if g.q != nil && g.dq != nil && !g.q.noDetails && !g.dq.noDetails && g.q.maxPriority != g.dq.maxPriority {
 		add("%s and %s.DQ: x-max-priority differs", c, c)
 	}
-	if m := g.xq; m != nil {
+	if m := g.xq; m != nil && !m.noDetails {
 		name := c + ".XQ"
 		switch {
 		case m.badTTL:

@@ -7,6 +7,8 @@
 // POST .../get (which requeues messages and marks them redelivered).
 package rabbitmq
 
+import "time"
+
 // Count is a number the broker may or may not be able to give. OK false
 // means absent: the series must be left out, never reported as zero.
 type Count struct {
@@ -42,9 +44,13 @@ type Snapshot struct {
 	// label (not valid UTF-8, longer than MaxNameBytes) or was listed
 	// twice.
 	Anomalies int
-	// ResponseBytes is the size of the answer read (after any
+	// ResponseBytes is the size of the answers read (after any
 	// Content-Encoding was undone).
 	ResponseBytes int64
+	// DetailsAge, with Options.PrometheusURL, is the age of the listing
+	// that types, arguments and redeliveries come from (the counts are
+	// this read's); zero without it, when every read lists.
+	DetailsAge time.Duration
 }
 
 // Queue is one Dramatiq queue, shaped like the broker-neutral model: the

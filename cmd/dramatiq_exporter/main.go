@@ -150,7 +150,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	}
 	logger.Info("collectors enabled", "collectors", exporter.Names())
 	// Discovery starts now, in the background: scrapes never wait for it.
-	sources.Broker.Start(ctx)
+	startBackground(ctx, sources.Broker)
 
 	base := prometheus.NewRegistry()
 	base.MustRegister(
@@ -180,7 +180,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	status := server.NewStatusSource(server.StatusOptions{
 		Exporter: exporter, Thresholds: status.DefaultThresholds(),
 		ShowMessageArgs: cfg.ShowMessageArgs, Timeout: cfg.ScrapeTimeout, MaxRequests: cfg.MaxRequests,
-		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger,
+		TelemetryPath: cfg.TelemetryPath, History: trends, Logger: logger, Broker: brokerKind(cfg),
 	})
 	health := &server.Health{}
 	mux := http.NewServeMux()
@@ -260,10 +260,21 @@ func healthcheck(webFlags *web.FlagConfig, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// startBackground starts a reader's background work (the Redis reader's
+// queue discovery); a reader without any has no Start.
+func startBackground(ctx context.Context, r any) {
+	if s, ok := r.(interface{ Start(context.Context) }); ok {
+		s.Start(ctx)
+	}
+}
+
 // buildSources makes the long-lived clients. Nothing here connects: the
 // exporter must come up while Redis or the database is down and say so.
 // discover=false reads only the configured queues and never SCANs.
 func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, discover bool) (collector.Sources, func(), error) {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return buildRabbitMQSources(ctx, cfg, logger, nil)
+	}
 	client, err := broker.NewClient(redisOptions(cfg))
 	if err != nil {
 		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)
@@ -313,6 +324,9 @@ func redisOptions(cfg *config.Config) broker.ClientOptions {
 // connects only through dial, to the addresses the allow-list admitted;
 // its database pool is the module's, shared by all its targets.
 func buildProbeTarget(ctx context.Context, cfg *config.Config, m *config.Module, pools *modulePools, dial probe.DialFunc, logger *slog.Logger) (*probe.Target, error) {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return buildRabbitMQProbeTarget(cfg, m, pools, dial, logger)
+	}
 	ro := redisOptions(cfg)
 	ro.NetDial = dial
 	client, err := broker.NewClient(ro)

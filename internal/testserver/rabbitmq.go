@@ -62,7 +62,8 @@ func (r *RabbitMQ) MgmtURL() string { return "http://127.0.0.1:" + strconv.Itoa(
 func (r *RabbitMQ) AMQPURL(user, password, vhost string) string {
 	u := url.URL{Scheme: "amqp", User: url.UserPassword(user, password), Host: "127.0.0.1:" + strconv.Itoa(r.AMQPPort), Path: "/" + vhost}
 	if vhost == "" || vhost == "/" {
-		u.Path, u.RawPath = "/%2F", "/%2F"
+		// Path is the decoded form: "/" + "/", escaped as %2F.
+		u.Path, u.RawPath = "//", "/%2F"
 	} else {
 		u.RawPath = "/" + url.PathEscape(vhost)
 	}

@@ -246,8 +246,8 @@ func (r *rabbitRun) check(ctx context.Context, reader *rabbitmq.Reader, p phase)
 		cancel()
 		if err != nil {
 			diffs = []string{"read: " + err.Error()}
-		} else {
-			diffs = compareRabbit(s, p)
+		} else if diffs = compareRabbit(s, p); len(diffs) == 0 {
+			diffs = compareProjection(s, p)
 		}
 		if len(diffs) == 0 {
 			r.logf("phase %s: ok", p.Phase)

@@ -14,6 +14,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/alerts/mixin"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
@@ -220,7 +221,7 @@ func TestExistingSecret(t *testing.T) {
 	if len(r.secrets) != 0 {
 		t.Error("the chart created a Secret although one exists")
 	}
-	want := map[string]string{"REDIS_URL": "redis-url", "REDIS_PASSWORD": "redis-password", "REDIS_SENTINEL_PASSWORD": "redis-sentinel-password", "DATABASE_URL": "database-url", "DATABASE_PASSWORD": "database-password"}
+	want := map[string]string{"REDIS_URL": "redis-url", "REDIS_PASSWORD": "redis-password", "REDIS_SENTINEL_PASSWORD": "redis-sentinel-password", "RABBITMQ_PASSWORD": "rabbitmq-password", "DATABASE_URL": "database-url", "DATABASE_PASSWORD": "database-password"}
 	got := map[string]string{}
 	for _, e := range exporterContainer(t, r.deployments[0]).Env {
 		if e.Name == "GOMEMLIMIT" {
@@ -300,8 +301,8 @@ func TestAllValues(t *testing.T) {
 			}
 		}
 	}
-	if len(sec.StringData) != 5 {
-		t.Errorf("Secret keys %v, want the 5 credentials", keys(sec.StringData))
+	if len(sec.StringData) != 6 {
+		t.Errorf("Secret keys %v, want the 6 credentials", keys(sec.StringData))
 	}
 	if dep.Spec.Template.Annotations["checksum/secret"] == "" {
 		t.Error("no checksum/secret annotation: a changed password would not roll the pods")
@@ -569,5 +570,41 @@ func TestGoMemLimit(t *testing.T) {
 	}
 	if _, err := renderRaw(t, nil, "resources.limits.memory=lots"); err == nil || !strings.Contains(err.Error(), "goMemLimit") {
 		t.Errorf("an unreadable memory limit rendered: %v", err)
+	}
+}
+
+// On RabbitMQ: the broker and its settings reach the config file, and the
+// password comes from the Secret as RABBITMQ_PASSWORD, never the file.
+func TestRabbitMQValues(t *testing.T) {
+	r := render(t, nil, "credentials.existingSecret=rabbit-creds", "config.broker=rabbitmq",
+		"config.rabbitmq.url=https://rabbitmq.app.svc:15671", "config.rabbitmq.user=dramatiq-exporter",
+		"config.rabbitmq.vhost=prod", "config.rabbitmq.prometheus_url=http://rabbitmq.app.svc:15692",
+		"config.rabbitmq.tls_ca_file=/etc/dramatiq-exporter/rabbitmq-tls/ca.crt")
+	checkDeployment(t, r)
+	var file struct {
+		Broker   string            `json:"broker"`
+		RabbitMQ map[string]string `json:"rabbitmq"`
+	}
+	cm := configMapNamed(t, r, "")
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yml"]), &file); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"url": "https://rabbitmq.app.svc:15671", "user": "dramatiq-exporter", "vhost": "prod",
+		"prometheus_url": "http://rabbitmq.app.svc:15692", "tls_ca_file": "/etc/dramatiq-exporter/rabbitmq-tls/ca.crt"}
+	if file.Broker != "rabbitmq" || !equalJSON(t, file.RabbitMQ, want) {
+		t.Errorf("config file %s", cm.Data["config.yml"])
+	}
+	found := false
+	for _, e := range exporterContainer(t, r.deployments[0]).Env {
+		if e.Name == "RABBITMQ_PASSWORD" {
+			ref := e.ValueFrom.SecretKeyRef
+			found = ref != nil && ref.Name == "rabbit-creds" && ref.Key == "rabbitmq-password"
+		}
+	}
+	if !found {
+		t.Error("RABBITMQ_PASSWORD does not come from the Secret's rabbitmq-password")
+	}
+	if strings.Contains(cm.Data["config.yml"], "password") {
+		t.Errorf("the config file names a password: %s", cm.Data["config.yml"])
 	}
 }

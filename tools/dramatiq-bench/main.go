@@ -46,6 +46,9 @@ func main() {
 	concurrency := flag.Int("concurrency", 40, "concurrent scrapes in the large-head benchmark (the default --web.max-requests)")
 	historySizes := flag.String("history", "1000,10000", "queue counts to measure the status page's trends history at, comma-separated (empty: skip)")
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
+	rmqSizes := flag.String("rabbitmq", "1000", "Dramatiq queue counts to measure a RabbitMQ broker at (3 RabbitMQ queues each), comma-separated (empty: skip)")
+	python := flag.String("python", ".venv/bin/python", "a Python with dramatiq[rabbitmq], to fill the RabbitMQ broker")
+	rmqScrapes := flag.Int("rabbitmq-scrapes", 20, "timed scrapes per row of the RabbitMQ benchmark (a management API listing takes about a second at 3,000 queues)")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "dramatiq-bench-bin")
@@ -72,6 +75,9 @@ func main() {
 	}
 	if *historySizes != "" {
 		historyBench(*historySizes)
+	}
+	if *rmqSizes != "" {
+		rabbitmqBench(*rmqSizes, *python, *rmqScrapes, bin)
 	}
 	if *bigHeads > 0 {
 		bigHeadsBench(*bigHeads, *headBytes, *concurrency, 3, *redisServer, bin)
