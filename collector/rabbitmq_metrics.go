@@ -79,11 +79,8 @@ func (c *rabbitmqCollector) Collect(st *State, m *Metrics) {
 	if rs.StatisticsAgeKnown {
 		m.Gauge(rabbitmqStatsAgeDesc, rs.StatisticsAge.Seconds())
 	}
-	inQueues := 0
-	for _, q := range snap.Queues {
-		inQueues += len(q.Members)
-	}
-	m.Gauge(rabbitmqQueuesDesc, float64(inQueues), "dramatiq")
+	// Queues past --dramatiq.max-queues are Dramatiq's too.
+	m.Gauge(rabbitmqQueuesDesc, float64(max(rs.BrokerQueues-rs.Ignored-rs.Anomalies, 0)), "dramatiq")
 	m.Gauge(rabbitmqQueuesDesc, float64(rs.Ignored), "ignored")
 	m.Gauge(rabbitmqQueuesDesc, float64(rs.Anomalies), "invalid")
 	m.Gauge(queuesDroppedDesc, float64(snap.QueuesDropped))
