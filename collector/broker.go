@@ -7,17 +7,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 )
 
 func init() {
-	Register("broker", true, "Dramatiq Redis broker: queues, processes and Redis itself.", func(s Sources) (Collector, error) {
+	Register("broker", true, "Dramatiq broker (Redis or RabbitMQ): queues, workers and the broker itself.", func(s Sources) (Collector, error) {
 		if s.Broker == nil {
 			return nil, nil
+		}
+		if s.Broker.Kind() == broker.RabbitMQ {
+			return &rabbitmqCollector{reader: s.Broker}, nil
 		}
 		return &brokerCollector{reader: s.Broker}, nil
 	})
 }
+
+// maxActorSeries is the Redis reader's cap on actor series, for the HELP
+// text (the limit series reports the reader's own value).
+const maxActorSeries = 500
 
 var (
 	redisUpDesc = prometheus.NewDesc("dramatiq_redis_up",
@@ -39,7 +46,7 @@ var (
 	queueDeadLettered = NewQueueFamily("dramatiq_queue_dead_lettered_total",
 		"Messages dead-lettered since the exporter started (or first reported the queue): members of queue.XQ newer than those it had seen. Unlike dramatiq_queue_dead_letter_messages it does not drop when Dramatiq prunes or someone requeues dead letters; use rate() or increase(). docs/dead-letter-counters.md gives its limits.", prometheus.CounterValue)
 	actorDeadLetteredDesc = prometheus.NewDesc("dramatiq_actor_dead_lettered_total",
-		fmt.Sprintf("dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor=%q: the body was gone, over 1 MiB or not Dramatiq JSON; actor=%q: actors beyond the first %d {queue, actor} pairs.", broker.ActorUnknown, broker.ActorOther, broker.MaxActorSeries), []string{"queue", "actor"}, nil)
+		fmt.Sprintf("dramatiq_queue_dead_lettered_total by the actor_name of each new dead letter's body. actor=%q: the body was gone, over 1 MiB or not Dramatiq JSON; actor=%q: actors beyond the first %d {queue, actor} pairs.", broker.ActorUnknown, broker.ActorOther, maxActorSeries), []string{"queue", "actor"}, nil)
 	actorSeriesDesc = prometheus.NewDesc("dramatiq_exporter_dead_letter_actor_series",
 		fmt.Sprintf("{queue, actor} pairs of dramatiq_actor_dead_lettered_total, not counting actor=%q and %q. Once it reaches dramatiq_exporter_dead_letter_actor_series_limit, new actors are counted under actor=%q.", broker.ActorUnknown, broker.ActorOther, broker.ActorOther), nil, nil)
 	actorSeriesLimitDesc = prometheus.NewDesc("dramatiq_exporter_dead_letter_actor_series_limit",
@@ -75,8 +82,10 @@ var (
 		"Time between the starts of discovery passes: --dramatiq.discovery-interval, or longer so that discovery takes at most about 1% of Redis's time.", nil, nil)
 )
 
+// brokerCollector projects a Redis read: the model's Redis part and the
+// numbers Redis gives for every queue.
 type brokerCollector struct {
-	reader *broker.Reader
+	reader broker.Reader
 	labels queueLabels // kept across scrapes
 }
 
@@ -96,30 +105,21 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 var queueFamilies = []*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered}
 
 func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) error {
-	part := &BrokerState{}
+	return readBroker(ctx, c.reader, st, o)
+}
+
+// readBroker reads either broker into the State's broker part.
+func readBroker(ctx context.Context, reader broker.Reader, st *State, o ReadOptions) error {
+	part := &BrokerState{Kind: reader.Kind()}
 	// Whatever was read before a failure (or a panic) is kept.
 	defer func() { st.Broker = part }()
-	part.Snapshot, part.Err = c.reader.Snapshot(ctx)
-	if c.reader.DiscoveryEnabled() {
-		d := c.reader.DiscoveryStatus()
-		part.Discovery = &d
-	}
+	part.Snapshot, part.Err = reader.ReadSnapshot(ctx, broker.ReadOptions{RecentDeadLetters: o.RecentDeadLetters, DeadLetterArgs: o.DeadLetterArgs})
+	part.Discovery = reader.Discovery()
 	if part.Err != nil {
 		part.Snapshot = nil
 		return part.Err
 	}
-	if o.RecentDeadLetters {
-		var withDead []string
-		for _, q := range part.Snapshot.Queues {
-			if q.DeadLetter > 0 {
-				withDead = append(withDead, q.Name)
-			}
-		}
-		if len(withDead) > 0 {
-			part.RecentDeadLetters, part.DeadLettersErr = c.reader.RecentDeadLetters(ctx, withDead,
-				broker.DeadLetterOptions{WithArgs: o.DeadLetterArgs})
-		}
-	}
+	part.RecentDeadLetters, part.DeadLettersErr = part.Snapshot.RecentDeadLetters, part.Snapshot.RecentDeadLettersErr
 	return nil
 }
 
@@ -131,36 +131,37 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	}
 	collectDiscovery(part.Discovery, m)
 	snap := part.Snapshot
-	if snap == nil {
+	if snap == nil || snap.Redis == nil {
 		m.Gauge(redisUpDesc, 0)
 		return
 	}
+	rs := snap.Redis
 	m.Gauge(redisUpDesc, 1)
-	if !math.IsNaN(snap.MemoryUsedBytes) {
-		m.Gauge(redisMemoryDesc, snap.MemoryUsedBytes)
+	if !math.IsNaN(rs.MemoryUsedBytes) {
+		m.Gauge(redisMemoryDesc, rs.MemoryUsedBytes)
 	}
-	if !math.IsNaN(snap.ConnectedClients) {
-		m.Gauge(redisClientsDesc, snap.ConnectedClients)
+	if !math.IsNaN(rs.ConnectedClients) {
+		m.Gauge(redisClientsDesc, rs.ConnectedClients)
 	}
-	m.Gauge(processesDesc, float64(snap.ProcessesAlive), "alive")
-	m.Gauge(processesDesc, float64(snap.ProcessesStale), "stale")
+	m.Gauge(processesDesc, float64(rs.ProcessesAlive), "alive")
+	m.Gauge(processesDesc, float64(rs.ProcessesStale), "stale")
 	m.Gauge(queuesDroppedDesc, float64(snap.QueuesDropped))
-	for _, kind := range broker.AnomalyKinds {
-		m.Gauge(anomaliesDesc, float64(snap.Anomalies[kind]), kind)
+	for _, a := range rs.Anomalies {
+		m.Gauge(anomaliesDesc, float64(a.N), a.Kind)
 	}
-	collectActors(snap, m)
+	collectActors(rs, m)
 	names := make([]string, len(snap.Queues))
 	for i, q := range snap.Queues {
 		names[i] = q.Name
 	}
 	m.queueRows(&c.labels, names)
 	for i, q := range snap.Queues {
-		m.queueSample(queueReady, i, float64(q.Ready))
-		m.queueSample(queueInflight, i, float64(q.InFlight))
-		m.queueSample(queueDelayed, i, float64(q.Delayed))
-		m.queueSample(queueDead, i, float64(q.DeadLetter))
-		m.queueSample(queueOrphaned, i, float64(q.Orphaned))
-		m.queueSample(queueDeadLettered, i, float64(q.DeadLettered))
+		sampleCount(m, queueReady, i, q.Ready)
+		sampleCount(m, queueInflight, i, q.InFlight)
+		sampleCount(m, queueDelayed, i, q.Delayed)
+		sampleCount(m, queueDead, i, q.DeadLetter)
+		sampleCount(m, queueOrphaned, i, q.Orphaned)
+		sampleCount(m, queueDeadLettered, i, q.DeadLettered)
 		if !q.DeadLetterLast.IsZero() {
 			m.queueSample(queueDeadLast, i, float64(q.DeadLetterLast.UnixMilli())/1000)
 		}
@@ -170,11 +171,18 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	}
 }
 
+// sampleCount adds a present count; an absent one is left out.
+func sampleCount(m *Metrics, f *QueueFamily, i int, c broker.Count) {
+	if c.OK {
+		m.queueSample(f, i, float64(c.N))
+	}
+}
+
 // collectActors reports the dead-letter counters by actor.
-func collectActors(snap *broker.Snapshot, m *Metrics) {
-	m.Gauge(actorSeriesDesc, float64(snap.DeadLetterActorSeries))
-	m.Gauge(actorSeriesLimitDesc, broker.MaxActorSeries)
-	for _, a := range snap.DeadLetteredByActor {
+func collectActors(rs *broker.RedisState, m *Metrics) {
+	m.Gauge(actorSeriesDesc, float64(rs.ActorSeries))
+	m.Gauge(actorSeriesLimitDesc, float64(rs.MaxActorSeries))
+	for _, a := range rs.DeadLetteredByActor {
 		m.Counter(actorDeadLetteredDesc, float64(a.Count), a.Queue, a.Actor)
 	}
 }
@@ -193,7 +201,7 @@ func collectDiscovery(st *broker.DiscoveryStatus, m *Metrics) {
 	m.Gauge(discoveryCompleteDesc, 1)
 	m.Gauge(discoveryLastDesc, float64(st.Completed.UnixMilli())/1000)
 	m.Gauge(discoveryDurationDesc, st.Duration.Seconds())
-	m.Gauge(discoveryRedisDesc, st.RedisTime.Seconds())
+	m.Gauge(discoveryRedisDesc, st.BrokerTime.Seconds())
 	m.Gauge(discoveryKeysDesc, float64(st.Keys))
 	if st.Keyspace >= 0 {
 		m.Gauge(discoveryScannedDesc, float64(st.Keyspace))

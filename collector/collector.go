@@ -28,7 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/clip"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
 )
@@ -79,7 +79,9 @@ type Factory func(s Sources) (Collector, error)
 // Sources are the long-lived clients that collectors share across scrapes.
 // A nil field means that source is not configured.
 type Sources struct {
-	Broker   *broker.Reader
+	// Broker is the chosen broker's reader (main wires it); collectors see
+	// only the broker-neutral model.
+	Broker   broker.Reader
 	Database *pgxpool.Pool
 	Logger   *slog.Logger
 }

@@ -82,7 +82,7 @@ func TestOnReadSeesEachSharedReadOnce(t *testing.T) {
 	if n := count(); n != 1 {
 		t.Fatalf("OnRead ran %d times for one shared read, want 1", n)
 	}
-	if q := seen[0].Broker.Snapshot.Queues; len(q) != 1 || q[0].Ready != 5 {
+	if q := seen[0].Broker.Snapshot.Queues; len(q) != 1 || q[0].Ready.N != 5 {
 		t.Fatalf("OnRead saw %+v", seen[0].Broker)
 	}
 

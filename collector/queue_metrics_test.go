@@ -33,7 +33,7 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 			}
 			snap.Queues = append(snap.Queues, q)
 		}
-		st := &State{Broker: &BrokerState{Snapshot: snap}}
+		st := &State{Broker: &BrokerState{Snapshot: broker.ToModel(snap)}}
 		fast := &Metrics{}
 		c.Collect(st, fast)
 		fast.list = fast.queues.appendMetrics(fast.list)
@@ -104,5 +104,13 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- x
 			}
 		}
+	}
+}
+
+// The HELP text's cap is the Redis reader's (the limit series reports the
+// reader's own value).
+func TestActorSeriesCapInHelp(t *testing.T) {
+	if maxActorSeries != broker.MaxActorSeries {
+		t.Fatalf("HELP says %d, the reader caps at %d", maxActorSeries, broker.MaxActorSeries)
 	}
 }

@@ -311,7 +311,7 @@ func TestJoinerWithLongerDeadlineRereads(t *testing.T) {
 	if o, _ := joiner.Outcome("broker"); !o.Success {
 		t.Fatalf("joiner outcome = %+v", o)
 	}
-	if got := joiner.Broker.Snapshot.Queues; len(got) != 1 || got[0].Ready != 4 {
+	if got := joiner.Broker.Snapshot.Queues; len(got) != 1 || got[0].Ready.N != 4 {
 		t.Errorf("joiner queues = %v", got)
 	}
 	if took > 10*time.Second {
@@ -345,7 +345,7 @@ func TestCallerLeavesAtItsDeadline(t *testing.T) {
 	if o, _ := st.Outcome("broker"); o.Success || !errors.Is(o.Err, context.DeadlineExceeded) {
 		t.Errorf("short caller outcome = %+v", o)
 	}
-	if st := <-leader; st.Broker == nil || st.Broker.Snapshot == nil || st.Broker.Snapshot.Queues[0].Ready != 1 {
+	if st := <-leader; st.Broker == nil || st.Broker.Snapshot == nil || st.Broker.Snapshot.Queues[0].Ready.N != 1 {
 		t.Errorf("the leader's read did not survive the short caller leaving: %+v", st.Broker)
 	}
 }

@@ -3,7 +3,7 @@ package collector
 import (
 	"time"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 )
 
 // State is one read of every enabled source. /metrics, /api/v1/status, the
@@ -53,7 +53,9 @@ func (s *State) Outcome(name string) (o Outcome, ok bool) {
 
 // BrokerState is the broker collector's part.
 type BrokerState struct {
-	// Snapshot is nil when Redis did not answer (Err says why).
+	// Kind is the broker read, answered or not.
+	Kind broker.Kind
+	// Snapshot is nil when the broker did not answer (Err says why).
 	Snapshot *broker.Snapshot
 	Err      error
 	// Discovery is the background discovery's progress; nil when the

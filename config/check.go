@@ -48,7 +48,7 @@ type CheckFlags struct {
 // setting.
 func (fl *Flags) AddCheckFlags(cmd *kingpin.CmdClause) *CheckFlags {
 	cf := &CheckFlags{}
-	c, b := fl.bind(cmd, "check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout.", "")
+	c, b := fl.bind(cmd, "check.min-processes", "Unhealthy when fewer Dramatiq processes (workers or producers) have sent a heartbeat within --dramatiq.heartbeat-timeout. On RabbitMQ (no heartbeats): when the best-served queue has fewer consumers, i.e. fewer worker processes consume any one queue.", "")
 	cf.minProcesses = intFlag(c, "check.min-processes", status.DefaultMinProcesses)
 	b.fromFile = func(f *fileConfig) error {
 		if f.Check.MinProcesses != nil {

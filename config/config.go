@@ -48,6 +48,11 @@ const (
 // Config is the validated configuration. Secrets are resolved into
 // RedisPassword and DatabasePassword and never printed.
 type Config struct {
+	// Broker is BrokerRedis or BrokerRabbitMQ; RabbitMQ is read only with
+	// the latter, the Redis settings only with the former.
+	Broker   string
+	RabbitMQ RabbitMQ
+
 	RedisURL      string
 	RedisPassword string
 	Sentinel      Sentinel
@@ -121,6 +126,7 @@ type Flags struct {
 	filePath string
 	fromFile map[string]bool
 
+	rabbit                                        rabbitmqFlags
 	redisURL, redisPasswordFile, redisPassword    *string
 	sentinelAddrs                                 *[]string
 	sentinelMaster, sentinelPasswordFile          *string
@@ -196,6 +202,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	fl := &Flags{collectors: map[string]*bool{}}
 	fl.configFile = app.Flag("config.file", "YAML file with the same settings as the flags (see README). Flags and environment variables take precedence over it.").Envar("DRAMATIQ_EXPORTER_CONFIG").PlaceHolder("FILE").String()
 
+	fl.addBrokerFlags(app)
 	c, b := fl.bind(app, "redis.url", "Redis URL of the Dramatiq broker: redis://[user[:password]@]host:port/db, rediss:// for TLS, or unix:///path.sock?db=N.", "REDIS_URL")
 	fl.redisURL = c.Default(DefaultRedisURL).String()
 	b.fromFile = func(f *fileConfig) error { return setString(fl.redisURL, f.Redis.URL) }
@@ -407,7 +414,9 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 // fileConfig is the YAML file. Unknown keys are an error, so a typo does
 // not silently fall back to a default.
 type fileConfig struct {
-	Redis struct {
+	Broker   string       `yaml:"broker"`
+	RabbitMQ rabbitmqFile `yaml:"rabbitmq"`
+	Redis    struct {
 		URL                   string   `yaml:"url"`
 		PasswordFile          string   `yaml:"password_file"`
 		SentinelAddrs         []string `yaml:"sentinel_addrs"`
@@ -573,6 +582,9 @@ func (fl *Flags) Load() (*Config, error) {
 		return nil, fl.where(err)
 	}
 	if cfg.DatabasePassword, err = secret(*fl.databasePassword, *fl.dbPasswordFile, "database.password-file"); err != nil {
+		return nil, fl.where(err)
+	}
+	if err := fl.loadBroker(cfg); err != nil {
 		return nil, fl.where(err)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -754,6 +766,9 @@ func checkTelemetryPath(p string) error {
 
 // Validate checks every value and names the flag of the first bad one.
 func (c *Config) Validate() error {
+	if err := c.validateBroker(); err != nil {
+		return err
+	}
 	if err := checkRedisURL(c.RedisURL); err != nil {
 		return err
 	}

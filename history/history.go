@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 )
 
@@ -269,7 +269,7 @@ func (h *History) Record(st *collector.State) {
 	h.reads[i], h.newestRead = ReadOK, st.Time
 	h.gen++
 
-	var fresh []broker.QueueStats
+	var fresh []broker.Queue
 	for _, qs := range snap.Queues {
 		q := h.queues[qs.Name]
 		if q == nil {
@@ -318,8 +318,8 @@ func (h *History) evict(n int) {
 	}
 }
 
-func (q *series) set(i int, slot int64, gen uint64, qs broker.QueueStats) {
-	v := sample{ready: clamp32(qs.Ready), dead: clamp32(qs.DeadLetter), age: nan32}
+func (q *series) set(i int, slot int64, gen uint64, qs broker.Queue) {
+	v := sample{ready: count32(qs.Ready), dead: count32(qs.DeadLetter), age: nan32}
 	if qs.OldestAgeKnown {
 		if a := float32(qs.OldestAge.Seconds()); !math.IsInf(float64(a), 0) {
 			v.age = a
@@ -327,6 +327,15 @@ func (q *series) set(i int, slot int64, gen uint64, qs broker.QueueStats) {
 	}
 	q.ring[i] = v
 	q.seen, q.gen = slot, gen
+}
+
+// count32 is clamp32 of a present count, and -1 (no value) for an absent
+// one: a number the broker cannot give is never charted as 0.
+func count32(c broker.Count) int32 {
+	if !c.OK {
+		return -1
+	}
+	return clamp32(c.N)
 }
 
 // clamp32 fits a count into the int32 ring: counts past 2^31-1 show as

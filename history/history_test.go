@@ -22,7 +22,7 @@ func q(name string, ready int64) broker.QueueStats {
 }
 
 func ok(c *clock, qs ...broker.QueueStats) *collector.State {
-	return &collector.State{Time: c.t, Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Queues: qs}}}
+	return &collector.State{Time: c.t, Broker: &collector.BrokerState{Snapshot: broker.ToModel(&broker.Snapshot{Queues: qs})}}
 }
 
 func failed(c *clock) *collector.State {

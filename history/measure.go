@@ -5,7 +5,7 @@ import (
 	"runtime"
 	"time"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 )
 
@@ -23,13 +23,13 @@ func MeasureBytesPerQueue(n int) float64 {
 }
 
 func filled(n int) *History {
-	qs := make([]broker.QueueStats, n)
+	qs := make([]broker.Queue, n)
 	for i := range qs {
-		qs[i] = broker.QueueStats{Name: fmt.Sprintf("myapp.queue-%06d", i), Ready: int64(i), DeadLetter: 1,
+		qs[i] = broker.Queue{Name: fmt.Sprintf("myapp.queue-%06d", i), Ready: broker.Known(int64(i)), DeadLetter: broker.Known(1),
 			OldestAge: time.Second, OldestAgeKnown: true}
 	}
 	t := time.Unix(1_800_000_000, 0)
-	st := &collector.State{Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Queues: qs}}}
+	st := &collector.State{Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Broker: broker.Redis, Queues: qs}}}
 	h := New(Options{MaxQueues: n, Now: func() time.Time { return t }})
 	for range Slots {
 		st.Time = t

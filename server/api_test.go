@@ -146,12 +146,12 @@ func split(s string) []string {
 
 // The documented schema (docs/api.md): these exact keys, always present.
 var (
-	topKeys        = split("status time duration_seconds environment namespace version components processes_alive processes_stale queues queues_dropped collectors thresholds failed message_args_shown")
+	topKeys        = split("status broker time duration_seconds environment namespace version components processes_alive processes_stale queues queues_dropped collectors thresholds failed message_args_shown")
 	versionKeys    = split("version revision branch go_version")
 	componentKeys  = split("redis database processes")
 	redisKeys      = split("status up memory_used_bytes connected_clients")
 	databaseKeys   = split("status up")
-	processesKeys  = split("status alive stale min_processes")
+	processesKeys  = split("status alive stale min_processes measure")
 	queueKeys      = split("name ready in_flight delayed dead_letter orphaned oldest_message_age_seconds dead_letter_last problems recent_dead_letters dead_lettered_total dead_lettered_by_actor")
 	deadLetterKeys = split("message_id actor dead_lettered_at retries traceback_last_line")
 	collectorKeys  = split("name success duration_seconds")

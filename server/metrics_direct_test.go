@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	brokermodel "github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 )
@@ -199,8 +200,8 @@ func checkParsed(t *testing.T, where, text string, st *collector.State) {
 			continue
 		}
 		valid++
-		if v, ok := ready[q.Name]; !ok || v != float64(q.Ready) {
-			t.Errorf("%s: queue %q ready %v (present %v), want %d", where, q.Name, v, ok, q.Ready)
+		if v, ok := ready[q.Name]; !ok || v != float64(q.Ready.N) {
+			t.Errorf("%s: queue %q ready %v (present %v), want %d", where, q.Name, v, ok, q.Ready.N)
 		}
 	}
 	if len(ready) != valid {
@@ -235,6 +236,6 @@ func brokerState(names []string, sorted bool) *collector.State {
 	return &collector.State{
 		Time: time.Unix(1_700_000_000, 0), Environment: "prod\"uction", Namespace: "dramatiq",
 		Collectors: []string{"broker"}, Outcomes: []collector.Outcome{{Name: "broker", Success: true, Duration: 1500 * time.Microsecond}},
-		Broker: &collector.BrokerState{Snapshot: snap, Discovery: &broker.DiscoveryStatus{Passes: 2, Completed: time.Unix(1_700_000_000, 5e8), Keys: 10, Keyspace: -1}},
+		Broker: &collector.BrokerState{Snapshot: broker.ToModel(snap), Discovery: &brokermodel.DiscoveryStatus{Passes: 2, Completed: time.Unix(1_700_000_000, 5e8), Keys: 10, Keyspace: -1}},
 	}
 }

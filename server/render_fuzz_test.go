@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	brokermodel "github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
@@ -50,8 +51,8 @@ func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadL
 		Time: now, Duration: time.Duration(ageMs), Environment: actor, Namespace: queue,
 		Collectors: []string{"broker"}, Outcomes: []collector.Outcome{{Name: "broker", Success: true}},
 		Broker: &collector.BrokerState{
-			Snapshot: snap,
-			RecentDeadLetters: map[string][]broker.DeadLetter{queue: {{
+			Snapshot: broker.ToModel(snap),
+			RecentDeadLetters: map[string][]brokermodel.DeadLetter{queue: {{
 				MessageID: msgID, Actor: actor, DeadLetteredAt: time.UnixMilli(deadLetterMs),
 				Retries: &retries, TracebackLast: traceback, Undecodable: ready%3 == 0,
 				Args: raw, Kwargs: raw,
@@ -66,7 +67,7 @@ func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadL
 	clock = clock.Add(history.Resolution)
 	h.Record(&collector.State{Time: clock})
 	clock = clock.Add(history.Resolution)
-	h.Record(&collector.State{Time: clock, Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Queues: snap.Queues[1:]}}})
+	h.Record(&collector.State{Time: clock, Broker: &collector.BrokerState{Snapshot: broker.ToModel(&broker.Snapshot{Queues: snap.Queues[1:]})}})
 	clock = now
 	h.Record(st)
 	return status.From(st, status.Options{

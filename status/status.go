@@ -18,7 +18,7 @@ import (
 
 	"github.com/prometheus/common/version"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 )
@@ -38,6 +38,7 @@ const (
 // Names of checks in Failure.Check, and of per-queue problems.
 const (
 	CheckRedis        = "redis"
+	CheckRabbitMQ     = "rabbitmq"
 	CheckDatabase     = "database"
 	CheckMinProcesses = "min_processes"
 	CheckMaxReady     = "max_ready"
@@ -48,11 +49,28 @@ const (
 	ProblemOrphaned         = "orphaned"
 	ProblemDeadLetters      = "dead_letters"
 	ProblemOldestAgeUnknown = "oldest_age_unknown"
+	// ProblemLayout: RabbitMQ's q, q.DQ and q.XQ differ from what
+	// Dramatiq declares (QueueStatus.LayoutProblems says how).
+	ProblemLayout = "layout"
+	// ProblemNoConsumer: ready messages and no consumer (RabbitMQ).
+	ProblemNoConsumer = "no_consumer"
+)
+
+// How ProcessesStatus.Alive is measured.
+const (
+	// MeasureHeartbeats: processes in Dramatiq's heartbeat set (Redis).
+	MeasureHeartbeats = "heartbeats"
+	// MeasureConsumers: RabbitMQ has no heartbeats; Alive is the largest
+	// consumer count of a Dramatiq queue, i.e. the worker processes
+	// serving the best-served queue, and Stale is always 0.
+	MeasureConsumers = "consumers"
 )
 
 // Status is one look at the broker and the database.
 type Status struct {
-	Status          string        `json:"status"`
+	Status string `json:"status"`
+	// Broker is the broker read: "redis" or "rabbitmq".
+	Broker          string        `json:"broker"`
 	Time            time.Time     `json:"time"`
 	DurationSeconds float64       `json:"duration_seconds"`
 	Environment     string        `json:"environment"`
@@ -145,7 +163,10 @@ type Version struct {
 
 // Components are the sources the exporter depends on.
 type Components struct {
-	Redis     RedisStatus     `json:"redis"`
+	// Redis is not_configured when the broker is RabbitMQ.
+	Redis RedisStatus `json:"redis"`
+	// RabbitMQ is there only when the broker is RabbitMQ.
+	RabbitMQ  *RabbitMQStatus `json:"rabbitmq,omitempty"`
 	Database  DatabaseStatus  `json:"database"`
 	Processes ProcessesStatus `json:"processes"`
 }
@@ -157,6 +178,21 @@ type RedisStatus struct {
 	Up               bool     `json:"up"`
 	MemoryUsedBytes  *float64 `json:"memory_used_bytes"`
 	ConnectedClients *float64 `json:"connected_clients"`
+}
+
+// RabbitMQStatus is the broker's RabbitMQ, through its management API.
+type RabbitMQStatus struct {
+	Status string `json:"status"`
+	Up     bool   `json:"up"`
+	Vhost  string `json:"vhost"`
+}
+
+// BrokerUp says whether the broker, whichever it is, answered.
+func (c Components) BrokerUp() bool {
+	if c.RabbitMQ != nil {
+		return c.RabbitMQ.Up
+	}
+	return c.Redis.Up
 }
 
 // DatabaseStatus is the application's PostgreSQL, when configured.
@@ -171,6 +207,9 @@ type ProcessesStatus struct {
 	Alive        int64  `json:"alive"`
 	Stale        int64  `json:"stale"`
 	MinProcesses int    `json:"min_processes"`
+	// Measure says what Alive counts: MeasureHeartbeats or
+	// MeasureConsumers.
+	Measure string `json:"measure"`
 }
 
 // QueueStatus is one queue's numbers, the same ones the dramatiq_queue_*
@@ -191,6 +230,18 @@ type QueueStatus struct {
 	// DeadLetteredByActor splits it by actor, largest first.
 	DeadLetteredTotal   int64              `json:"dead_lettered_total"`
 	DeadLetteredByActor []ActorDeadLetters `json:"dead_lettered_by_actor"`
+	// RabbitMQ only, absent on Redis: Consumers of q and of q.DQ, the
+	// held part of Delayed, and how the queues differ from Dramatiq's
+	// declarations.
+	Consumers      *int64   `json:"consumers,omitempty"`
+	DelayConsumers *int64   `json:"delay_consumers,omitempty"`
+	DelayedHeld    *int64   `json:"delayed_held,omitempty"`
+	LayoutProblems []string `json:"layout_problems,omitempty"`
+	// Unavailable lists the fields above that the broker cannot give
+	// (they read 0 or null here): orphaned, oldest_message_age_seconds,
+	// dead_lettered_total, dead_lettered_by_actor and recent_dead_letters
+	// on RabbitMQ. Empty on Redis.
+	Unavailable []string `json:"unavailable,omitempty"`
 	// RecentDeadLetters is filled for the API and the page only (it costs
 	// one bounded extra read); `check` leaves it out.
 	RecentDeadLetters []DeadLetter `json:"recent_dead_letters,omitzero"`
@@ -284,6 +335,9 @@ type Options struct {
 	RecentDeadLetters bool
 	// History, when set, adds every queue's trend from it.
 	History *history.Trend
+	// Broker is the broker configured, for a State that has no broker
+	// part (a read that timed out); empty: Redis.
+	Broker broker.Kind
 }
 
 // From projects one State into the status and judges it.
@@ -312,21 +366,40 @@ func From(st *collector.State, o Options) *Status {
 	// never finished, which is as bad as down for a Dramatiq health check.
 	redis := RedisStatus{Status: ComponentFailing}
 	var snap *broker.Snapshot
+	kind := broker.Redis
 	if st.Broker != nil {
 		snap = st.Broker.Snapshot
+		if st.Broker.Kind != "" {
+			kind = st.Broker.Kind
+		}
+	}
+	if o.Broker != "" {
+		kind = o.Broker
+	}
+	s.Broker = string(kind)
+	if kind == broker.RabbitMQ {
+		redis.Status = ComponentNotConfigured
+		s.Components.RabbitMQ = &RabbitMQStatus{Status: ComponentFailing}
 	}
 	if snap != nil {
-		redis.Status, redis.Up = ComponentOK, true
-		redis.MemoryUsedBytes = known(snap.MemoryUsedBytes)
-		redis.ConnectedClients = known(snap.ConnectedClients)
-		s.ProcessesAlive, s.ProcessesStale = int64(snap.ProcessesAlive), int64(snap.ProcessesStale)
-		s.QueuesDropped = int64(snap.QueuesDropped)
 		actors := map[string][]ActorDeadLetters{}
-		for _, a := range snap.DeadLetteredByActor {
-			actors[a.Queue] = append(actors[a.Queue], ActorDeadLetters{Actor: a.Actor, DeadLetteredTotal: int64(a.Count)})
+		switch {
+		case snap.Redis != nil:
+			redis.Status, redis.Up = ComponentOK, true
+			redis.MemoryUsedBytes = known(snap.Redis.MemoryUsedBytes)
+			redis.ConnectedClients = known(snap.Redis.ConnectedClients)
+			s.ProcessesAlive, s.ProcessesStale = int64(snap.Redis.ProcessesAlive), int64(snap.Redis.ProcessesStale)
+			for _, a := range snap.Redis.DeadLetteredByActor {
+				actors[a.Queue] = append(actors[a.Queue], ActorDeadLetters{Actor: a.Actor, DeadLetteredTotal: int64(a.Count)})
+			}
+		case snap.RabbitMQ != nil && s.Components.RabbitMQ != nil:
+			s.Components.RabbitMQ.Status, s.Components.RabbitMQ.Up = ComponentOK, true
+			s.Components.RabbitMQ.Vhost = snap.RabbitMQ.Vhost
+			s.ProcessesAlive, _ = snap.MaxConsumers()
 		}
+		s.QueuesDropped = int64(snap.QueuesDropped)
 		for _, q := range snap.Queues {
-			qs := queueStatus(q)
+			qs := queueStatus(q, kind)
 			if list := actors[q.Name]; len(list) > 0 {
 				sort.SliceStable(list, func(i, j int) bool { return list[i].DeadLetteredTotal > list[j].DeadLetteredTotal })
 				qs.DeadLetteredByActor = list
@@ -382,11 +455,20 @@ func known(v float64) *float64 {
 	return &v
 }
 
-func queueStatus(q broker.QueueStats) QueueStatus {
+// rabbitmqUnavailable are the queue fields RabbitMQ cannot give read-only
+// (docs/dramatiq-rabbitmq-layout.md says why).
+var rabbitmqUnavailable = []string{"orphaned", "oldest_message_age_seconds", "dead_letter_last", "dead_lettered_total", "dead_lettered_by_actor", "recent_dead_letters"}
+
+func queueStatus(q broker.Queue, kind broker.Kind) QueueStatus {
 	out := QueueStatus{
-		Name: q.Name, Ready: q.Ready, InFlight: q.InFlight, Delayed: q.Delayed,
-		DeadLetter: q.DeadLetter, Orphaned: q.Orphaned, Problems: []string{},
-		DeadLetteredTotal: int64(q.DeadLettered), DeadLetteredByActor: []ActorDeadLetters{},
+		Name: q.Name, Ready: q.Ready.N, InFlight: q.InFlight.N, Delayed: q.Delayed.N,
+		DeadLetter: q.DeadLetter.N, Orphaned: q.Orphaned.N, Problems: []string{},
+		DeadLetteredTotal: q.DeadLettered.N, DeadLetteredByActor: []ActorDeadLetters{},
+		Consumers: ptr(q.Consumers), DelayConsumers: ptr(q.DelayConsumers), DelayedHeld: ptr(q.DelayedHeld),
+		LayoutProblems: q.LayoutProblems,
+	}
+	if kind == broker.RabbitMQ {
+		out.Unavailable = rabbitmqUnavailable
 	}
 	if q.OldestAgeKnown {
 		age := q.OldestAge.Seconds()
@@ -397,6 +479,14 @@ func queueStatus(q broker.QueueStats) QueueStatus {
 		out.DeadLetterLast = jsonTime(time.UnixMilli(q.DeadLetterLast.UnixMilli()))
 	}
 	return out
+}
+
+func ptr(c broker.Count) *int64 {
+	if !c.OK {
+		return nil
+	}
+	n := c.N
+	return &n
 }
 
 // jsonTime is t in UTC, or nil when t is zero (unknown) or outside the
@@ -438,17 +528,28 @@ func (s *Status) judge() {
 	t := s.Thresholds
 	fail := func(f Failure) { s.Failed = append(s.Failed, f) }
 
-	if !s.Components.Redis.Up {
+	brokerUp := s.Components.BrokerUp()
+	switch {
+	case s.Components.RabbitMQ != nil && !brokerUp:
+		fail(Failure{Check: CheckRabbitMQ, Threshold: 1, Message: "the broker's RabbitMQ management API did not answer"})
+	case !brokerUp:
 		fail(Failure{Check: CheckRedis, Threshold: 1, Message: "the broker's Redis did not answer"})
 	}
 	if s.Components.Database.Status == ComponentFailing {
 		fail(Failure{Check: CheckDatabase, Threshold: 1, Message: "the database did not answer"})
 	}
 
-	p := ProcessesStatus{Alive: s.ProcessesAlive, Stale: s.ProcessesStale, MinProcesses: t.MinProcesses, Status: ComponentOK}
+	p := ProcessesStatus{Alive: s.ProcessesAlive, Stale: s.ProcessesStale, MinProcesses: t.MinProcesses, Status: ComponentOK, Measure: MeasureHeartbeats}
+	if s.Components.RabbitMQ != nil {
+		p.Measure = MeasureConsumers
+	}
 	switch {
-	case !s.Components.Redis.Up:
+	case !brokerUp:
 		p.Status = ComponentUnknown
+	case s.ProcessesAlive < int64(t.MinProcesses) && p.Measure == MeasureConsumers:
+		p.Status = ComponentFailing
+		fail(Failure{Check: CheckMinProcesses, Value: float64(s.ProcessesAlive), Threshold: float64(t.MinProcesses),
+			Message: fmt.Sprintf("at most %d %s consuming a queue, at least %d required", s.ProcessesAlive, plural(s.ProcessesAlive, "worker process", "worker processes"), t.MinProcesses)})
 	case s.ProcessesAlive < int64(t.MinProcesses):
 		p.Status = ComponentFailing
 		fail(Failure{Check: CheckMinProcesses, Value: float64(s.ProcessesAlive), Threshold: float64(t.MinProcesses),
@@ -468,8 +569,14 @@ func (s *Status) judge() {
 		if q.DeadLetter > 0 {
 			q.Problems = append(q.Problems, ProblemDeadLetters)
 		}
-		if q.OldestMessageAgeSeconds == nil {
+		if q.OldestMessageAgeSeconds == nil && !unavailable(q, "oldest_message_age_seconds") {
 			q.Problems = append(q.Problems, ProblemOldestAgeUnknown)
+		}
+		if len(q.LayoutProblems) > 0 {
+			q.Problems = append(q.Problems, ProblemLayout)
+		}
+		if q.Consumers != nil && *q.Consumers == 0 && q.Ready > 0 {
+			q.Problems = append(q.Problems, ProblemNoConsumer)
 		}
 		if limit, ok := lookup(t.MaxReady, q.Name); ok && q.Ready > limit {
 			q.Problems = append(q.Problems, CheckMaxReady)
@@ -490,6 +597,15 @@ func (s *Status) judge() {
 	if len(s.Failed) > 0 {
 		s.Status = StatusUnhealthy
 	}
+}
+
+func unavailable(q *QueueStatus, field string) bool {
+	for _, f := range q.Unavailable {
+		if f == field {
+			return true
+		}
+	}
+	return false
 }
 
 // TimedOut is the status when the read did not return in time. Nothing of

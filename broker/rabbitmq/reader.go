@@ -50,6 +50,9 @@ type Options struct {
 	MaxQueues        int
 	// Timeout bounds a read whose context has no earlier deadline.
 	Timeout time.Duration
+	// Dial, when set, makes every connection (a /probe target's dialer,
+	// which admits only allowed addresses).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Reader reads one vhost. It is safe for concurrent use.
@@ -119,6 +122,9 @@ func New(o Options) (*Reader, error) {
 		IdleConnTimeout:        90 * time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
 		ForceAttemptHTTP2:      false,
+	}
+	if o.Dial != nil {
+		tr.DialContext = o.Dial
 	}
 	r.client = &http.Client{
 		Transport: tr,

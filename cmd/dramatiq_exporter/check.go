@@ -11,6 +11,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/config"
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/safe"
@@ -38,6 +39,18 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return exitUsage
+	}
+	if cfg.Broker == config.BrokerRabbitMQ {
+		// Neither can be judged read-only on RabbitMQ: a check that always
+		// passed would be a lie (docs/dramatiq-rabbitmq-layout.md).
+		switch {
+		case len(chk.MaxOldestAge) > 0:
+			fmt.Fprintf(stderr, "%s: error: --check.max-oldest-age: RabbitMQ cannot tell a message's age without consuming it; use --check.max-ready\n", name)
+			return exitUsage
+		case chk.NoOrphans:
+			fmt.Fprintf(stderr, "%s: error: --check.no-orphans: RabbitMQ has no orphaned messages (it requeues a closed connection's unacked messages)\n", name)
+			return exitUsage
+		}
 	}
 	begin := time.Now()
 	// Keep back a margin to build and print the answer.
@@ -68,7 +81,7 @@ func check(cfg *config.Config, flags *config.CheckFlags, logger *slog.Logger, st
 		fmt.Fprintf(stderr, "%s: error: %v\n", name, err)
 		return exitUsage
 	}
-	opts := status.Options{Thresholds: chk.Thresholds()}
+	opts := status.Options{Thresholds: chk.Thresholds(), Broker: broker.Kind(cfg.Broker)}
 
 	// Read returns by its deadline whatever the sources do; the watchdog
 	// is there for a bug that would make it not.

@@ -21,7 +21,7 @@ var notInFile = map[string]string{
 	"completion-bash": "kingpin's", "completion-script-bash": "kingpin's", "completion-script-zsh": "kingpin's",
 	"config.file": "names the file itself",
 	// Secrets stay out of the file; it names a password file instead.
-	"redis.password": "secret", "database.password": "secret", "redis.sentinel-password": "secret",
+	"redis.password": "secret", "database.password": "secret", "redis.sentinel-password": "secret", "rabbitmq.password": "secret",
 }
 
 // sample is a non-default value for a flag, as command-line arguments and
@@ -78,6 +78,16 @@ func samples(t *testing.T) map[string]sample {
 		with(one("redis.tls-server-name", "redis.internal"), "--redis.url=rediss://r:6380/0"),
 		with(on("redis.tls-insecure-skip-verify"), "--redis.url=rediss://r:6380/0"),
 		{[]string{"--probe.allowed-targets=10.0.0.*:6379,redis-*:6379"}, []string{"10.0.0.*:6379", "redis-*:6379"}},
+		one("broker", "rabbitmq"),
+		with(one("rabbitmq.url", "https://mq.internal:15671/admin"), "--broker=rabbitmq"),
+		with(one("rabbitmq.user", "watcher"), "--broker=rabbitmq"),
+		with(one("rabbitmq.password-file", pw), "--broker=rabbitmq"),
+		with(one("rabbitmq.vhost", "apps/prod"), "--broker=rabbitmq"),
+		with(one("rabbitmq.tls-ca-file", "/ca.pem"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671"),
+		with(one("rabbitmq.tls-cert-file", "/c.pem"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671", "--rabbitmq.tls-key-file=/k.pem"),
+		with(one("rabbitmq.tls-key-file", "/k.pem"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671", "--rabbitmq.tls-cert-file=/c.pem"),
+		with(one("rabbitmq.tls-server-name", "mq.internal"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671"),
+		with(on("rabbitmq.tls-insecure-skip-verify"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671"),
 		one("probe.idle-timeout", "1m"),
 		one("probe.max-targets", 7),
 	} {
@@ -130,7 +140,8 @@ func nested(key string, v any) []byte {
 // in the README's table with its key.
 func TestEveryFlagHasAConfigKey(t *testing.T) {
 	for _, k := range []string{"REDIS_URL", "REDIS_PASSWORD", "REDIS_PASSWORD_FILE", "DATABASE_URL", "DATABASE_PASSWORD",
-		"DATABASE_PASSWORD_FILE", "ENVIRONMENT", "DRAMATIQ_NAMESPACE", "DRAMATIQ_QUEUES", "DRAMATIQ_EXPORTER_CONFIG"} {
+		"DATABASE_PASSWORD_FILE", "ENVIRONMENT", "DRAMATIQ_NAMESPACE", "DRAMATIQ_QUEUES", "DRAMATIQ_EXPORTER_CONFIG",
+		"DRAMATIQ_BROKER", "RABBITMQ_URL", "RABBITMQ_USER", "RABBITMQ_PASSWORD", "RABBITMQ_PASSWORD_FILE", "RABBITMQ_VHOST"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}

@@ -150,7 +150,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	}
 	logger.Info("collectors enabled", "collectors", exporter.Names())
 	// Discovery starts now, in the background: scrapes never wait for it.
-	sources.Broker.Start(ctx)
+	startBackground(ctx, sources.Broker)
 
 	base := prometheus.NewRegistry()
 	base.MustRegister(
@@ -260,10 +260,21 @@ func healthcheck(webFlags *web.FlagConfig, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// startBackground starts a reader's background work (the Redis reader's
+// queue discovery); a reader without any has no Start.
+func startBackground(ctx context.Context, r any) {
+	if s, ok := r.(interface{ Start(context.Context) }); ok {
+		s.Start(ctx)
+	}
+}
+
 // buildSources makes the long-lived clients. Nothing here connects: the
 // exporter must come up while Redis or the database is down and say so.
 // discover=false reads only the configured queues and never SCANs.
 func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, discover bool) (collector.Sources, func(), error) {
+	if cfg.Broker == config.BrokerRabbitMQ {
+		return buildRabbitMQSources(ctx, cfg, logger, nil)
+	}
 	client, err := broker.NewClient(redisOptions(cfg))
 	if err != nil {
 		return collector.Sources{}, nil, fmt.Errorf("--redis.url: %w", err)

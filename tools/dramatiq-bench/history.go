@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	broker "github.com/dramatiq-exporter/dramatiq_exporter/broker/redis"
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 	"github.com/dramatiq-exporter/dramatiq_exporter/collector"
 	"github.com/dramatiq-exporter/dramatiq_exporter/history"
 )
@@ -33,13 +33,13 @@ func historyBench(sizes string) {
 // recordCost is the median time of Record over a full window of reads of
 // n queues, each read in a slot of its own.
 func recordCost(n int) string {
-	qs := make([]broker.QueueStats, n)
+	qs := make([]broker.Queue, n)
 	for i := range qs {
-		qs[i] = broker.QueueStats{Name: fmt.Sprintf("myapp.queue-%06d", i), Ready: int64(i), OldestAgeKnown: true}
+		qs[i] = broker.Queue{Name: fmt.Sprintf("myapp.queue-%06d", i), Ready: broker.Known(int64(i)), DeadLetter: broker.Known(0), OldestAgeKnown: true}
 	}
 	t := time.Unix(1_800_000_000, 0)
 	h := history.New(history.Options{MaxQueues: n, Now: func() time.Time { return t }})
-	st := &collector.State{Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Queues: qs}}}
+	st := &collector.State{Broker: &collector.BrokerState{Snapshot: &broker.Snapshot{Broker: broker.Redis, Queues: qs}}}
 	var took []time.Duration
 	for range history.Slots {
 		st.Time = t
