@@ -428,8 +428,14 @@ func checkQueries(t *testing.T, prom *prometheus, qs []shipped.Query, expectedEm
 			}
 		}
 		if len(pending) == 0 {
+			later := 0
+			for _, q := range qs {
+				if firesLater[q.Alert] {
+					later++
+				}
+			}
 			logf("%s: all %d queries evaluate; all but %d expected empty and %d rules for later phases returned data (%d polls)",
-				prom.name, len(qs), len(expectedEmpty), len(firesLater), polls)
+				prom.name, len(qs), len(expectedEmpty), later, polls)
 			return
 		}
 		if time.Now().After(deadline) {
