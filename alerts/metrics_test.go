@@ -102,6 +102,7 @@ var contractMetrics = []string{
 	"dramatiq_queue_delay_redeliveries_total",
 	"dramatiq_rabbitmq_queue_info",
 	"dramatiq_rabbitmq_queue_layout_problems",
+	"dramatiq_rabbitmq_vhost_queues",
 }
 
 // Every metric a rule or panel queries is one the exporter promises, a

@@ -4407,6 +4407,70 @@ local u = import 'lib/utils.libsonnet';
           title: "Queue layout problems",
           type: "timeseries",
         },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "RabbitMQ queues the vhost lists, by kind: dramatiq (q, q.DQ or q.XQ of a Dramatiq queue), ignored (another application's), invalid (a name that cannot be a label, skipped). RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 8,
+            x: 0,
+            y: 87,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (kind) (dramatiq_rabbitmq_vhost_queues{job=~\"$job\",instance=~\"$instance\"})",
+              legendFormat: "{{kind}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "RabbitMQ queues in the vhost",
+          type: "timeseries",
+        },
       ],
       refresh: "30s",
       schemaVersion: 39,

@@ -42,6 +42,7 @@ var RabbitMQOnlyMetrics = []string{
 	"dramatiq_queue_delay_redeliveries_total",
 	"dramatiq_rabbitmq_queue_info",
 	"dramatiq_rabbitmq_queue_layout_problems",
+	"dramatiq_rabbitmq_vhost_queues",
 }
 
 // MetricBroker is the broker that serves metric, or "" when both do (or it

@@ -155,6 +155,8 @@ func overview(c Config) dashboard {
 					target{Expr: fmt.Sprintf("max(dramatiq_exporter_dead_letter_actor_series_limit{%s})", s), Legend: "limit"}),
 				ts("Queue layout problems", "short", "How the RabbitMQ queues of each Dramatiq queue differ from what Dramatiq declares (a missing queue or dead-letter route, foreign arguments); the status page lists them (DramatiqRabbitMQQueueLayout)."+rabbitMQOnly, 8,
 					target{Expr: fmt.Sprintf("max by (queue) (dramatiq_rabbitmq_queue_layout_problems{%s})", s), Legend: "{{queue}}"}),
+				ts("RabbitMQ queues in the vhost", "short", "RabbitMQ queues the vhost lists, by kind: dramatiq (q, q.DQ or q.XQ of a Dramatiq queue), ignored (another application's), invalid (a name that cannot be a label, skipped)."+rabbitMQOnly, 8,
+					target{Expr: fmt.Sprintf("max by (kind) (dramatiq_rabbitmq_vhost_queues{%s})", s), Legend: "{{kind}}"}),
 			}},
 		},
 	}
