@@ -31,7 +31,7 @@ func TestAmtoolCheckConfig(t *testing.T) {
 		if err != nil {
 			t.Fatalf("amtool check-config: %v\n%s", err, out)
 		}
-		for _, want := range []string{"SUCCESS", "5 inhibit rules"} {
+		for _, want := range []string{"SUCCESS", "7 inhibit rules"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("amtool check-config output lacks %q:\n%s", want, out)
 			}
@@ -215,6 +215,19 @@ func TestAlertmanagerInhibition(t *testing.T) {
 			// inhibit.
 			a("DramatiqRedisDown", "critical", job, "e", false),
 			a("DramatiqQueueNotConsumed", "critical", job, "f", false, "queue", "default"),
+
+			// g: RabbitMQ's management API is down: as for Redis, the queue
+			// alerts and the broker collector, not the database's nor the
+			// queue layout (no outage causes that).
+			a("DramatiqRabbitMQDown", "critical", job, "g", false),
+			a("DramatiqRabbitMQQueueNoConsumers", "critical", job, "g", true, "queue", "default"),
+			a("DramatiqRabbitMQDelayRedeliveries", "warning", job, "g", true, "queue", "default"),
+			a("DramatiqRabbitMQDeadLettersGrowing", "warning", job, "g", true, "queue", "default"),
+			a("DramatiqQueueNotConsumed", "critical", job, "g", true, "queue", "emails"),
+			a("DramatiqExporterCollectorFailing", "warning", job, "g", true, "collector", "broker"),
+			a("DramatiqExporterCollectorFailing", "warning", job, "g", false, "collector", "database"),
+			a("DramatiqRabbitMQQueueLayout", "warning", job, "g", false, "queue", "orders"),
+			a("DramatiqDatabaseConnectionsNearLimit", "warning", job, "g", false),
 		}
 
 		now := time.Now().UTC()

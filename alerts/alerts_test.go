@@ -91,6 +91,7 @@ func TestPromtoolTestsDetectChanges(t *testing.T) {
 			"workers job selector":     func(c *mixin.Config) { c.WorkersSelector = `job="other-workers"` },
 			"actor error ratio":        func(c *mixin.Config) { c.ActorErrorRatio = 0.6 },
 			"actor dead letters":       func(c *mixin.Config) { c.ActorDeadLettersMin = 13 },
+			"redeliveries window":      func(c *mixin.Config) { c.DelayRedeliveriesWindow *= 2 },
 		}
 		for name, mutate := range mutations {
 			t.Run(name, func(t *testing.T) {

@@ -93,6 +93,16 @@ var contractMetrics = []string{
 	"dramatiq_database_in_recovery",
 	"dramatiq_database_replication_lag_seconds",
 	"dramatiq_database_size_bytes",
+	// --broker=rabbitmq (mixin.RabbitMQOnlyMetrics).
+	"dramatiq_rabbitmq_up",
+	"dramatiq_queue_delayed_held_messages",
+	"dramatiq_queue_consumers",
+	"dramatiq_queue_delay_consumers",
+	"dramatiq_queue_redeliveries_total",
+	"dramatiq_queue_delay_redeliveries_total",
+	"dramatiq_rabbitmq_queue_info",
+	"dramatiq_rabbitmq_queue_layout_problems",
+	"dramatiq_rabbitmq_vhost_queues",
 }
 
 // Every metric a rule or panel queries is one the exporter promises, a

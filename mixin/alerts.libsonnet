@@ -66,6 +66,19 @@ local u = import 'lib/utils.libsonnet';
             },
           },
           {
+            alert: "DramatiqRabbitMQDown",
+            annotations: {
+              description: "The Dramatiq exporter {{ $labels.instance }} has not been able to read RabbitMQ's management API for " + $._config.rabbitMQDownFor + "; if RabbitMQ itself is down, workers and producers are failing too.",
+              runbook_url: $._config.runbookURL + "#dramatiqrabbitmqdown",
+              summary: "The RabbitMQ management API of the Dramatiq broker does not answer.",
+            },
+            expr: "dramatiq_rabbitmq_up{" + $._config.selector + "} == 0",
+            "for": $._config.rabbitMQDownFor,
+            labels: {
+              severity: "critical",
+            },
+          },
+          {
             alert: "DramatiqNoAliveProcesses",
             annotations: {
               description: "No Dramatiq worker or producer has sent a heartbeat to the broker read by {{ $labels.instance }} for " + $._config.noAliveProcessesFor + ".",
@@ -103,7 +116,7 @@ local u = import 'lib/utils.libsonnet';
               runbook_url: $._config.runbookURL + "#dramatiqqueuenotconsumed",
               summary: "A Dramatiq queue has ready messages that no live worker takes.",
             },
-            expr: "dramatiq_queue_ready_messages{" + $._config.selector + "} > 0\nand\n(\n  dramatiq_queue_inflight_messages{" + $._config.selector + "}\n  -\n  dramatiq_queue_orphaned_messages{" + $._config.selector + "}\n) <= 0",
+            expr: "dramatiq_queue_ready_messages{" + $._config.selector + "} > 0\nand\n(\n  dramatiq_queue_inflight_messages{" + $._config.selector + "}\n  -\n  (dramatiq_queue_orphaned_messages{" + $._config.selector + "} or dramatiq_queue_inflight_messages{" + $._config.selector + "} * 0)\n) <= 0\nunless\ndramatiq_queue_consumers{" + $._config.selector + "} == 0",
             "for": $._config.queueNotConsumedFor,
             labels: {
               severity: "critical",
@@ -168,6 +181,57 @@ local u = import 'lib/utils.libsonnet';
               summary: "A Dramatiq actor dead-letters many messages.",
             },
             expr: "(\n  (\n    (\n      dramatiq_actor_dead_lettered_total{" + $._config.selector + "}\n        unless\n      dramatiq_actor_dead_lettered_total{" + $._config.selector + "} offset " + $._config.actorDeadLettersWindow + "\n    )\n    and on (job, instance, queue)\n    dramatiq_queue_dead_lettered_total{" + $._config.selector + "} offset " + $._config.actorDeadLettersWindow + "\n  )\n  or\n  increase(dramatiq_actor_dead_lettered_total{" + $._config.selector + "}[" + $._config.actorDeadLettersWindow + "])\n) >= " + std.toString($._config.actorDeadLettersMin),
+            labels: {
+              severity: "warning",
+            },
+          },
+          {
+            alert: "DramatiqRabbitMQQueueNoConsumers",
+            annotations: {
+              description: "Queue {{ $labels.queue }} on {{ $labels.instance }} has {{ $value | printf \"%.0f\" }} ready messages, and no worker process has consumed it for " + $._config.queueNoConsumersFor + ".",
+              runbook_url: $._config.runbookURL + "#dramatiqrabbitmqqueuenoconsumers",
+              summary: "A Dramatiq queue on RabbitMQ has ready messages and no consumer.",
+            },
+            expr: "dramatiq_queue_ready_messages{" + $._config.selector + "} > 0\nand\ndramatiq_queue_consumers{" + $._config.selector + "} == 0",
+            "for": $._config.queueNoConsumersFor,
+            labels: {
+              severity: "critical",
+            },
+          },
+          {
+            alert: "DramatiqRabbitMQDelayRedeliveries",
+            annotations: {
+              description: "RabbitMQ redelivered about {{ $value | printf \"%.0f\" }} messages of {{ $labels.queue }}.DQ on {{ $labels.instance }} over the last " + $._config.delayRedeliveriesWindow + ", and more in the " + $._config.delayRedeliveriesWindow + " before, for " + $._config.delayRedeliveriesFor + "; workers holding delayed messages probably run into consumer_timeout.",
+              runbook_url: $._config.runbookURL + "#dramatiqrabbitmqdelayredeliveries",
+              summary: "RabbitMQ keeps redelivering the delayed messages of a Dramatiq queue.",
+            },
+            expr: "increase(dramatiq_queue_delay_redeliveries_total{" + $._config.selector + "}[" + $._config.delayRedeliveriesWindow + "]) > 0\nand\nincrease(dramatiq_queue_delay_redeliveries_total{" + $._config.selector + "}[" + $._config.delayRedeliveriesWindow + "] offset " + $._config.delayRedeliveriesWindow + ") > 0",
+            "for": $._config.delayRedeliveriesFor,
+            labels: {
+              severity: "warning",
+            },
+          },
+          {
+            alert: "DramatiqRabbitMQDeadLettersGrowing",
+            annotations: {
+              description: "The dead-letter queue {{ $labels.queue }}.XQ on {{ $labels.instance }} grew by about {{ $value | printf \"%.0f\" }} messages over the last " + $._config.deadLettersWindow + ".",
+              runbook_url: $._config.runbookURL + "#dramatiqrabbitmqdeadlettersgrowing",
+              summary: "A Dramatiq queue on RabbitMQ dead-lettered messages.",
+            },
+            expr: "delta(dramatiq_queue_dead_letter_messages{" + $._config.selector + "}[" + $._config.deadLettersWindow + "]) > 0\nand on (job, instance)\ndramatiq_rabbitmq_up{" + $._config.selector + "}",
+            labels: {
+              severity: "warning",
+            },
+          },
+          {
+            alert: "DramatiqRabbitMQQueueLayout",
+            annotations: {
+              description: "Queue {{ $labels.queue }} on {{ $labels.instance }} has had {{ $value | printf \"%.0f\" }} layout problems (missing queues, dead-letter routes, arguments, or quorum or stream members) for " + $._config.layoutProblemsFor + "; the exporter's status page lists them.",
+              runbook_url: $._config.runbookURL + "#dramatiqrabbitmqqueuelayout",
+              summary: "The RabbitMQ queues of a Dramatiq queue are not declared the way Dramatiq declares them.",
+            },
+            expr: "dramatiq_rabbitmq_queue_layout_problems{" + $._config.selector + "} > 0\nor\ncount without (member, type) (dramatiq_rabbitmq_queue_info{" + $._config.selector + ",type=~\"quorum|stream\"})",
+            "for": $._config.layoutProblemsFor,
             labels: {
               severity: "warning",
             },

@@ -962,7 +962,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Age of the message at the head of each queue: the latency a new message will see.",
+          description: "Age of the message at the head of each queue: the latency a new message will see. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -2118,7 +2118,7 @@ local u = import 'lib/utils.libsonnet';
           },
         ],
       },
-      description: "Health of the Dramatiq broker, its processes and queues, and the application database, from dramatiq_exporter.",
+      description: "Health of the Dramatiq broker (Redis or RabbitMQ), its processes and queues, and the application database, from dramatiq_exporter. Panels fed by one broker only say so and show no data with the other (docs/dashboards.md).",
       editable: false,
       graphTooltip: 1,
       links: [
@@ -2193,7 +2193,7 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
+            w: 3,
             x: 0,
             y: 1,
           },
@@ -2231,7 +2231,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Whether the exporter could read the broker's Redis in its last scrape.",
+          description: "Whether the exporter could read its broker in its last scrape: Redis (dramatiq_redis_up), or RabbitMQ's management API (dramatiq_rabbitmq_up).",
           fieldConfig: {
             defaults: {
               color: {
@@ -2273,8 +2273,8 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
-            x: 4,
+            w: 3,
+            x: 3,
             y: 1,
           },
           options: {
@@ -2298,12 +2298,22 @@ local u = import 'lib/utils.libsonnet';
                 uid: "${datasource}",
               },
               expr: "dramatiq_redis_up{job=~\"$job\",instance=~\"$instance\"}",
-              legendFormat: "{{instance}}",
+              legendFormat: "Redis {{instance}}",
               range: true,
               refId: "A",
             },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "dramatiq_rabbitmq_up{job=~\"$job\",instance=~\"$instance\"}",
+              legendFormat: "RabbitMQ {{instance}}",
+              range: true,
+              refId: "B",
+            },
           ],
-          title: "Redis",
+          title: "Broker",
           type: "stat",
         },
         {
@@ -2353,8 +2363,8 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
-            x: 8,
+            w: 3,
+            x: 6,
             y: 1,
           },
           options: {
@@ -2391,7 +2401,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Workers and producers whose heartbeat is within the heartbeat timeout.",
+          description: "Workers and producers whose heartbeat is within the heartbeat timeout. RabbitMQ has no heartbeats: see Consumers. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -2417,7 +2427,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 4,
             w: 3,
-            x: 12,
+            x: 9,
             y: 1,
           },
           options: {
@@ -2454,7 +2464,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Heartbeat entries past the timeout: dead or stopped processes Dramatiq has not cleaned up yet.",
+          description: "Heartbeat entries past the timeout: dead or stopped processes Dramatiq has not cleaned up yet. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -2469,6 +2479,69 @@ local u = import 'lib/utils.libsonnet';
                   },
                   {
                     color: "yellow",
+                    value: 1,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 4,
+            w: 3,
+            x: 12,
+            y: 1,
+          },
+          options: {
+            colorMode: "value",
+            graphMode: "area",
+            justifyMode: "auto",
+            orientation: "auto",
+            reduceOptions: {
+              calcs: [
+                "lastNotNull",
+              ],
+              fields: "",
+              values: false,
+            },
+            textMode: "auto",
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum(dramatiq_processes{job=~\"$job\",instance=~\"$instance\",state=\"stale\"})",
+              legendFormat: "__auto",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Stale processes",
+          type: "stat",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Consumers of the queues: each worker process consumes every queue it serves, so this is worker processes times queues. 0 means no worker runs. RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "thresholds",
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "red",
+                    value: null,
+                  },
+                  {
+                    color: "green",
                     value: 1,
                   },
                 ],
@@ -2503,13 +2576,13 @@ local u = import 'lib/utils.libsonnet';
                 type: "prometheus",
                 uid: "${datasource}",
               },
-              expr: "sum(dramatiq_processes{job=~\"$job\",instance=~\"$instance\",state=\"stale\"})",
+              expr: "sum(dramatiq_queue_consumers{job=~\"$job\",instance=~\"$instance\"})",
               legendFormat: "__auto",
               range: true,
               refId: "A",
             },
           ],
-          title: "Stale processes",
+          title: "Consumers",
           type: "stat",
         },
         {
@@ -2580,7 +2653,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages held by processes whose heartbeat is stale: not running, not yet requeued.",
+          description: "Messages held by processes whose heartbeat is stale: not running, not yet requeued. RabbitMQ requeues a dead consumer's messages itself, so it has none. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -2655,7 +2728,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "All queues together.",
+          description: "All queues together. orphaned: Redis broker only. held delayed (the part of delayed that worker processes hold until due): RabbitMQ broker only.",
           fieldConfig: {
             defaults: {
               color: {
@@ -2750,6 +2823,16 @@ local u = import 'lib/utils.libsonnet';
               range: true,
               refId: "E",
             },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum(dramatiq_queue_delayed_held_messages{job=~\"$job\",instance=~\"$instance\"})",
+              legendFormat: "held delayed",
+              range: true,
+              refId: "F",
+            },
           ],
           title: "Messages by state",
           type: "timeseries",
@@ -2759,7 +2842,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Heartbeat entries by state. Producers heartbeat too, so alive is not a worker count.",
+          description: "Heartbeat entries by state. Producers heartbeat too, so alive is not a worker count. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -2823,7 +2906,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Every queue the exporter reports, now. Click a queue for its detail dashboard.",
+          description: "Every queue the exporter reports, now. Click a queue for its detail dashboard. Orphaned and Oldest message age: Redis broker only; Consumers: RabbitMQ broker only (worker processes consuming the queue).",
           fieldConfig: {
             defaults: {
               color: {
@@ -2961,6 +3044,18 @@ local u = import 'lib/utils.libsonnet';
               range: false,
               refId: "F",
             },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (dramatiq_queue_consumers{job=~\"$job\",instance=~\"$instance\"})",
+              format: "table",
+              instant: true,
+              legendFormat: "__auto",
+              range: false,
+              refId: "G",
+            },
           ],
           title: "Queues",
           transformations: [
@@ -2981,6 +3076,7 @@ local u = import 'lib/utils.libsonnet';
                   "Value #D": 4,
                   "Value #E": 5,
                   "Value #F": 6,
+                  "Value #G": 7,
                   queue: 0,
                 },
                 renameByName: {
@@ -2990,6 +3086,7 @@ local u = import 'lib/utils.libsonnet';
                   "Value #D": "Dead letters",
                   "Value #E": "Orphaned",
                   "Value #F": "Oldest message age",
+                  "Value #G": "Consumers",
                   queue: "Queue",
                 },
               },
@@ -3066,7 +3163,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Age of the message at the head of each queue, from its creation time (retries and delays keep it).",
+          description: "Age of the message at the head of each queue, from its creation time (retries and delays keep it). RabbitMQ messages carry no timestamp, and reading a body means consuming it. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -3194,7 +3291,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages held by dead processes, waiting for Dramatiq's maintenance to requeue them.",
+          description: "Messages held by dead processes, waiting for Dramatiq's maintenance to requeue them. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -3254,12 +3351,140 @@ local u = import 'lib/utils.libsonnet';
           type: "timeseries",
         },
         {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Worker processes consuming each queue. 0 while messages are ready fires DramatiqRabbitMQQueueNoConsumers. RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 40,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (dramatiq_queue_consumers{job=~\"$job\",instance=~\"$instance\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Consumers by queue",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Messages of each delay queue (q.DQ) that RabbitMQ redelivered a second: after a worker's channel closed, its crash, or consumer_timeout on a delayed message held too long (DramatiqRabbitMQDelayRedeliveries). RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "mps",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 12,
+            y: 40,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (rate(dramatiq_queue_delay_redeliveries_total{job=~\"$job\",instance=~\"$instance\"}[$__rate_interval]))",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Delay queue redeliveries by queue",
+          type: "timeseries",
+        },
+        {
           collapsed: false,
           gridPos: {
             h: 1,
             w: 24,
             x: 0,
-            y: 40,
+            y: 48,
           },
           panels: [],
           title: "Workers (Dramatiq's Prometheus middleware)",
@@ -3300,7 +3525,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 6,
             x: 0,
-            y: 41,
+            y: 49,
           },
           options: {
             legend: {
@@ -3364,7 +3589,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 6,
             x: 6,
-            y: 41,
+            y: 49,
           },
           options: {
             legend: {
@@ -3428,7 +3653,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 6,
             x: 12,
-            y: 41,
+            y: 49,
           },
           options: {
             legend: {
@@ -3492,7 +3717,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 6,
             x: 18,
-            y: 41,
+            y: 49,
           },
           options: {
             legend: {
@@ -3527,10 +3752,10 @@ local u = import 'lib/utils.libsonnet';
             h: 1,
             w: 24,
             x: 0,
-            y: 49,
+            y: 57,
           },
           panels: [],
-          title: "Exporter and Redis",
+          title: "Exporter and broker",
           type: "row",
         },
         {
@@ -3568,7 +3793,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 0,
-            y: 50,
+            y: 58,
           },
           options: {
             legend: {
@@ -3632,7 +3857,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 8,
-            y: 50,
+            y: 58,
           },
           options: {
             legend: {
@@ -3666,7 +3891,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Queue discovery passes (SCANs of the whole keyspace) completed per second; it slows down on a large keyspace to stay near 1% of Redis's time.",
+          description: "Queue discovery passes (SCANs of the whole keyspace) completed per second; it slows down on a large keyspace to stay near 1% of Redis's time. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -3696,7 +3921,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 16,
-            y: 50,
+            y: 58,
           },
           options: {
             legend: {
@@ -3730,7 +3955,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Odd broker data the latest read skipped, by kind (the most any exporter replica saw).",
+          description: "Odd broker data the latest read skipped, by kind (the most any exporter replica saw). Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -3760,7 +3985,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 0,
-            y: 58,
+            y: 66,
           },
           options: {
             legend: {
@@ -3794,7 +4019,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Memory used by the broker's Redis (used_memory).",
+          description: "Memory used by the broker's Redis (used_memory). Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -3824,7 +4049,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 8,
-            y: 58,
+            y: 66,
           },
           options: {
             legend: {
@@ -3858,7 +4083,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Clients connected to the broker's Redis: workers, producers and exporters.",
+          description: "Clients connected to the broker's Redis: workers, producers and exporters. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -3888,7 +4113,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 16,
-            y: 58,
+            y: 66,
           },
           options: {
             legend: {
@@ -3945,7 +4170,7 @@ local u = import 'lib/utils.libsonnet';
             h: 5,
             w: 24,
             x: 0,
-            y: 66,
+            y: 74,
           },
           options: {
             cellHeight: "sm",
@@ -4015,7 +4240,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 0,
-            y: 71,
+            y: 79,
           },
           options: {
             legend: {
@@ -4049,7 +4274,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "{queue, actor} pairs the exporter counts dead letters for, and its cap; at the cap, new actors are counted as (other).",
+          description: "{queue, actor} pairs the exporter counts dead letters for, and its cap; at the cap, new actors are counted as (other). Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -4079,7 +4304,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 8,
-            y: 71,
+            y: 79,
           },
           options: {
             legend: {
@@ -4116,6 +4341,134 @@ local u = import 'lib/utils.libsonnet';
             },
           ],
           title: "Dead-letter actors",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "How the RabbitMQ queues of each Dramatiq queue differ from what Dramatiq declares (a missing queue or dead-letter route, foreign arguments); the status page lists them (DramatiqRabbitMQQueueLayout). RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 8,
+            x: 16,
+            y: 79,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_rabbitmq_queue_layout_problems{job=~\"$job\",instance=~\"$instance\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Queue layout problems",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "RabbitMQ queues the vhost lists, by kind: dramatiq (q, q.DQ or q.XQ of a Dramatiq queue), ignored (another application's), invalid (a name that cannot be a label, skipped). RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 8,
+            x: 0,
+            y: 87,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (kind) (dramatiq_rabbitmq_vhost_queues{job=~\"$job\",instance=~\"$instance\"})",
+              legendFormat: "{{kind}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "RabbitMQ queues in the vhost",
           type: "timeseries",
         },
       ],
@@ -4200,7 +4553,7 @@ local u = import 'lib/utils.libsonnet';
           },
         ],
       },
-      description: "One or more Dramatiq queues in detail, from dramatiq_exporter.",
+      description: "One or more Dramatiq queues in detail, from dramatiq_exporter, on Redis or RabbitMQ. Panels fed by one broker only say so and show no data with the other (docs/dashboards.md).",
       editable: false,
       graphTooltip: 1,
       links: [
@@ -4254,7 +4607,7 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
+            w: 3,
             x: 0,
             y: 1,
           },
@@ -4313,8 +4666,8 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
-            x: 4,
+            w: 3,
+            x: 3,
             y: 1,
           },
           options: {
@@ -4372,8 +4725,8 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
-            x: 8,
+            w: 3,
+            x: 6,
             y: 1,
           },
           options: {
@@ -4410,6 +4763,65 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
+          description: "The part of Delayed that worker processes hold in memory, unacknowledged, until due. RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "thresholds",
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 4,
+            w: 3,
+            x: 9,
+            y: 1,
+          },
+          options: {
+            colorMode: "value",
+            graphMode: "area",
+            justifyMode: "auto",
+            orientation: "auto",
+            reduceOptions: {
+              calcs: [
+                "lastNotNull",
+              ],
+              fields: "",
+              values: false,
+            },
+            textMode: "auto",
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum(dramatiq_queue_delayed_held_messages{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "__auto",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Held delayed",
+          type: "stat",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
           description: "Messages in the dead-letter queues of the selected queues.",
           fieldConfig: {
             defaults: {
@@ -4435,7 +4847,7 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
+            w: 3,
             x: 12,
             y: 1,
           },
@@ -4473,7 +4885,70 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Age of the oldest message at the head of the selected queues, from its creation time.",
+          description: "Worker processes consuming the selected queues. RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "thresholds",
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "red",
+                    value: null,
+                  },
+                  {
+                    color: "green",
+                    value: 1,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 4,
+            w: 3,
+            x: 15,
+            y: 1,
+          },
+          options: {
+            colorMode: "value",
+            graphMode: "area",
+            justifyMode: "auto",
+            orientation: "auto",
+            reduceOptions: {
+              calcs: [
+                "lastNotNull",
+              ],
+              fields: "",
+              values: false,
+            },
+            textMode: "auto",
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum(dramatiq_queue_consumers{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "__auto",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Consumers",
+          type: "stat",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Age of the oldest message at the head of the selected queues, from its creation time. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -4498,8 +4973,8 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
-            x: 16,
+            w: 3,
+            x: 18,
             y: 1,
           },
           options: {
@@ -4536,7 +5011,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Held by dead processes, not yet requeued.",
+          description: "Held by dead processes, not yet requeued. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -4561,8 +5036,8 @@ local u = import 'lib/utils.libsonnet';
           },
           gridPos: {
             h: 4,
-            w: 4,
-            x: 20,
+            w: 3,
+            x: 21,
             y: 1,
           },
           options: {
@@ -4675,7 +5150,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires.",
+          description: "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires. The held-by-live-workers line is Redis broker only: on RabbitMQ nothing is orphaned, so all of in flight is held by live workers.",
           fieldConfig: {
             defaults: {
               color: {
@@ -4941,7 +5416,219 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Age of the head message from its creation time.",
+          description: "Delayed messages that worker processes hold unacknowledged until due (q.DQ unacknowledged); the rest of Delayed waits in q.DQ. A dead worker's part returns to waiting. RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 12,
+            y: 22,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (dramatiq_queue_delayed_held_messages{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Held delayed",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Worker processes consuming each queue (q) and its delay queue (q.DQ). 0 on q while messages are ready fires DramatiqRabbitMQQueueNoConsumers. RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 30,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (dramatiq_queue_consumers{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (dramatiq_queue_delay_consumers{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}.DQ",
+              range: true,
+              refId: "B",
+            },
+          ],
+          title: "Consumers",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Messages RabbitMQ redelivered a second: on q after a worker's channel closed; on q.DQ also after consumer_timeout hit a delayed message held too long (DramatiqRabbitMQDelayRedeliveries). RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "mps",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 12,
+            y: 30,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (rate(dramatiq_queue_redeliveries_total{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"}[$__rate_interval]))",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue) (rate(dramatiq_queue_delay_redeliveries_total{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"}[$__rate_interval]))",
+              legendFormat: "{{queue}}.DQ",
+              range: true,
+              refId: "B",
+            },
+          ],
+          title: "Redeliveries",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Age of the head message from its creation time. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -4970,8 +5657,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 22,
+            x: 0,
+            y: 38,
           },
           options: {
             legend: {
@@ -5005,71 +5692,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages in each dead-letter queue.",
-          fieldConfig: {
-            defaults: {
-              color: {
-                mode: "palette-classic",
-              },
-              custom: {
-                drawStyle: "line",
-                fillOpacity: 10,
-                lineWidth: 1,
-                showPoints: "never",
-                spanNulls: false,
-              },
-              thresholds: {
-                mode: "absolute",
-                steps: [
-                  {
-                    color: "green",
-                    value: null,
-                  },
-                ],
-              },
-              unit: "short",
-            },
-            overrides: [],
-          },
-          gridPos: {
-            h: 8,
-            w: 12,
-            x: 0,
-            y: 30,
-          },
-          options: {
-            legend: {
-              calcs: [],
-              displayMode: "list",
-              placement: "bottom",
-              showLegend: true,
-            },
-            tooltip: {
-              mode: "multi",
-              sort: "desc",
-            },
-          },
-          targets: [
-            {
-              datasource: {
-                type: "prometheus",
-                uid: "${datasource}",
-              },
-              expr: "sum by (queue) (dramatiq_queue_dead_letter_messages{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
-              legendFormat: "{{queue}}",
-              range: true,
-              refId: "A",
-            },
-          ],
-          title: "Dead letters",
-          type: "timeseries",
-        },
-        {
-          datasource: {
-            type: "prometheus",
-            uid: "${datasource}",
-          },
-          description: "Messages held by dead processes, waiting for Dramatiq's maintenance to requeue them.",
+          description: "Messages held by dead processes, waiting for Dramatiq's maintenance to requeue them. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -5099,7 +5722,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 12,
             x: 12,
-            y: 30,
+            y: 38,
           },
           options: {
             legend: {
@@ -5133,7 +5756,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages dead-lettered per second by actor, from the exporter's counter of new dead letters (not the workers' metrics). (unknown): bodies that could not be read; (other): actors beyond the exporter's cap.",
+          description: "Messages in each dead-letter queue. On RabbitMQ a rise fires DramatiqRabbitMQDeadLettersGrowing.",
           fieldConfig: {
             defaults: {
               color: {
@@ -5155,7 +5778,7 @@ local u = import 'lib/utils.libsonnet';
                   },
                 ],
               },
-              unit: "mps",
+              unit: "short",
             },
             overrides: [],
           },
@@ -5163,7 +5786,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 12,
             x: 0,
-            y: 38,
+            y: 46,
           },
           options: {
             legend: {
@@ -5183,13 +5806,13 @@ local u = import 'lib/utils.libsonnet';
                 type: "prometheus",
                 uid: "${datasource}",
               },
-              expr: "sum by (queue, actor) (rate(dramatiq_actor_dead_lettered_total{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"}[$__rate_interval]))",
-              legendFormat: "{{queue}} {{actor}}",
+              expr: "sum by (queue) (dramatiq_queue_dead_letter_messages{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
               range: true,
               refId: "A",
             },
           ],
-          title: "Dead-lettered by actor",
+          title: "Dead letters",
           type: "timeseries",
         },
         {
@@ -5197,7 +5820,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages dead-lettered per second. Unlike the dead-letter queue's size it does not drop when Dramatiq prunes old dead letters.",
+          description: "Messages dead-lettered per second. Unlike the dead-letter queue's size it does not drop when Dramatiq prunes old dead letters. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -5227,7 +5850,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 12,
             x: 12,
-            y: 38,
+            y: 46,
           },
           options: {
             legend: {
@@ -5261,7 +5884,138 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "When each queue last dead-lettered a message.",
+          description: "Messages dead-lettered per second by actor, from the exporter's counter of new dead letters (not the workers' metrics). (unknown): bodies that could not be read; (other): actors beyond the exporter's cap. Redis broker only: no data with --broker=rabbitmq.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "mps",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 54,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue, actor) (rate(dramatiq_actor_dead_lettered_total{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"}[$__rate_interval]))",
+              legendFormat: "{{queue}} {{actor}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Dead-lettered by actor",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "The RabbitMQ queues behind each Dramatiq queue (main q, delay q.DQ, dead q.XQ) and their type. Dramatiq declares classic queues; quorum or stream members come from a vhost default or a policy (DramatiqRabbitMQQueueLayout). RabbitMQ broker only: no data with --broker=redis.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "none",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 12,
+            y: 54,
+          },
+          options: {
+            cellHeight: "sm",
+            showHeader: true,
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue, member, type) (dramatiq_rabbitmq_queue_info{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              format: "table",
+              instant: true,
+              legendFormat: "__auto",
+              range: false,
+              refId: "A",
+            },
+          ],
+          title: "RabbitMQ queues",
+          transformations: [
+            {
+              id: "organize",
+              options: {
+                excludeByName: {
+                  Time: true,
+                  Value: true,
+                },
+                renameByName: {
+                  member: "Member",
+                  queue: "Queue",
+                  type: "Type",
+                },
+              },
+            },
+          ],
+          type: "table",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "When each queue last dead-lettered a message. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -5284,7 +6038,7 @@ local u = import 'lib/utils.libsonnet';
             h: 6,
             w: 24,
             x: 0,
-            y: 46,
+            y: 62,
           },
           options: {
             cellHeight: "sm",

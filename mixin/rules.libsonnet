@@ -9,7 +9,7 @@ local u = import 'lib/utils.libsonnet';
         name: "dramatiq-autoscaling",
         rules: [
           {
-            expr: "max without (instance, pod) (\n  dramatiq_queue_ready_messages{" + $._config.selector + "}\n  +\n  clamp_min(\n    dramatiq_queue_inflight_messages{" + $._config.selector + "}\n    -\n    dramatiq_queue_orphaned_messages{" + $._config.selector + "},\n    0\n  )\n)",
+            expr: "max without (instance, pod) (\n  dramatiq_queue_ready_messages{" + $._config.selector + "}\n  +\n  clamp_min(\n    dramatiq_queue_inflight_messages{" + $._config.selector + "}\n    -\n    (dramatiq_queue_orphaned_messages{" + $._config.selector + "} or dramatiq_queue_inflight_messages{" + $._config.selector + "} * 0),\n    0\n  )\n)",
             record: "queue:dramatiq_queue_workload_messages:max",
           },
           {

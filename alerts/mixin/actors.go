@@ -94,7 +94,7 @@ func actors(c Config) dashboard {
 			{Title: "Queues (broker, from the exporter)", Panels: []panel{
 				ts("Ready messages", "short", "Messages waiting in each queue: if throughput falls while this grows, workers are short.", 12,
 					target{Expr: fmt.Sprintf("sum by (queue) (dramatiq_queue_ready_messages{%s})", q), Legend: "{{queue}}"}),
-				ts("Oldest message age", "s", "Age of the message at the head of each queue: the latency a new message will see.", 12,
+				ts("Oldest message age", "s", "Age of the message at the head of each queue: the latency a new message will see."+redisOnly, 12,
 					target{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_oldest_message_age_seconds{%s})", q), Legend: "{{queue}}"}),
 			}},
 		},

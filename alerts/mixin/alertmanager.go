@@ -54,6 +54,10 @@ func (c Config) Inhibitions() []Inhibition {
 		// The broker collector fails with it; the database ones must not be
 		// hidden by it.
 		{Source: "DramatiqRedisDown", Targets: collector, Matchers: []string{`collector=~"` + BrokerCollectors + `"`}},
+		// The same for RabbitMQ: without its management API the queue
+		// series are absent, and consumers vanish if RabbitMQ is down.
+		{Source: "DramatiqRabbitMQDown", Targets: byClass[classWorkload]},
+		{Source: "DramatiqRabbitMQDown", Targets: collector, Matchers: []string{`collector=~"` + BrokerCollectors + `"`}},
 		// Workers fail or stall without their database, so queue alerts are
 		// symptoms of it; the database details are unknown.
 		{Source: "DramatiqDatabaseDown", Targets: cat(byClass[classWorkload], byClass[classDatabase])},
@@ -120,8 +124,8 @@ func (c Config) AlertmanagerYAML() []byte {
 	}
 
 	return encodeYAML("Example Alertmanager configuration for the dramatiq_exporter alerts: routes by\n"+
-		"severity and silences symptoms while the exporter, Redis or the database is\n"+
-		"down. Copy it and replace the receivers with your own integrations.\n"+generatedNote,
+		"severity and silences symptoms while the exporter, the broker or the database\n"+
+		"is down. Copy it and replace the receivers with your own integrations.\n"+generatedNote,
 		ymap("route", route, "inhibit_rules", yseq(inhibits...), "receivers", yseq(receivers...)))
 }
 

@@ -77,6 +77,20 @@ type Config struct {
 	ActorErrorMinRate float64
 	ActorErrorFor     time.Duration
 
+	// RabbitMQ only (docs/dramatiq-rabbitmq-layout.md). QueueNoConsumersFor
+	// is how long a queue may hold ready messages with no consumer on it.
+	RabbitMQDownFor     time.Duration
+	QueueNoConsumersFor time.Duration
+	// DelayRedeliveriesWindow must be a little longer than RabbitMQ's
+	// consumer_timeout (30 min by default): a worker holding a delayed
+	// message past it gets its .DQ backlog redelivered once per timeout
+	// (plus the worker's restart), in bursts, not as a steady rate. The
+	// alert needs redeliveries in each of two consecutive windows, so one
+	// burst (a worker restart) never fires and repeating bursts do.
+	DelayRedeliveriesWindow time.Duration
+	DelayRedeliveriesFor    time.Duration
+	LayoutProblemsFor       time.Duration
+
 	DatabaseConnectionsRatio float64
 	DatabaseConnectionsFor   time.Duration
 	DatabaseTransactionAge   time.Duration
@@ -127,6 +141,12 @@ func DefaultConfig() Config {
 		ActorErrorRatio:         0.25,
 		ActorErrorMinRate:       1.0 / 60,
 		ActorErrorFor:           15 * time.Minute,
+
+		RabbitMQDownFor:         2 * time.Minute,
+		QueueNoConsumersFor:     10 * time.Minute,
+		DelayRedeliveriesWindow: 35 * time.Minute,
+		DelayRedeliveriesFor:    5 * time.Minute,
+		LayoutProblemsFor:       15 * time.Minute,
 
 		DatabaseConnectionsRatio: 0.8,
 		DatabaseConnectionsFor:   5 * time.Minute,

@@ -30,12 +30,14 @@ func (c Config) Recordings() []Recording {
 			// counting them would keep replicas for work nobody does.
 			// dramatiq_queue_orphaned_messages also counts delayed messages
 			// that dead workers held, which are not in in-flight, so the
-			// difference is clamped at 0.
+			// difference is clamped at 0. RabbitMQ has no orphans and no
+			// such series: 0 is subtracted there, not an absent series that
+			// would empty the rule.
 			Record: "queue:dramatiq_queue_workload_messages:max",
 			Expr: "max without (" + haLabels + ") (\n  " +
 				c.sel("dramatiq_queue_ready_messages") + "\n  +\n  clamp_min(\n    " +
-				c.sel("dramatiq_queue_inflight_messages") + "\n    -\n    " +
-				c.sel("dramatiq_queue_orphaned_messages") + ",\n    0\n  )\n)",
+				c.sel("dramatiq_queue_inflight_messages") + "\n    -\n    (" +
+				c.sel("dramatiq_queue_orphaned_messages") + " or " + c.sel("dramatiq_queue_inflight_messages") + " * 0),\n    0\n  )\n)",
 		},
 		{
 			// Every message the broker stores for the queue apart from dead

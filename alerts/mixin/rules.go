@@ -12,8 +12,9 @@ import (
 const (
 	classExporterDown = "exporter-down" // the scrape itself fails
 	classExporter     = "exporter"      // the exporter runs but misses data
-	classSourceDown   = "source-down"   // Redis or the database is unreachable
-	classWorkload     = "workload"      // queues and processes, read from Redis
+	classSourceDown   = "source-down"   // the broker or the database is unreachable
+	classWorkload     = "workload"      // queues and processes, read from the broker
+	classBrokerSetup  = "broker-setup"  // how the broker's queues are declared: no outage causes it
 	classDatabase     = "database"      // details of a reachable database
 	classWorkers      = "workers"       // from the workers' own middleware metrics
 )
@@ -27,7 +28,18 @@ type Alert struct {
 	For         time.Duration
 	Summary     string
 	Description string
+	// Broker is the broker whose series the alert needs: BrokerRedis or
+	// BrokerRabbitMQ, or "" when it works on both. On the other broker
+	// its series are absent, so it stays silent there; the promtool
+	// tests (alerts/tests/brokers.yml) and test/e2e check that.
+	Broker string
 }
+
+// The brokers, as in --broker.
+const (
+	BrokerRedis    = "redis"
+	BrokerRabbitMQ = "rabbitmq"
+)
 
 // RuleGroup is a named group of alerts in the rule file.
 type RuleGroup struct {
@@ -70,21 +82,28 @@ func (c Config) Groups() []RuleGroup {
 		}},
 		{Name: "dramatiq-broker", Alerts: []Alert{
 			{
-				Name: "DramatiqRedisDown", Class: classSourceDown, Severity: "critical",
+				Name: "DramatiqRedisDown", Broker: BrokerRedis, Class: classSourceDown, Severity: "critical",
 				Expr:        c.sel("dramatiq_redis_up") + " == 0",
 				For:         c.RedisDownFor,
 				Summary:     "The Redis server of the Dramatiq broker is unreachable.",
 				Description: "The Dramatiq exporter {{ $labels.instance }} has not been able to read the broker's Redis for " + f(c.RedisDownFor) + "; workers and producers are probably failing too.",
 			},
 			{
-				Name: "DramatiqNoAliveProcesses", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqRabbitMQDown", Broker: BrokerRabbitMQ, Class: classSourceDown, Severity: "critical",
+				Expr:        c.sel("dramatiq_rabbitmq_up") + " == 0",
+				For:         c.RabbitMQDownFor,
+				Summary:     "The RabbitMQ management API of the Dramatiq broker does not answer.",
+				Description: "The Dramatiq exporter {{ $labels.instance }} has not been able to read RabbitMQ's management API for " + f(c.RabbitMQDownFor) + "; if RabbitMQ itself is down, workers and producers are failing too.",
+			},
+			{
+				Name: "DramatiqNoAliveProcesses", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr:        c.sel("dramatiq_processes", `state="alive"`) + " == 0",
 				For:         c.NoAliveProcessesFor,
 				Summary:     "No Dramatiq process sends heartbeats to the broker.",
 				Description: "No Dramatiq worker or producer has sent a heartbeat to the broker read by {{ $labels.instance }} for " + f(c.NoAliveProcessesFor) + ".",
 			},
 			{
-				Name: "DramatiqWorkersDying", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqWorkersDying", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr: fmt.Sprintf("delta(%s[%s]) >= %d",
 					c.sel("dramatiq_processes", `state="stale"`), promDuration(c.WorkersDyingWindow), c.WorkersDyingMinIncrease),
 				For:         c.WorkersDyingFor,
@@ -97,16 +116,22 @@ func (c Config) Groups() []RuleGroup {
 				Name: "DramatiqQueueNotConsumed", Class: classWorkload, Severity: "critical",
 				// In-flight counts messages held by dead workers too, so
 				// subtract the orphaned ones: a queue whose only consumer
-				// died holding messages is not being consumed.
+				// died holding messages is not being consumed. RabbitMQ has
+				// no orphans (it requeues a dead consumer's messages) and
+				// the series is absent there: subtract 0 then, or the
+				// difference, and the alert, would be empty. A queue with
+				// no consumer at all is DramatiqRabbitMQQueueNoConsumers'
+				// (consumers are absent on Redis, so unless keeps all).
 				Expr: c.sel("dramatiq_queue_ready_messages") + " > 0\nand\n(\n  " +
-					c.sel("dramatiq_queue_inflight_messages") + "\n  -\n  " +
-					c.sel("dramatiq_queue_orphaned_messages") + "\n) <= 0",
+					c.sel("dramatiq_queue_inflight_messages") + "\n  -\n  (" +
+					c.sel("dramatiq_queue_orphaned_messages") + " or " + c.sel("dramatiq_queue_inflight_messages") + " * 0)" +
+					"\n) <= 0\nunless\n" + c.sel("dramatiq_queue_consumers") + " == 0",
 				For:         c.QueueNotConsumedFor,
 				Summary:     "A Dramatiq queue has ready messages that no live worker takes.",
 				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} has " + count + " ready messages, and no live worker has held any of its messages for " + f(c.QueueNotConsumedFor) + ".",
 			},
 			{
-				Name: "DramatiqQueueLatencyHigh", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqQueueLatencyHigh", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr:        c.sel("dramatiq_queue_oldest_message_age_seconds") + " > " + secs(c.QueueLatencyThreshold),
 				For:         c.QueueLatencyFor,
 				Summary:     "Messages wait too long in a Dramatiq queue.",
@@ -124,14 +149,14 @@ func (c Config) Groups() []RuleGroup {
 				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} gained about " + count + " ready messages over the last " + promDuration(c.BacklogGrowthWindow) + "; its workers do not keep up.",
 			},
 			{
-				Name: "DramatiqOrphanedMessages", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqOrphanedMessages", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr:        c.sel("dramatiq_queue_orphaned_messages") + " > 0",
 				For:         c.OrphanedFor,
 				Summary:     "Dead Dramatiq workers hold messages that have not been recovered.",
 				Description: count + " messages of queue {{ $labels.queue }} on {{ $labels.instance }} have been held by workers with a stale heartbeat for " + f(c.OrphanedFor) + "; Dramatiq has not requeued them yet.",
 			},
 			{
-				Name: "DramatiqDeadLetters", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqDeadLetters", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				// The timestamp, not the count: the count also moves when
 				// old dead letters expire or are deleted, and a timestamp
 				// that stays old never fires again.
@@ -140,7 +165,7 @@ func (c Config) Groups() []RuleGroup {
 				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} moved a message to its dead-letter queue {{ $value | humanizeDuration }} ago.",
 			},
 			{
-				Name: "DramatiqActorDeadLettersHigh", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqActorDeadLettersHigh", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				// The exporter's counter, not the workers' middleware: it
 				// counts messages that died for good, whatever the workers
 				// export. A series appears with the first dead letter of its
@@ -156,6 +181,55 @@ func (c Config) Groups() []RuleGroup {
 					"[" + promDuration(c.ActorDeadLettersWindow) + "])\n) >= " + strconv.Itoa(c.ActorDeadLettersMin),
 				Summary:     "A Dramatiq actor dead-letters many messages.",
 				Description: "About " + count + " messages of actor {{ $labels.actor }} on queue {{ $labels.queue }} (exporter {{ $labels.instance }}) were dead-lettered in the last " + promDuration(c.ActorDeadLettersWindow) + ".",
+			},
+			{
+				Name: "DramatiqRabbitMQQueueNoConsumers", Broker: BrokerRabbitMQ, Class: classWorkload, Severity: "critical",
+				// Consumers of q count worker processes serving the queue
+				// (docs/dramatiq-rabbitmq-layout.md).
+				Expr:        c.sel("dramatiq_queue_ready_messages") + " > 0\nand\n" + c.sel("dramatiq_queue_consumers") + " == 0",
+				For:         c.QueueNoConsumersFor,
+				Summary:     "A Dramatiq queue on RabbitMQ has ready messages and no consumer.",
+				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} has " + count + " ready messages, and no worker process has consumed it for " + f(c.QueueNoConsumersFor) + ".",
+			},
+			{
+				Name: "DramatiqRabbitMQDelayRedeliveries", Broker: BrokerRabbitMQ, Class: classWorkload, Severity: "warning",
+				// Redeliveries in the last window and in the one before:
+				// consumer_timeout churn comes back once per timeout, a
+				// worker restart redelivers once, and two disjoint windows
+				// never both hold one burst. A counter RabbitMQ resets when
+				// it restarts the queue; increase() takes resets.
+				Expr: fmt.Sprintf("increase(%s[%s]) > 0\nand\nincrease(%s[%s] offset %s) > 0",
+					c.sel("dramatiq_queue_delay_redeliveries_total"), promDuration(c.DelayRedeliveriesWindow),
+					c.sel("dramatiq_queue_delay_redeliveries_total"), promDuration(c.DelayRedeliveriesWindow), promDuration(c.DelayRedeliveriesWindow)),
+				For:         c.DelayRedeliveriesFor,
+				Summary:     "RabbitMQ keeps redelivering the delayed messages of a Dramatiq queue.",
+				Description: "RabbitMQ redelivered about " + count + " messages of {{ $labels.queue }}.DQ on {{ $labels.instance }} over the last " + promDuration(c.DelayRedeliveriesWindow) + ", and more in the " + promDuration(c.DelayRedeliveriesWindow) + " before, for " + f(c.DelayRedeliveriesFor) + "; workers holding delayed messages probably run into consumer_timeout.",
+			},
+			{
+				Name: "DramatiqRabbitMQDeadLettersGrowing", Broker: BrokerRabbitMQ, Class: classWorkload, Severity: "warning",
+				// RabbitMQ gives no dead-letter timestamp and no counter of
+				// dead letters (those come from the bodies on Redis), only
+				// the size of q.XQ. delta, not increase: the size drops when
+				// dead letters expire, and increase() would read each drop
+				// as a counter reset and count the whole queue. The
+				// rabbitmq_up gate keeps it off Redis, where
+				// DramatiqDeadLetters says the same from the timestamp.
+				Expr: fmt.Sprintf("delta(%s[%s]) > 0\nand on (job, instance)\n%s",
+					c.sel("dramatiq_queue_dead_letter_messages"), promDuration(c.DeadLettersWindow), c.sel("dramatiq_rabbitmq_up")),
+				Summary:     "A Dramatiq queue on RabbitMQ dead-lettered messages.",
+				Description: "The dead-letter queue {{ $labels.queue }}.XQ on {{ $labels.instance }} grew by about " + count + " messages over the last " + promDuration(c.DeadLettersWindow) + ".",
+			},
+			{
+				Name: "DramatiqRabbitMQQueueLayout", Broker: BrokerRabbitMQ, Class: classBrokerSetup, Severity: "warning",
+				// Quorum and stream queues come from a vhost default or a
+				// policy, never from Dramatiq, which declares classic
+				// queues and relies on their behaviour (priorities,
+				// unlimited redeliveries of held delayed messages).
+				Expr: c.sel("dramatiq_rabbitmq_queue_layout_problems") + " > 0\nor\ncount without (member, type) (" +
+					c.sel("dramatiq_rabbitmq_queue_info", `type=~"quorum|stream"`) + ")",
+				For:         c.LayoutProblemsFor,
+				Summary:     "The RabbitMQ queues of a Dramatiq queue are not declared the way Dramatiq declares them.",
+				Description: "Queue {{ $labels.queue }} on {{ $labels.instance }} has had " + count + " layout problems (missing queues, dead-letter routes, arguments, or quorum or stream members) for " + f(c.LayoutProblemsFor) + "; the exporter's status page lists them.",
 			},
 		}},
 		{Name: "dramatiq-actors", Alerts: []Alert{
