@@ -196,6 +196,7 @@ func queueDetail(c Config) dashboard {
 						}}}
 					}},
 			}},
+			stuckRow(c, s),
 		},
 	}
 }

@@ -68,6 +68,15 @@ var neverFiring = map[string]string{}
 // cannot reach; the lock-holding transaction of databaseLoad outlives it.
 const longTransactionAge = 5 * time.Second
 
+// unclaimedAge replaces DramatiqDelayedMessagesUnclaimed's 10 minutes: the
+// scenario's delayed email waits unclaimed from its start.
+const unclaimedAge = 5 * time.Second
+
+// latencyObjectiveAge replaces the objective's 5 minutes: emails' head is 30
+// minutes old, the other queues' heads younger than this however slow the
+// run, so the burn-rate alerts fire for emails only.
+const latencyObjectiveAge = 20 * time.Minute
+
 func TestPrometheusEndToEnd(t *testing.T) {
 	if len(expectedEmpty) > 1 || len(neverFiring) > 0 {
 		t.Fatalf("the lists of queries and alerts this test cannot exercise grew to %d and %d: make the scenario create their situations", len(expectedEmpty), len(neverFiring))
@@ -96,6 +105,16 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	cfg.ForScale = forScale
 	shippedAge := cfg.DatabaseTransactionAge
 	cfg.DatabaseTransactionAge = longTransactionAge
+	// The other changed thresholds, as the text they change in the
+	// committed expressions: the unclaimed age the test cannot wait for,
+	// and a latency objective that only emails (30 minutes old) misses
+	// however slow the run.
+	shippedUnclaimed, shippedObjective := cfg.DelayedUnclaimedAge, cfg.QueueLatencyObjectiveAge
+	cfg.DelayedUnclaimedAge, cfg.QueueLatencyObjectiveAge = unclaimedAge, latencyObjectiveAge
+	lowered := map[string]string{
+		fmt.Sprintf("dramatiq_queue_delayed_unclaimed_oldest_seconds{job=\"dramatiq\"} > %g", shippedUnclaimed.Seconds()): fmt.Sprintf("dramatiq_queue_delayed_unclaimed_oldest_seconds{job=\"dramatiq\"} > %g", unclaimedAge.Seconds()),
+		fmt.Sprintf("> bool %g", shippedObjective.Seconds()):                                                              fmt.Sprintf("> bool %g", latencyObjectiveAge.Seconds()),
+	}
 	rulesYAML := cfg.RulesYAML()
 	committed, err := os.ReadFile(filepath.Join(root, "alerts", "dramatiq.rules.yml"))
 	if err != nil {
@@ -110,6 +129,18 @@ func TestPrometheusEndToEnd(t *testing.T) {
 				t.Fatalf("cannot find the %s threshold in %q", shippedAge, q.Expr)
 			}
 			committedQs[i].Expr = lowered
+		}
+	}
+	for from, to := range lowered {
+		n := 0
+		for i, q := range committedQs {
+			if strings.Contains(q.Expr, from) {
+				committedQs[i].Expr = strings.ReplaceAll(q.Expr, from, to)
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatalf("no committed rule has %q", from)
 		}
 	}
 	if fmt.Sprint(ruleQs) != fmt.Sprint(committedQs) {
@@ -246,6 +277,10 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		{"DramatiqDatabaseBlockedConnections", "", ""},
 		{"DramatiqDatabaseConnectionsNearLimit", "", ""},
 		{"DramatiqActorErrorRatioHigh", "actor_name", "charge"},
+		{"DramatiqDelayedMessagesUnclaimed", "queue", "emails"},
+		{"DramatiqDelayedMessagesOverdue", "queue", "emails"},
+		{"DramatiqQueueLatencyBudgetBurnFast", "queue", "emails"},
+		{"DramatiqQueueLatencyBudgetBurnSlow", "queue", "emails"},
 	}, map[string][]string{
 		// Every queue alert that fires, fires for these queues only: drain
 		// and reports are served by a live worker, zz_overflow is dropped.
@@ -255,6 +290,12 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		"DramatiqOrphanedMessages":     {"crash"},
 		"DramatiqDeadLetters":          {"reports"},
 		"DramatiqActorDeadLettersHigh": {"reports"},
+		// reports and busy have delayed messages too, claimed by live
+		// workers and not due.
+		"DramatiqDelayedMessagesUnclaimed":   {"emails"},
+		"DramatiqDelayedMessagesOverdue":     {"emails"},
+		"DramatiqQueueLatencyBudgetBurnFast": {"emails"},
+		"DramatiqQueueLatencyBudgetBurnSlow": {"emails"},
 	})
 	if t.Failed() {
 		return
@@ -449,6 +490,12 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1"},
 		{`dramatiq_queue_oldest_message_age_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 1700 && v < 2000 }, "about 1800"},
 		{`dramatiq_exporter_queues_dropped{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1: zz_overflow"},
+		// Delayed work that does not come back (scenario.py, emails).
+		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="emails"}`, func(v float64) bool { return v == 3 }, "3: 2 held overdue, 1 unclaimed"},
+		{`dramatiq_queue_delayed_overdue_messages{job="dramatiq",queue="emails"}`, func(v float64) bool { return v == 2 }, "2: held by the hung consumer, due 2 minutes before"},
+		{`dramatiq_queue_delayed_overdue_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: the live worker holds one, due in 10 minutes"},
+		{`dramatiq_queue_delayed_unclaimed_oldest_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 0 }, "above 0: nobody claims emails' delay queue"},
+		{`dramatiq_queue_delayed_unclaimed_oldest_seconds{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: the live worker claims reports' delayed messages at once"},
 		// The recording rules, with the numbers docs/recording-rules.md gives.
 		// The recorded series carry no instance: max over an HA pair.
 		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="busy",instance=""}`, func(v float64) bool { return v == 5 }, "5: busy's ready plus what its live worker holds"},
