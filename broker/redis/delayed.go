@@ -138,21 +138,29 @@ type delayedRead struct {
 func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr delayedRead, now time.Time) error {
 	queues := v.queues
 	an := snap.Anomalies
+	// The remembered state is copied out and the new one stored at the
+	// end, so concurrent reads never wait on each other's round trips (a
+	// lock held across them would outlast a waiting scrape's deadline).
+	// The later of two concurrent reads wins; both are valid. A held map
+	// is replaced, never changed, so a shallow copy is enough.
 	st := r.delayed
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	prev := st.queues
 	next := make(map[string]*delayedQueue, len(queues))
 	for _, q := range queues {
-		dq := prev[q]
-		if dq == nil {
-			dq = &delayedQueue{lastEmpty: r.started}
+		dq := &delayedQueue{lastEmpty: r.started}
+		if p := st.queues[q]; p != nil {
+			*dq = *p
 		}
 		next[q] = dq
 	}
+	st.mu.Unlock()
 	// Forgetting the queues no longer reported bounds the memory by the
 	// queue cap, as heads do.
-	st.queues = next
+	defer func() {
+		st.mu.Lock()
+		st.queues = next
+		st.mu.Unlock()
+	}()
 
 	// Heads: which need a body read.
 	type headProbeCmds struct {
