@@ -60,6 +60,12 @@ var firesLater = map[string]bool{
 	"DramatiqExporterDown":             true, // the exporter is killed
 }
 
+// Alerts on recorded series, which carry no instance.
+var recordedAlerts = map[string]bool{
+	"DramatiqQueueLatencyBudgetBurnFast": true,
+	"DramatiqQueueLatencyBudgetBurnSlow": true,
+}
+
 // The alerts the shipped rules could fire but this test does not provoke.
 var neverFiring = map[string]string{}
 
@@ -591,6 +597,14 @@ func (o *observed) wait(t *testing.T, prom *prometheus, logf func(string, ...any
 				// From the workers' middleware, summed over their pods.
 				if a.Labels["instance"] != "" || a.Labels["queue_name"] != "payments" || a.Labels["actor_name"] != "charge" {
 					problem = "want payments/charge without instance"
+				}
+			case recordedAlerts[name]:
+				// From recorded series, combined over an HA pair of
+				// exporters: the job names them, not an instance.
+				if a.Labels["job"] != "dramatiq" || a.Labels["instance"] != "" {
+					problem = fmt.Sprintf("job %q instance %q, want dramatiq and no instance", a.Labels["job"], a.Labels["instance"])
+				} else if a.Labels["severity"] != o.severity[name] {
+					problem = fmt.Sprintf("severity %q, want %q", a.Labels["severity"], o.severity[name])
 				}
 			case a.Labels["job"] != "dramatiq" || a.Labels["instance"] != o.instance:
 				problem = fmt.Sprintf("job %q instance %q, want dramatiq and %s", a.Labels["job"], a.Labels["instance"], o.instance)
