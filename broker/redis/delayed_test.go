@@ -253,3 +253,41 @@ func TestDelayedUnclaimedAge(t *testing.T) {
 		t.Error("oversize head id: age known")
 	}
 }
+
+// An idle queue's delay list is not read; when delayed messages appear the
+// age is unknown for one read, then bounded by the last read that saw none.
+func TestDelayedHeadSkippedWhileIdle(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	start := time.UnixMilli(time.Now().UnixMilli())
+	now := start
+	reader := delayedReader(t, r, &now, "q")
+	read := func() QueueStats {
+		t.Helper()
+		snap, err := reader.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return queueOf(t, snap, "q")
+	}
+	read()
+	now = start.Add(time.Second)
+	r.Admin.ConfigResetStat(ctx)
+	if q := read(); !q.DelayedUnclaimedAgeKnown || q.DelayedUnclaimedAge != 0 {
+		t.Fatalf("idle: age %s known=%v, want 0", q.DelayedUnclaimedAge, q.DelayedUnclaimedAgeKnown)
+	}
+	if n := commandCalls(t, r, "lrange"); n != 1 {
+		t.Errorf("idle read: %d LRANGEs, want 1 (the ready list's head only)", n)
+	}
+	id := testserver.UUID()
+	r.Admin.HSet(ctx, "dramatiq:q.DQ.msgs", id, testserver.Body("q.DQ", id, start.Add(-time.Hour), map[string]any{"eta": start.Add(time.Hour).UnixMilli()}))
+	r.Admin.RPush(ctx, "dramatiq:q.DQ", id)
+	now = start.Add(2 * time.Second)
+	if q := read(); q.DelayedUnclaimedAgeKnown {
+		t.Errorf("first read with delayed messages: age %s known, want unknown", q.DelayedUnclaimedAge)
+	}
+	now = start.Add(12 * time.Second)
+	if q := read(); !q.DelayedUnclaimedAgeKnown || q.DelayedUnclaimedAge != 11*time.Second {
+		t.Errorf("age %s known=%v, want 11s (since the read at 1s found none)", q.DelayedUnclaimedAge, q.DelayedUnclaimedAgeKnown)
+	}
+}

@@ -164,16 +164,20 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		ownerScores[i] = pipe.ZScore(ctx, r.keys.heartbeats(), wid)
 	}
 	cmds := make([]queueCmds, len(queues))
+	skipDelayHead := r.delayHeadSkips(queues)
 	for i := range queues {
 		a := &args[i]
 		cmds[i] = queueCmds{
-			ready:     pipe.Do(ctx, a.ready...),
-			msgs:      pipe.Do(ctx, a.msgs...),
-			delayed:   pipe.Do(ctx, a.delayed...),
-			dead:      pipe.Do(ctx, a.dead...),
-			deadLast:  pipe.Do(ctx, a.deadLast...),
-			head:      pipe.Do(ctx, a.head...),
-			delayHead: pipe.Do(ctx, a.delayHead...),
+			ready:    pipe.Do(ctx, a.ready...),
+			msgs:     pipe.Do(ctx, a.msgs...),
+			delayed:  pipe.Do(ctx, a.delayed...),
+			dead:     pipe.Do(ctx, a.dead...),
+			deadLast: pipe.Do(ctx, a.deadLast...),
+			head:     pipe.Do(ctx, a.head...),
+		}
+		// The delay list's head, for the unclaimed age (delayed.go).
+		if !skipDelayHead[i] {
+			cmds[i].delayHead = pipe.Do(ctx, a.delayHead...)
 		}
 	}
 	if err := execPipe(ctx, pipe); err != nil {
