@@ -23,7 +23,9 @@ package redis
 //     {q}.DQ.msgs): its holder is hung, or died and Dramatiq's random
 //     maintenance has not returned it yet.
 //
-// Cost. The ready-list heads' round trip also takes LRANGE {q}.DQ 0 2.
+// Cost. The ready-list heads' round trip also takes LRANGE {q}.DQ 0 2,
+// for the queues whose previous read found delayed messages or a non-empty
+// list (delayHeadSkips).
 // The rest needs the .DQ ack sets discovery found: SCARD of each, then
 // SMEMBERS of those within the caps, then, for ids not seen before only,
 // HSTRLEN and HGET of their body in {q}.DQ.msgs. An eta never changes for
