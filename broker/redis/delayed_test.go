@@ -291,3 +291,76 @@ func TestDelayedHeadSkippedWhileIdle(t *testing.T) {
 		t.Errorf("age %s known=%v, want 11s (since the read at 1s found none)", q.DelayedUnclaimedAge, q.DelayedUnclaimedAgeKnown)
 	}
 }
+
+// The held etas a Reader remembers at the id cap stay well under the
+// chart's 128 MiB, and are all forgotten once the ids are no longer held.
+func TestHeldDelayedMemoryAtTheCap(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	now := time.UnixMilli(time.Now().UnixMilli())
+	// Ten workers, each holding a tenth of the cap, in ten queues.
+	for w := 0; w < 10; w++ {
+		q := "q" + strconv.Itoa(w)
+		set := "dramatiq:__acks__." + testserver.UUID() + "." + q + ".DQ"
+		for start := 0; start < MaxHeldDelayedPerRead/10; start += 2000 {
+			pipe := r.Admin.Pipeline()
+			for i := start; i < start+2000; i++ {
+				id := testserver.UUID()
+				pipe.HSet(ctx, "dramatiq:"+q+".DQ.msgs", id, testserver.Body(q+".DQ", id, now, map[string]any{"eta": now.Add(-time.Hour).UnixMilli()}))
+				pipe.SAdd(ctx, set, id)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reader := delayedReader(t, r, &now)
+	before := heapInuse()
+	// The bodies (about 280 bytes each) exceed one read's 16 MiB budget:
+	// the first read leaves some queues unknown, the next reads the rest.
+	reads := 0
+	for {
+		reads++
+		snap, err := reader.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var overdue int64
+		known := 0
+		for _, q := range snap.Queues {
+			if q.DelayedOverdueKnown {
+				known++
+				overdue += q.DelayedOverdue
+			}
+		}
+		if known == 10 {
+			if overdue != MaxHeldDelayedPerRead {
+				t.Fatalf("overdue %d, want %d", overdue, MaxHeldDelayedPerRead)
+			}
+			break
+		}
+		if reads == 5 {
+			t.Fatalf("after %d reads only %d of 10 queues known", reads, known)
+		}
+	}
+	t.Logf("%d reads to read every eta", reads)
+	t0 := time.Now()
+	if _, err := reader.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a steady read (SCARD and SMEMBERS of the 10 sets, no body) took %s", time.Since(t0).Round(time.Millisecond))
+	held := heapInuse() - before
+	t.Logf("%d held ids remembered in %.1f MiB", MaxHeldDelayedPerRead, float64(held)/(1<<20))
+	if held > 40<<20 {
+		t.Errorf("%d held ids take %d MiB", MaxHeldDelayedPerRead, held>>20)
+	}
+	if err := r.Admin.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := heapInuse(); after > before+(4<<20) {
+		t.Errorf("after the ids are gone the heap is %d MiB over the start", (after-before)>>20)
+	}
+}
