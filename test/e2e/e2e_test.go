@@ -502,6 +502,10 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`dramatiq_queue_delayed_overdue_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: the live worker holds one, due in 10 minutes"},
 		{`dramatiq_queue_delayed_unclaimed_oldest_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 0 }, "above 0: nobody claims emails' delay queue"},
 		{`dramatiq_queue_delayed_unclaimed_oldest_seconds{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: the live worker claims reports' delayed messages at once"},
+		// Time to drain (no middleware on these queues: the broker's
+		// estimate, or 0 for an empty list).
+		{`queue:dramatiq_queue_time_to_drain:seconds{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: nothing ready"},
+		{`absent(queue:dramatiq_queue_time_to_drain:seconds{job="dramatiq",queue="emails"})`, func(v float64) bool { return v == 1 }, "no series: emails grows, no finite time"},
 		// The recording rules, with the numbers docs/recording-rules.md gives.
 		// The recorded series carry no instance: max over an HA pair.
 		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="busy",instance=""}`, func(v float64) bool { return v == 5 }, "5: busy's ready plus what its live worker holds"},
