@@ -92,6 +92,12 @@ func TestPromtoolTestsDetectChanges(t *testing.T) {
 			"actor error ratio":        func(c *mixin.Config) { c.ActorErrorRatio = 0.6 },
 			"actor dead letters":       func(c *mixin.Config) { c.ActorDeadLettersMin = 13 },
 			"redeliveries window":      func(c *mixin.Config) { c.DelayRedeliveriesWindow *= 2 },
+			"delayed unclaimed age":    func(c *mixin.Config) { c.DelayedUnclaimedAge *= 2 },
+			"delayed overdue for":      func(c *mixin.Config) { c.DelayedOverdueFor *= 2 },
+			"latency objective age":    func(c *mixin.Config) { c.QueueLatencyObjectiveAge *= 3 },
+			"latency objective target": func(c *mixin.Config) { c.QueueLatencyObjectiveTarget = 0.9 },
+			"latency fast burn":        func(c *mixin.Config) { c.QueueLatencyBurnFast = 30 },
+			"latency slow burn":        func(c *mixin.Config) { c.QueueLatencyBurnSlow = 12 },
 		}
 		for name, mutate := range mutations {
 			t.Run(name, func(t *testing.T) {
@@ -272,6 +278,12 @@ func TestRuleConventions(t *testing.T) {
 			// Summed over the worker pods: the actor and queue name it.
 			if !strings.Contains(desc, "{{ $labels.actor_name }}") || !strings.Contains(desc, "{{ $labels.queue_name }}") {
 				t.Errorf("%s: description %q does not name the actor and its queue", name, desc)
+			}
+		} else if strings.Contains(r.Expr, "queue:dramatiq_") {
+			// Recorded over an HA pair of exporters: no instance, the job
+			// names it.
+			if !strings.Contains(desc, "{{ $labels.job }}") {
+				t.Errorf("%s: description %q does not name the job", name, desc)
 			}
 		} else if !strings.Contains(desc, "{{ $labels.instance }}") {
 			t.Errorf("%s: description %q does not name the instance", name, desc)

@@ -115,6 +115,13 @@ type Queue struct {
 	// OldestAge is the age of the head of the ready queue, when known.
 	OldestAge      time.Duration
 	OldestAgeKnown bool
+	// DelayedUnclaimedAge is how long the head of the delay queue has
+	// waited for a worker to claim it; 0 when it is empty.
+	DelayedUnclaimedAge      time.Duration
+	DelayedUnclaimedAgeKnown bool
+	// DelayedOverdue counts delayed messages a worker holds more than
+	// DelayedOverdueGrace past their eta.
+	DelayedOverdue Count
 
 	// RabbitMQ only.
 	//
@@ -245,3 +252,19 @@ func (s *Snapshot) MaxConsumers() (n int64, ok bool) {
 	}
 	return n, ok
 }
+
+// Bounds of the Redis reader's delayed-work judgement (broker/redis/delayed.go).
+const (
+	// DelayedOverdueGrace is how long past its eta a held delayed message
+	// may stay in its ack set before it counts as overdue. A live worker
+	// promotes it within about a second (worker_timeout); the rest is room
+	// for the clock skew between the producer that set the eta and the
+	// exporter.
+	DelayedOverdueGrace = time.Minute
+	// MaxHeldDelayedPerRead caps the held delayed ids one read lists
+	// (SMEMBERS) and so the ids a Reader remembers. Dramatiq's delay
+	// prefetch is threads × 1000 per process, so 100,000 covers a dozen
+	// 8-thread processes holding full prefetches. A queue whose sets do not
+	// fit has its overdue count absent.
+	MaxHeldDelayedPerRead = 100_000
+)

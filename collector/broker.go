@@ -102,7 +102,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // queueFamilies are the broker's per-queue families.
-var queueFamilies = []*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered}
+var queueFamilies = append([]*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered}, delayedFamilies...)
 
 func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) error {
 	return readBroker(ctx, c.reader, st, o)
@@ -168,6 +168,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		if q.OldestAgeKnown {
 			m.queueSample(queueOldest, i, q.OldestAge.Seconds())
 		}
+		collectDelayed(m, i, &snap.Queues[i])
 	}
 }
 

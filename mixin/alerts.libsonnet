@@ -313,6 +313,68 @@ local u = import 'lib/utils.libsonnet';
           },
         ],
       },
+      {
+        name: "dramatiq-delayed",
+        rules: [
+          {
+            alert: "DramatiqDelayedMessagesUnclaimed",
+            annotations: {
+              description: "The oldest delayed message of queue {{ $labels.queue }} on {{ $labels.instance }} has waited {{ $value | humanizeDuration }} in the delay queue unclaimed; no live worker consumes it, so its delayed messages and retries will not run when due.",
+              runbook_url: $._config.runbookURL + "#dramatiqdelayedmessagesunclaimed",
+              summary: "Delayed Dramatiq messages wait for a worker to claim them.",
+            },
+            expr: "dramatiq_queue_delayed_unclaimed_oldest_seconds{" + $._config.selector + "} > " + std.toString(u.seconds($._config.delayedUnclaimedAge)),
+            "for": $._config.delayedUnclaimedFor,
+            labels: {
+              severity: "warning",
+            },
+          },
+          {
+            alert: "DramatiqDelayedMessagesOverdue",
+            annotations: {
+              description: "{{ $value | printf \"%.0f\" }} delayed messages of queue {{ $labels.queue }} on {{ $labels.instance }} have been held by a worker past their eta for " + $._config.delayedOverdueFor + "; their holder is hung or dead.",
+              runbook_url: $._config.runbookURL + "#dramatiqdelayedmessagesoverdue",
+              summary: "Delayed Dramatiq messages are held past their due time.",
+            },
+            expr: "dramatiq_queue_delayed_overdue_messages{" + $._config.selector + "} > 0",
+            "for": $._config.delayedOverdueFor,
+            labels: {
+              severity: "warning",
+            },
+          },
+        ],
+      },
+      {
+        name: "dramatiq-latency-objective",
+        rules: [
+          {
+            alert: "DramatiqQueueLatencyBudgetBurnFast",
+            annotations: {
+              description: "Queue {{ $labels.queue }} of job {{ $labels.job }} has had its oldest ready message older than " + $._config.queueLatencyObjectiveAge + " over " + u.num($._config.queueLatencyBurnFast) + " times as often as its objective of " + u.num($._config.queueLatencyObjectiveTarget) + " allows, over the last hour and the last 5 minutes; at that rate a 30-day error budget lasts about two days.",
+              runbook_url: $._config.runbookURL + "#dramatiqqueuelatencybudgetburnfast",
+              summary: "A Dramatiq queue burns its latency error budget fast.",
+            },
+            expr: "queue:dramatiq_queue_latency_objective_violation:ratio_avg1h{" + $._config.selector + "} > " + u.num($._config.queueLatencyBurnFast) + " * (1 - " + u.num($._config.queueLatencyObjectiveTarget) + ")\nand\nqueue:dramatiq_queue_latency_objective_violation:ratio_avg5m{" + $._config.selector + "} > " + u.num($._config.queueLatencyBurnFast) + " * (1 - " + u.num($._config.queueLatencyObjectiveTarget) + ")",
+            "for": "2m",
+            labels: {
+              severity: "critical",
+            },
+          },
+          {
+            alert: "DramatiqQueueLatencyBudgetBurnSlow",
+            annotations: {
+              description: "Queue {{ $labels.queue }} of job {{ $labels.job }} has had its oldest ready message older than " + $._config.queueLatencyObjectiveAge + " over " + u.num($._config.queueLatencyBurnSlow) + " times as often as its objective of " + u.num($._config.queueLatencyObjectiveTarget) + " allows, over the last 6 hours and the last 30 minutes; at that rate a 30-day error budget lasts about five days.",
+              runbook_url: $._config.runbookURL + "#dramatiqqueuelatencybudgetburnslow",
+              summary: "A Dramatiq queue burns its latency error budget.",
+            },
+            expr: "queue:dramatiq_queue_latency_objective_violation:ratio_avg6h{" + $._config.selector + "} > " + u.num($._config.queueLatencyBurnSlow) + " * (1 - " + u.num($._config.queueLatencyObjectiveTarget) + ")\nand\nqueue:dramatiq_queue_latency_objective_violation:ratio_avg30m{" + $._config.selector + "} > " + u.num($._config.queueLatencyBurnSlow) + " * (1 - " + u.num($._config.queueLatencyObjectiveTarget) + ")",
+            "for": "15m",
+            labels: {
+              severity: "warning",
+            },
+          },
+        ],
+      },
     ],
   },
 }

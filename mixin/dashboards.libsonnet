@@ -6075,6 +6075,210 @@ local u = import 'lib/utils.libsonnet';
           ],
           type: "table",
         },
+        {
+          collapsed: false,
+          gridPos: {
+            h: 1,
+            w: 24,
+            x: 0,
+            y: 68,
+          },
+          panels: [],
+          title: "Stuck work and the latency objective",
+          type: "row",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "How long the oldest delayed message of the delay list has waited for a worker to claim it. A live worker claims them within a second; DramatiqDelayedMessagesUnclaimed fires above the threshold.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "s",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 8,
+            x: 0,
+            y: 69,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_delayed_unclaimed_oldest_seconds{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Delayed messages waiting unclaimed",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "Delayed messages held by a worker more than a minute past their eta: the holder is hung or dead (DramatiqDelayedMessagesOverdue).",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 8,
+            x: 8,
+            y: 69,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_delayed_overdue_messages{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Delayed messages overdue",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "The oldest ready message's age divided by the latency objective's age: above 1 the queue is outside its objective, and each such minute spends error budget. The burn-rate alerts fire when that happens more than 14.4 (1h and 5m) or 6 (6h and 30m) times as often as the objective allows; the recorded ratios are queue:dramatiq_queue_latency_objective_violation:ratio_avg*.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "none",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 8,
+            x: 16,
+            y: 69,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_oldest_message_age_seconds{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"}) / " + std.toString(u.seconds($._config.queueLatencyObjectiveAge)),
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Oldest message age against the latency objective",
+          type: "timeseries",
+        },
       ],
       refresh: "30s",
       schemaVersion: 39,

@@ -43,6 +43,44 @@ local u = import 'lib/utils.libsonnet';
           },
         ],
       },
+      {
+        name: "dramatiq-flow",
+        rules: [
+          {
+            expr: "sum by (job, queue) (\n  label_replace(\n    rate(dramatiq_messages_total{" + $._config.workersSelector + "}[5m]),\n    \"queue\", \"$1\", \"queue_name\", \"(.+)\"\n  )\n)",
+            record: "queue:dramatiq_messages_finished:rate5m",
+          },
+          {
+            expr: "(\n  max without (instance, pod) (dramatiq_queue_ready_messages{" + $._config.selector + "})\n  / on (queue) group_left ()\n  (queue:dramatiq_messages_finished:rate5m{" + $._config.workersSelector + "} > 0)\n)\nor\n(\n  max without (instance, pod) (dramatiq_queue_ready_messages{" + $._config.selector + "})\n  /\n  (max without (instance, pod) (-deriv(dramatiq_queue_ready_messages{" + $._config.selector + "}[10m])) > 0)\n)\nor\n(\n  max without (instance, pod) (dramatiq_queue_ready_messages{" + $._config.selector + "}) == 0\n)",
+            record: "queue:dramatiq_queue_time_to_drain:seconds",
+          },
+        ],
+      },
+      {
+        name: "dramatiq-latency-objective-rates",
+        rules: [
+          {
+            expr: "max without (instance, pod) (\n  dramatiq_queue_oldest_message_age_seconds{" + $._config.selector + "} > bool " + std.toString(u.seconds($._config.queueLatencyObjectiveAge)) + "\n)",
+            record: "queue:dramatiq_queue_latency_objective_violation:max",
+          },
+          {
+            expr: "avg_over_time(queue:dramatiq_queue_latency_objective_violation:max{" + $._config.selector + "}[5m])",
+            record: "queue:dramatiq_queue_latency_objective_violation:ratio_avg5m",
+          },
+          {
+            expr: "avg_over_time(queue:dramatiq_queue_latency_objective_violation:max{" + $._config.selector + "}[30m])",
+            record: "queue:dramatiq_queue_latency_objective_violation:ratio_avg30m",
+          },
+          {
+            expr: "avg_over_time(queue:dramatiq_queue_latency_objective_violation:max{" + $._config.selector + "}[1h])",
+            record: "queue:dramatiq_queue_latency_objective_violation:ratio_avg1h",
+          },
+          {
+            expr: "avg_over_time(queue:dramatiq_queue_latency_objective_violation:max{" + $._config.selector + "}[6h])",
+            record: "queue:dramatiq_queue_latency_objective_violation:ratio_avg6h",
+          },
+        ],
+      },
     ],
   },
 }

@@ -90,6 +90,27 @@ type Config struct {
 	DelayRedeliveriesWindow time.Duration
 	DelayRedeliveriesFor    time.Duration
 	LayoutProblemsFor       time.Duration
+	// DelayedUnclaimedAge is how long the oldest delayed message may wait
+	// in a queue's .DQ list, claimed by no worker, before
+	// DramatiqDelayedMessagesUnclaimed fires. A live worker claims them
+	// within about a second.
+	DelayedUnclaimedAge time.Duration
+	DelayedUnclaimedFor time.Duration
+	// DelayedOverdueFor is how long messages held past their eta (plus the
+	// exporter's 1-minute grace) may stay held before
+	// DramatiqDelayedMessagesOverdue fires.
+	DelayedOverdueFor time.Duration
+
+	// The queue latency objective: a queue is within it while its oldest
+	// ready message is at most QueueLatencyObjectiveAge old, for
+	// QueueLatencyObjectiveTarget (0–1) of the time. The burn-rate alerts
+	// (SRE workbook, multi-window) fire when the error budget burns
+	// QueueLatencyBurnFast times too fast over 1h and 5m, or
+	// QueueLatencyBurnSlow times over 6h and 30m.
+	QueueLatencyObjectiveAge    time.Duration
+	QueueLatencyObjectiveTarget float64
+	QueueLatencyBurnFast        float64
+	QueueLatencyBurnSlow        float64
 
 	DatabaseConnectionsRatio float64
 	DatabaseConnectionsFor   time.Duration
@@ -147,6 +168,14 @@ func DefaultConfig() Config {
 		DelayRedeliveriesWindow: 35 * time.Minute,
 		DelayRedeliveriesFor:    5 * time.Minute,
 		LayoutProblemsFor:       15 * time.Minute,
+		DelayedUnclaimedAge:     10 * time.Minute,
+		DelayedUnclaimedFor:     5 * time.Minute,
+		DelayedOverdueFor:       10 * time.Minute,
+
+		QueueLatencyObjectiveAge:    5 * time.Minute,
+		QueueLatencyObjectiveTarget: 0.99,
+		QueueLatencyBurnFast:        14.4,
+		QueueLatencyBurnSlow:        6,
 
 		DatabaseConnectionsRatio: 0.8,
 		DatabaseConnectionsFor:   5 * time.Minute,
@@ -175,6 +204,12 @@ func (c Config) Validate() error {
 	}
 	if c.ForScale <= 0 || math.IsInf(c.ForScale, 0) || math.IsNaN(c.ForScale) {
 		return fmt.Errorf("for-scale %v: must be a positive number", c.ForScale)
+	}
+	if t := c.QueueLatencyObjectiveTarget; !(t > 0 && t < 1) {
+		return fmt.Errorf("queue latency objective target %v: must be between 0 and 1, exclusive", t)
+	}
+	if !(c.QueueLatencyBurnFast > 0) || !(c.QueueLatencyBurnSlow > 0) {
+		return fmt.Errorf("queue latency burn rates %v and %v: must be positive", c.QueueLatencyBurnFast, c.QueueLatencyBurnSlow)
 	}
 	if c.RunbookURL == "" {
 		return fmt.Errorf("empty runbook URL")

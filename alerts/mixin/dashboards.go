@@ -230,6 +230,7 @@ func queueDetail(c Config) dashboard {
 						}}}
 					}},
 			}},
+			stuckRow(c, s),
 		},
 	}
 }

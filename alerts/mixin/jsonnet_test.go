@@ -497,7 +497,7 @@ local dramatiq = (import '`+module+`/mixin/mixin.libsonnet') + { _config+:: { se
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Alerts != 5 || got.Rules != 2 || len(got.Dashboards) != 4 || got.Expr != `up{job="mine"} == 0` {
+	if got.Alerts != 7 || got.Rules != 4 || len(got.Dashboards) != 4 || got.Expr != `up{job="mine"} == 0` {
 		t.Errorf("vendored mixin rendered %+v", got)
 	}
 }

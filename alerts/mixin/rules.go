@@ -56,7 +56,7 @@ func (c Config) sel(metric string, extra ...string) string {
 func (c Config) Groups() []RuleGroup {
 	count := `{{ $value | printf "%.0f" }}`
 	f := func(d time.Duration) string { return promDuration(c.forDuration(d)) }
-	return []RuleGroup{
+	return append([]RuleGroup{
 		{Name: "dramatiq-exporter", Alerts: []Alert{
 			{
 				Name: "DramatiqExporterDown", Class: classExporterDown, Severity: "critical",
@@ -281,7 +281,7 @@ func (c Config) Groups() []RuleGroup {
 				Description: count + " backends of the database watched by {{ $labels.instance }} are waiting on a lock, and some backend has been waiting at every check for " + f(c.DatabaseBlockedFor) + ".",
 			},
 		}},
-	}
+	}, c.stuckGroups()...)
 }
 
 // Alerts returns every alert in file order.

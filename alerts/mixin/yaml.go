@@ -82,6 +82,16 @@ func (c Config) RulesYAML() []byte {
 		actors = append(actors, ymap("record", r.Record, "expr", r.Expr))
 	}
 	groups = append(groups, ymap("name", ActorsRecordingGroupName, "rules", yseq(actors...)))
+	for _, g := range []struct {
+		name  string
+		rules []Recording
+	}{{FlowRecordingGroupName, c.FlowRecordings()}, {LatencyRecordingGroupName, c.LatencyRecordings()}} {
+		var rs []*yaml.Node
+		for _, r := range g.rules {
+			rs = append(rs, ymap("record", r.Record, "expr", r.Expr))
+		}
+		groups = append(groups, ymap("name", g.name, "rules", yseq(rs...)))
+	}
 	for _, g := range c.Groups() {
 		var rules []*yaml.Node
 		for _, a := range g.Alerts {

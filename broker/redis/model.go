@@ -85,6 +85,10 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 			DeadLettered:   broker.Known(int64(min(q.DeadLettered, 1<<62))),
 			DeadLetterLast: q.DeadLetterLast,
 			OldestAge:      q.OldestAge, OldestAgeKnown: q.OldestAgeKnown,
+			DelayedUnclaimedAge: q.DelayedUnclaimedAge, DelayedUnclaimedAgeKnown: q.DelayedUnclaimedAgeKnown,
+		}
+		if q.DelayedOverdueKnown {
+			out.Queues[i].DelayedOverdue = broker.Known(q.DelayedOverdue)
 		}
 	}
 	return out

@@ -92,6 +92,9 @@ type Reader struct {
 
 	dead *deadCounter // dead-letter counters (deadcount.go)
 
+	started time.Time     // when the Reader was built
+	delayed *delayedState // delay-queue heads and held etas (delayed.go)
+
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
 	status     atomic.Pointer[DiscoveryStatus]
@@ -125,6 +128,8 @@ func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
 		dead:       newDeadCounter(opts.Now()),
+		started:    opts.Now(),
+		delayed:    &delayedState{},
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

@@ -59,6 +59,15 @@ type QueueStats struct {
 	// not be read or decoded.
 	OldestAge      time.Duration
 	OldestAgeKnown bool
+	// DelayedUnclaimedAge is how long the head of the {q}.DQ list has
+	// waited for a worker to claim it; 0 when the list is empty (delayed.go).
+	DelayedUnclaimedAge      time.Duration
+	DelayedUnclaimedAgeKnown bool
+	// DelayedOverdue counts the messages held in .DQ ack sets whose eta
+	// passed more than DelayedOverdueGrace ago. Unknown before discovery
+	// has listed the ack sets, or when they exceed the per-read caps.
+	DelayedOverdue      int64
+	DelayedOverdueKnown bool
 }
 
 // queueCmds are one queue's round-trip-1 commands. They are generic
@@ -67,7 +76,7 @@ type QueueStats struct {
 // the key string on every scrape, which made up about half of a scrape's
 // allocations per queue.
 type queueCmds struct {
-	ready, msgs, delayed, dead, deadLast, head *goredis.Cmd
+	ready, msgs, delayed, dead, deadLast, head, delayHead *goredis.Cmd
 }
 
 // queueArgs holds, for one view, every queue's command arguments. They are
@@ -81,8 +90,8 @@ type queueArgs struct {
 }
 
 type queueCmdArgs struct {
-	ready, msgs, delayed, dead, deadLast, head []any
-	msgsKey                                    string
+	ready, msgs, delayed, dead, deadLast, head, delayHead []any
+	msgsKey                                               string
 }
 
 // queueArgs returns the arguments for v's queues, building them when the
@@ -104,7 +113,9 @@ func (r *Reader) queueArgs(v *view) *queueArgs {
 			dead:     []any{"zcard", dead},
 			deadLast: []any{"zrevrange", dead, 0, 0, "withscores"},
 			head:     []any{"lrange", list, 0, headProbe - 1},
-			msgsKey:  msgs,
+			// The delay queue's head, for the unclaimed age (delayed.go).
+			delayHead: []any{"lrange", r.keys.delayList(q), 0, headProbe - 1},
+			msgsKey:   msgs,
 		}
 	}
 	var owners []string
@@ -153,6 +164,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		ownerScores[i] = pipe.ZScore(ctx, r.keys.heartbeats(), wid)
 	}
 	cmds := make([]queueCmds, len(queues))
+	skipDelayHead := r.delayHeadSkips(queues)
 	for i := range queues {
 		a := &args[i]
 		cmds[i] = queueCmds{
@@ -162,6 +174,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 			dead:     pipe.Do(ctx, a.dead...),
 			deadLast: pipe.Do(ctx, a.deadLast...),
 			head:     pipe.Do(ctx, a.head...),
+		}
+		// The delay list's head, for the unclaimed age (delayed.go).
+		if !skipDelayHead[i] {
+			cmds[i].delayHead = pipe.Do(ctx, a.delayHead...)
 		}
 	}
 	if err := execPipe(ctx, pipe); err != nil {
@@ -377,6 +393,13 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	r.rememberHeads(fresh, unsettled)
 	if err := r.countDeadLetters(ctx, snap, queues, seenDead); err != nil {
+		return nil, err
+	}
+	dr := delayedRead{heads: make([]*goredis.Cmd, len(queues))}
+	for i := range cmds {
+		dr.heads[i] = cmds[i].delayHead
+	}
+	if err := r.readDelayed(ctx, snap, v, dr, now); err != nil {
 		return nil, err
 	}
 	return snap, nil

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,6 +53,12 @@ var queueMetrics = map[string]string{
 	"dead_letter_last_timestamp": "dramatiq_queue_dead_letter_last_timestamp_seconds",
 	"oldest_message_timestamp":   "dramatiq_queue_oldest_message_age_seconds",
 	"dead_lettered_total":        "dramatiq_queue_dead_lettered_total",
+	// delayed_unclaimed_since: unix seconds the head of the .DQ list has
+	// waited since (within 1 s), null for 0; delayed_unclaimed_since_after:
+	// the wait must have started after that time (a bound, not a value).
+	"delayed_unclaimed_since":       "dramatiq_queue_delayed_unclaimed_oldest_seconds",
+	"delayed_unclaimed_since_after": "dramatiq_queue_delayed_unclaimed_oldest_seconds",
+	"delayed_overdue":               "dramatiq_queue_delayed_overdue_messages",
 }
 
 type header struct {
@@ -97,6 +104,19 @@ func TestConformance(t *testing.T) {
 	scripts, err := filepath.Glob(filepath.Join(here, "scenario_*.py"))
 	if err != nil || len(scripts) == 0 {
 		t.Fatalf("no scenario_*.py in %s: %v", here, err)
+	}
+	// CONFORMANCE_SCENARIOS=a,b runs only scenario_a.py and scenario_b.py,
+	// for work on one scenario; unset (as in CI), every one runs.
+	if only := os.Getenv("CONFORMANCE_SCENARIOS"); only != "" {
+		var picked []string
+		for _, name := range strings.Split(only, ",") {
+			p := filepath.Join(here, "scenario_"+strings.TrimSpace(name)+".py")
+			if !slices.Contains(scripts, p) {
+				t.Fatalf("CONFORMANCE_SCENARIOS: no %s", p)
+			}
+			picked = append(picked, p)
+		}
+		scripts = picked
 	}
 	testserver.LookPath(t, "redis-server")
 
@@ -370,7 +390,15 @@ func compare(sc *scrape, h header, p phase) []string {
 				}
 			}
 			switch k {
-			case "oldest_message_timestamp":
+			case "delayed_unclaimed_since_after":
+				got, ok := sc.value(name, lbl)
+				switch {
+				case !ok:
+					problems = append(problems, fmt.Sprintf("%s%s missing", name, fmtLabels(lbl)))
+				case got >= sc.after-v:
+					problems = append(problems, fmt.Sprintf("%s%s = %.3f, want < %.3f (waiting since after %.3f)", name, fmtLabels(lbl), got, sc.after-v, v))
+				}
+			case "oldest_message_timestamp", "delayed_unclaimed_since":
 				got, ok := sc.value(name, lbl)
 				switch {
 				case !ok:

@@ -60,6 +60,12 @@ var firesLater = map[string]bool{
 	"DramatiqExporterDown":             true, // the exporter is killed
 }
 
+// Alerts on recorded series, which carry no instance.
+var recordedAlerts = map[string]bool{
+	"DramatiqQueueLatencyBudgetBurnFast": true,
+	"DramatiqQueueLatencyBudgetBurnSlow": true,
+}
+
 // The alerts the shipped rules could fire but this test does not provoke.
 var neverFiring = map[string]string{}
 
@@ -91,6 +97,15 @@ func emptyOnRedis(qs []shipped.Query, brokerOf map[string]string) map[string]str
 // cannot reach; the lock-holding transaction of databaseLoad outlives it.
 const longTransactionAge = 5 * time.Second
 
+// unclaimedAge replaces DramatiqDelayedMessagesUnclaimed's 10 minutes: the
+// scenario's delayed email waits unclaimed from its start.
+const unclaimedAge = 5 * time.Second
+
+// latencyObjectiveAge replaces the objective's 5 minutes: emails' head is 30
+// minutes old, the other queues' heads younger than this however slow the
+// run, so the burn-rate alerts fire for emails only.
+const latencyObjectiveAge = 20 * time.Minute
+
 func TestPrometheusEndToEnd(t *testing.T) {
 	if len(expectedEmpty) > 1 || len(neverFiring) > 0 {
 		t.Fatalf("the lists of queries and alerts this test cannot exercise grew to %d and %d: make the scenario create their situations", len(expectedEmpty), len(neverFiring))
@@ -119,6 +134,16 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	cfg.ForScale = forScale
 	shippedAge := cfg.DatabaseTransactionAge
 	cfg.DatabaseTransactionAge = longTransactionAge
+	// The other changed thresholds, as the text they change in the
+	// committed expressions: the unclaimed age the test cannot wait for,
+	// and a latency objective that only emails (30 minutes old) misses
+	// however slow the run.
+	shippedUnclaimed, shippedObjective := cfg.DelayedUnclaimedAge, cfg.QueueLatencyObjectiveAge
+	cfg.DelayedUnclaimedAge, cfg.QueueLatencyObjectiveAge = unclaimedAge, latencyObjectiveAge
+	lowered := map[string]string{
+		fmt.Sprintf("dramatiq_queue_delayed_unclaimed_oldest_seconds{job=\"dramatiq\"} > %g", shippedUnclaimed.Seconds()): fmt.Sprintf("dramatiq_queue_delayed_unclaimed_oldest_seconds{job=\"dramatiq\"} > %g", unclaimedAge.Seconds()),
+		fmt.Sprintf("> bool %g", shippedObjective.Seconds()):                                                              fmt.Sprintf("> bool %g", latencyObjectiveAge.Seconds()),
+	}
 	rulesYAML := cfg.RulesYAML()
 	committed, err := os.ReadFile(filepath.Join(root, "alerts", "dramatiq.rules.yml"))
 	if err != nil {
@@ -133,6 +158,18 @@ func TestPrometheusEndToEnd(t *testing.T) {
 				t.Fatalf("cannot find the %s threshold in %q", shippedAge, q.Expr)
 			}
 			committedQs[i].Expr = lowered
+		}
+	}
+	for from, to := range lowered {
+		n := 0
+		for i, q := range committedQs {
+			if strings.Contains(q.Expr, from) {
+				committedQs[i].Expr = strings.ReplaceAll(q.Expr, from, to)
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatalf("no committed rule has %q", from)
 		}
 	}
 	if fmt.Sprint(ruleQs) != fmt.Sprint(committedQs) {
@@ -275,6 +312,10 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		{"DramatiqDatabaseBlockedConnections", "", ""},
 		{"DramatiqDatabaseConnectionsNearLimit", "", ""},
 		{"DramatiqActorErrorRatioHigh", "actor_name", "charge"},
+		{"DramatiqDelayedMessagesUnclaimed", "queue", "emails"},
+		{"DramatiqDelayedMessagesOverdue", "queue", "emails"},
+		{"DramatiqQueueLatencyBudgetBurnFast", "queue", "emails"},
+		{"DramatiqQueueLatencyBudgetBurnSlow", "queue", "emails"},
 	}, map[string][]string{
 		// Every queue alert that fires, fires for these queues only: drain
 		// and reports are served by a live worker, zz_overflow is dropped.
@@ -284,6 +325,12 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		"DramatiqOrphanedMessages":     {"crash"},
 		"DramatiqDeadLetters":          {"reports"},
 		"DramatiqActorDeadLettersHigh": {"reports"},
+		// reports and busy have delayed messages too, claimed by live
+		// workers and not due.
+		"DramatiqDelayedMessagesUnclaimed":   {"emails"},
+		"DramatiqDelayedMessagesOverdue":     {"emails"},
+		"DramatiqQueueLatencyBudgetBurnFast": {"emails"},
+		"DramatiqQueueLatencyBudgetBurnSlow": {"emails"},
 	})
 	if t.Failed() {
 		return
@@ -490,6 +537,16 @@ func checkValues(t *testing.T, prom *prometheus, logf func(string, ...any)) {
 		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 1 }, "1"},
 		{`dramatiq_queue_oldest_message_age_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 1700 && v < 2000 }, "about 1800"},
 		{`dramatiq_exporter_queues_dropped{job="dramatiq"}`, func(v float64) bool { return v == 1 }, "1: zz_overflow"},
+		// Delayed work that does not come back (scenario.py, emails).
+		{`dramatiq_queue_delayed_messages{job="dramatiq",queue="emails"}`, func(v float64) bool { return v == 3 }, "3: 2 held overdue, 1 unclaimed"},
+		{`dramatiq_queue_delayed_overdue_messages{job="dramatiq",queue="emails"}`, func(v float64) bool { return v == 2 }, "2: held by the hung consumer, due 2 minutes before"},
+		{`dramatiq_queue_delayed_overdue_messages{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: the live worker holds one, due in 10 minutes"},
+		{`dramatiq_queue_delayed_unclaimed_oldest_seconds{job="dramatiq",queue="emails"}`, func(v float64) bool { return v > 0 }, "above 0: nobody claims emails' delay queue"},
+		{`dramatiq_queue_delayed_unclaimed_oldest_seconds{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: the live worker claims reports' delayed messages at once"},
+		// Time to drain (no middleware on these queues: the broker's
+		// estimate, or 0 for an empty list).
+		{`queue:dramatiq_queue_time_to_drain:seconds{job="dramatiq",queue="reports"}`, func(v float64) bool { return v == 0 }, "0: nothing ready"},
+		{`absent(queue:dramatiq_queue_time_to_drain:seconds{job="dramatiq",queue="emails"})`, func(v float64) bool { return v == 1 }, "no series: emails grows, no finite time"},
 		// The recording rules, with the numbers docs/recording-rules.md gives.
 		// The recorded series carry no instance: max over an HA pair.
 		{`queue:dramatiq_queue_workload_messages:max{job="dramatiq",queue="busy",instance=""}`, func(v float64) bool { return v == 5 }, "5: busy's ready plus what its live worker holds"},
@@ -585,6 +642,14 @@ func (o *observed) wait(t *testing.T, prom *prometheus, logf func(string, ...any
 				// From the workers' middleware, summed over their pods.
 				if a.Labels["instance"] != "" || a.Labels["queue_name"] != "payments" || a.Labels["actor_name"] != "charge" {
 					problem = "want payments/charge without instance"
+				}
+			case recordedAlerts[name]:
+				// From recorded series, combined over an HA pair of
+				// exporters: the job names them, not an instance.
+				if a.Labels["job"] != "dramatiq" || a.Labels["instance"] != "" {
+					problem = fmt.Sprintf("job %q instance %q, want dramatiq and no instance", a.Labels["job"], a.Labels["instance"])
+				} else if a.Labels["severity"] != o.severity[name] {
+					problem = fmt.Sprintf("severity %q, want %q", a.Labels["severity"], o.severity[name])
 				}
 			case a.Labels["job"] != "dramatiq" || a.Labels["instance"] != o.instance:
 				problem = fmt.Sprintf("job %q instance %q, want dramatiq and %s", a.Labels["job"], a.Labels["instance"], o.instance)

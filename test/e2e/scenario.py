@@ -6,8 +6,12 @@ end-to-end test (e2e_test.go), which watches them through a real Prometheus.
 Queues, all in the default namespace "dramatiq":
   emails       producer only, no worker listens: ready messages nobody takes
                (QueueNotConsumed), one created 30 minutes ago at the head
-               (QueueLatencyHigh), and a backlog that grows by two messages a
-               second for as long as this script runs (BacklogGrowing).
+               (QueueLatencyHigh, QueueLatencyBudgetBurnFast/Slow), and a
+               backlog that grows by two messages a second for as long as
+               this script runs (BacklogGrowing). Its delay queue: two
+               overdue messages held by a hung consumer in this process
+               (DelayedMessagesOverdue) and one nobody claims
+               (DelayedMessagesUnclaimed).
   crash        two `dramatiq` CLI worker processes (e2e_app.py) take messages
                and are SIGKILLed while they hold them: orphaned messages and
                two stale processes (OrphanedMessages, WorkersDying).
@@ -180,6 +184,24 @@ try:
     # later keeps its creation time: the head of emails is that old.
     old = send_email.message(0).copy(message_timestamp=int((time.time() - 1800) * 1000))
     broker.enqueue(old)
+    # Delayed work that does not come back, on emails (no worker): two
+    # messages due two minutes ago, claimed from emails.DQ by this process's
+    # own delay consumer and never moved on (a hung holder that still
+    # heartbeats, as the producer loop below keeps this process alive:
+    # DelayedMessagesOverdue), then one delayed by ten minutes that nobody
+    # claims (DelayedMessagesUnclaimed).
+    for i in range(2):
+        send_email.send_with_options(args=(100 + i,), delay=-120_000)
+    hung = broker.consume("emails.DQ", prefetch=2, timeout=100)
+    held = []
+    deadline = time.time() + 30
+    while len(held) < 2:
+        if time.time() > deadline:
+            raise SystemExit(f"the hung delay consumer claimed {len(held)} of 2 messages")
+        m = next(hung)
+        if m is not None:
+            held.append(m)
+    send_email.send_with_options(args=(102,), delay=600_000)
     for i in range(CRASH_MESSAGES):
         hold.send(i)
     overflow.send(0)
