@@ -6092,7 +6092,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "How long the oldest delayed message of the delay list has waited for a worker to claim it. A live worker claims them within a second; DramatiqDelayedMessagesUnclaimed fires above the threshold.",
+          description: "How long the oldest delayed message of the delay list has waited for a worker to claim it. A live worker claims them within a second; DramatiqDelayedMessagesUnclaimed fires above the threshold. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -6156,7 +6156,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Delayed messages held by a worker more than a minute past their eta: the holder is hung or dead (DramatiqDelayedMessagesOverdue).",
+          description: "Delayed messages held by a worker more than a minute past their eta: the holder is hung or dead (DramatiqDelayedMessagesOverdue). Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -6220,7 +6220,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "The oldest ready message's age divided by the latency objective's age: above 1 the queue is outside its objective, and each such minute spends error budget. The burn-rate alerts fire when that happens more than 14.4 (1h and 5m) or 6 (6h and 30m) times as often as the objective allows; the recorded ratios are queue:dramatiq_queue_latency_objective_violation:ratio_avg*.",
+          description: "The oldest ready message's age divided by the latency objective's age: above 1 the queue is outside its objective, and each such minute spends error budget. The burn-rate alerts fire when that happens more than 14.4 (1h and 5m) or 6 (6h and 30m) times as often as the objective allows; the recorded ratios are queue:dramatiq_queue_latency_objective_violation:ratio_avg*. Needs the oldest-message age. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {

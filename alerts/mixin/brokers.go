@@ -30,6 +30,8 @@ var RedisOnlyMetrics = []string{
 	"dramatiq_processes",
 	"dramatiq_exporter_broker_anomalies",
 	"dramatiq_exporter_discovery_passes_total",
+	"dramatiq_queue_delayed_unclaimed_oldest_seconds",
+	"dramatiq_queue_delayed_overdue_messages",
 }
 
 // RabbitMQOnlyMetrics come from the management API's queue list.

@@ -91,14 +91,14 @@ func (c Config) stuckGroups() []RuleGroup {
 	return []RuleGroup{
 		{Name: "dramatiq-delayed", Alerts: []Alert{
 			{
-				Name: "DramatiqDelayedMessagesUnclaimed", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqDelayedMessagesUnclaimed", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr:        c.sel("dramatiq_queue_delayed_unclaimed_oldest_seconds") + " > " + secs(c.DelayedUnclaimedAge),
 				For:         c.DelayedUnclaimedFor,
 				Summary:     "Delayed Dramatiq messages wait for a worker to claim them.",
 				Description: "The oldest delayed message of queue {{ $labels.queue }} on {{ $labels.instance }} has waited {{ $value | humanizeDuration }} in the delay queue unclaimed; no live worker consumes it, so its delayed messages and retries will not run when due.",
 			},
 			{
-				Name: "DramatiqDelayedMessagesOverdue", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqDelayedMessagesOverdue", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr:        c.sel("dramatiq_queue_delayed_overdue_messages") + " > 0",
 				For:         c.DelayedOverdueFor,
 				Summary:     "Delayed Dramatiq messages are held past their due time.",
@@ -107,14 +107,14 @@ func (c Config) stuckGroups() []RuleGroup {
 		}},
 		{Name: "dramatiq-latency-objective", Alerts: []Alert{
 			{
-				Name: "DramatiqQueueLatencyBudgetBurnFast", Class: classWorkload, Severity: "critical",
+				Name: "DramatiqQueueLatencyBudgetBurnFast", Broker: BrokerRedis, Class: classWorkload, Severity: "critical",
 				Expr:        burn(time.Hour, 5*time.Minute, c.QueueLatencyBurnFast),
 				For:         2 * time.Minute,
 				Summary:     "A Dramatiq queue burns its latency error budget fast.",
 				Description: "Queue {{ $labels.queue }} of job {{ $labels.job }} has had " + objective + " over " + num(c.QueueLatencyBurnFast) + " times as often as its objective of " + num(c.QueueLatencyObjectiveTarget) + " allows, over the last hour and the last 5 minutes; at that rate a 30-day error budget lasts about two days.",
 			},
 			{
-				Name: "DramatiqQueueLatencyBudgetBurnSlow", Class: classWorkload, Severity: "warning",
+				Name: "DramatiqQueueLatencyBudgetBurnSlow", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				Expr:        burn(6*time.Hour, 30*time.Minute, c.QueueLatencyBurnSlow),
 				For:         15 * time.Minute,
 				Summary:     "A Dramatiq queue burns its latency error budget.",
@@ -128,11 +128,11 @@ func (c Config) stuckGroups() []RuleGroup {
 // back and for the latency objective; s selects the dashboard's queues.
 func stuckRow(c Config, s string) row {
 	return row{Title: "Stuck work and the latency objective", Panels: []panel{
-		ts("Delayed messages waiting unclaimed", "s", "How long the oldest delayed message of the delay list has waited for a worker to claim it. A live worker claims them within a second; DramatiqDelayedMessagesUnclaimed fires above the threshold.", 8,
+		ts("Delayed messages waiting unclaimed", "s", "How long the oldest delayed message of the delay list has waited for a worker to claim it. A live worker claims them within a second; DramatiqDelayedMessagesUnclaimed fires above the threshold."+redisOnly, 8,
 			target{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_delayed_unclaimed_oldest_seconds{%s})", s), Legend: "{{queue}}"}),
-		ts("Delayed messages overdue", "short", "Delayed messages held by a worker more than a minute past their eta: the holder is hung or dead (DramatiqDelayedMessagesOverdue).", 8,
+		ts("Delayed messages overdue", "short", "Delayed messages held by a worker more than a minute past their eta: the holder is hung or dead (DramatiqDelayedMessagesOverdue)."+redisOnly, 8,
 			target{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_delayed_overdue_messages{%s})", s), Legend: "{{queue}}"}),
-		ts("Oldest message age against the latency objective", "none", "The oldest ready message's age divided by the latency objective's age: above 1 the queue is outside its objective, and each such minute spends error budget. The burn-rate alerts fire when that happens more than 14.4 (1h and 5m) or 6 (6h and 30m) times as often as the objective allows; the recorded ratios are queue:dramatiq_queue_latency_objective_violation:ratio_avg*.", 8,
+		ts("Oldest message age against the latency objective", "none", "The oldest ready message's age divided by the latency objective's age: above 1 the queue is outside its objective, and each such minute spends error budget. The burn-rate alerts fire when that happens more than 14.4 (1h and 5m) or 6 (6h and 30m) times as often as the objective allows; the recorded ratios are queue:dramatiq_queue_latency_objective_violation:ratio_avg*. Needs the oldest-message age."+redisOnly, 8,
 			target{Expr: fmt.Sprintf("max by (queue) (dramatiq_queue_oldest_message_age_seconds{%s}) / %s", s, secs(c.QueueLatencyObjectiveAge)), Legend: "{{queue}}"}),
 	}}
 }

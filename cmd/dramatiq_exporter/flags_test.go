@@ -83,6 +83,7 @@ func samples(t *testing.T) map[string]sample {
 		with(one("rabbitmq.user", "watcher"), "--broker=rabbitmq"),
 		with(one("rabbitmq.password-file", pw), "--broker=rabbitmq"),
 		with(one("rabbitmq.vhost", "apps/prod"), "--broker=rabbitmq"),
+		with(one("rabbitmq.prometheus-url", "http://mq.internal:15692"), "--broker=rabbitmq"),
 		with(one("rabbitmq.tls-ca-file", "/ca.pem"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671"),
 		with(one("rabbitmq.tls-cert-file", "/c.pem"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671", "--rabbitmq.tls-key-file=/k.pem"),
 		with(one("rabbitmq.tls-key-file", "/k.pem"), "--broker=rabbitmq", "--rabbitmq.url=https://mq:15671", "--rabbitmq.tls-cert-file=/c.pem"),
