@@ -107,14 +107,14 @@ func (c Config) stuckGroups() []RuleGroup {
 		}},
 		{Name: "dramatiq-latency-objective", Alerts: []Alert{
 			{
-				Name: "DramatiqQueueLatencyBudgetBurnFast", Broker: BrokerRedis, Class: classWorkload, Severity: "critical",
+				Name: "DramatiqQueueLatencyBudgetBurnFast", Class: classWorkload, Severity: "critical",
 				Expr:        burn(time.Hour, 5*time.Minute, c.QueueLatencyBurnFast),
 				For:         2 * time.Minute,
 				Summary:     "A Dramatiq queue burns its latency error budget fast.",
 				Description: "Queue {{ $labels.queue }} of job {{ $labels.job }} has had " + objective + " over " + num(c.QueueLatencyBurnFast) + " times as often as its objective of " + num(c.QueueLatencyObjectiveTarget) + " allows, over the last hour and the last 5 minutes; at that rate a 30-day error budget lasts about two days.",
 			},
 			{
-				Name: "DramatiqQueueLatencyBudgetBurnSlow", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
+				Name: "DramatiqQueueLatencyBudgetBurnSlow", Class: classWorkload, Severity: "warning",
 				Expr:        burn(6*time.Hour, 30*time.Minute, c.QueueLatencyBurnSlow),
 				For:         15 * time.Minute,
 				Summary:     "A Dramatiq queue burns its latency error budget.",
