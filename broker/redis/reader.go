@@ -91,6 +91,7 @@ type Reader struct {
 	heads   map[string]headInfo // queue → its head, as the latest read saw it
 
 	dead *deadCounter // dead-letter counters (deadcount.go)
+	acks *ackTracker  // ack sets found without SCAN (acktrack.go)
 
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
@@ -125,6 +126,7 @@ func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
 		dead:       newDeadCounter(opts.Now()),
+		acks:       newAckTracker(),
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

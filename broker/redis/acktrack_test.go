@@ -1,0 +1,206 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
+)
+
+// clock is a settable Options.Now.
+type clock struct{ ms atomic.Int64 }
+
+func newClock(t time.Time) *clock {
+	c := &clock{}
+	c.ms.Store(t.UnixMilli())
+	return c
+}
+func (c *clock) now() time.Time          { return time.UnixMilli(c.ms.Load()) }
+func (c *clock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
+
+func queueStats(t *testing.T, snap *Snapshot, name string) QueueStats {
+	t.Helper()
+	for _, q := range snap.Queues {
+		if q.Name == name {
+			return q
+		}
+	}
+	t.Fatalf("queue %q not reported", name)
+	return QueueStats{}
+}
+
+func mustSnapshot(t *testing.T, r *Reader) *Snapshot {
+	t.Helper()
+	snap, err := r.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// A crashed worker's orphans show in the first read after its heartbeat
+// goes stale, with no discovery pass at all (SkipDiscovery: no SCAN ever)
+// and a million unrelated keys: its ack sets are found from the heartbeat
+// set and the queue names, in the read's one round trip.
+func TestOrphansFoundWithoutScan(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	if err := srv.Admin.Do(ctx, "DEBUG", "POPULATE", 1_000_000, "django.cache:").Err(); err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	queues := make([]string, 50)
+	for i := range queues {
+		queues[i] = fmt.Sprintf("q%02d", i)
+		b.Enqueue(queues[i], 2, clk.now())
+	}
+	crashed, healthy := testserver.UUID(), testserver.UUID()
+	b.Fetch(crashed, "q07", 2, clk.now())
+	b.Fetch(healthy, "q31", 1, clk.now())
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Queues: queues, SkipDiscovery: true, Now: clk.now, HeartbeatTimeout: 60 * time.Second})
+
+	// Scrapes every 15 s; the healthy worker keeps heartbeating, the other
+	// one stopped at the start.
+	staleAt := clk.now().Add(60 * time.Second)
+	var found time.Time
+	for i := 0; i < 10 && found.IsZero(); i++ {
+		snap := mustSnapshot(t, r)
+		q := queueStats(t, snap, "q07")
+		if !clk.now().After(staleAt) && q.Orphaned != 0 {
+			t.Fatalf("read %d at +%s: %d orphans before the heartbeat went stale", i, clk.now().Sub(staleAt), q.Orphaned)
+		}
+		if q.Orphaned == 2 {
+			found = clk.now()
+		}
+		if o := queueStats(t, snap, "q31").Orphaned; o != 0 {
+			t.Fatalf("a live worker's message counted as orphaned: %d", o)
+		}
+		clk.advance(15 * time.Second)
+		b.Heartbeat(healthy, clk.now())
+	}
+	if found.IsZero() {
+		t.Fatal("the crashed worker's orphans were never reported")
+	}
+	if lag := found.Sub(staleAt); lag > 15*time.Second {
+		t.Fatalf("orphans reported %s after the heartbeat went stale, want within one scrape (15s)", lag)
+	}
+	t.Logf("orphans reported %s after the heartbeat went stale", found.Sub(staleAt))
+}
+
+// A worker that goes from fresh to stale between two reads (reads further
+// apart than the timeout) is found in that read too.
+func TestOrphansFoundAcrossALongGap(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	b.Enqueue("a", 3, clk.now())
+	b.Enqueue("b", 1, clk.now())
+	w := testserver.UUID()
+	b.Fetch(w, "a", 3, clk.now())
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Queues: []string{"a", "b"}, SkipDiscovery: true, Now: clk.now})
+	mustSnapshot(t, r) // learns the worker and that "a" has messages in flight
+	clk.advance(2 * time.Minute)
+	snap := mustSnapshot(t, r)
+	if o := queueStats(t, snap, "a").Orphaned; o != 3 {
+		t.Fatalf("orphaned %d, want 3", o)
+	}
+	// Once known, a dead worker's set costs one SCARD and no probe.
+	snap = mustSnapshot(t, r)
+	if o := queueStats(t, snap, "a").Orphaned; o != 3 || snap.AckProbes != 0 {
+		t.Fatalf("orphaned %d with %d probes, want 3 with 0", o, snap.AckProbes)
+	}
+}
+
+// Holding times: ids seen at the first read of a set count from then and
+// say so (lower bound); an id fetched later counts from the read that
+// first saw it; a stale worker's holdings are not "held by a live
+// worker"; DQ sets never count.
+func TestLongestHeld(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	b.Enqueue("q", 5, clk.now())
+	w := testserver.UUID()
+	first := b.Fetch(w, "q", 2, clk.now())
+	// A delayed message held until its eta is not a hang.
+	srv.Admin.SAdd(context.Background(), "dramatiq:__acks__."+w+".q.DQ", "d1")
+	srv.Admin.HSet(context.Background(), "dramatiq:q.DQ.msgs", "d1", "{}")
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Now: clk.now})
+	if err := r.Discover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	q := queueStats(t, mustSnapshot(t, r), "q")
+	if q.LongestHeld != 0 || !q.LongestHeldLowerBound {
+		t.Fatalf("first read: held %s lower bound %v, want 0 and true", q.LongestHeld, q.LongestHeldLowerBound)
+	}
+	step := func(d time.Duration) QueueStats {
+		clk.advance(d)
+		b.Heartbeat(w, clk.now())
+		return queueStats(t, mustSnapshot(t, r), "q")
+	}
+	q = step(30 * time.Second)
+	if q.LongestHeld != 30*time.Second || !q.LongestHeldLowerBound {
+		t.Fatalf("held %s lower bound %v, want 30s and true", q.LongestHeld, q.LongestHeldLowerBound)
+	}
+	b.Fetch(w, "q", 1, clk.now())
+	q = step(10 * time.Second)
+	if q.LongestHeld != 40*time.Second {
+		t.Fatalf("held %s, want 40s", q.LongestHeld)
+	}
+	for _, id := range first {
+		b.Ack(w, "q", id)
+	}
+	q = step(10 * time.Second)
+	// The read 10 s after the fetch was the first to see the new id.
+	if q.LongestHeld != 10*time.Second || q.LongestHeldLowerBound {
+		t.Fatalf("after the old ones were acked: held %s lower bound %v, want 10s and false", q.LongestHeld, q.LongestHeldLowerBound)
+	}
+	// The worker stops: what it holds is orphaned, not held.
+	clk.advance(2 * time.Minute)
+	q = queueStats(t, mustSnapshot(t, r), "q")
+	if q.LongestHeld != 0 || q.Orphaned != 2 {
+		t.Fatalf("stale worker: held %s orphaned %d, want 0 and 2 (its own set and its .DQ set)", q.LongestHeld, q.Orphaned)
+	}
+}
+
+// A set larger than heldSample is counted as untracked, not sampled.
+func TestHeldSetOverSampleIsUntracked(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	b.Enqueue("q", heldSample+10, clk.now())
+	w := testserver.UUID()
+	b.Fetch(w, "q", heldSample+10, clk.now())
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Now: clk.now})
+	if err := r.Discover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	snap := mustSnapshot(t, r)
+	if snap.HeldUntracked != heldSample+10 {
+		t.Fatalf("untracked %d, want %d", snap.HeldUntracked, heldSample+10)
+	}
+}
