@@ -47,7 +47,7 @@ var (
 	queueOldest = NewQueueFamily("dramatiq_queue_oldest_message_age_seconds",
 		"Now minus message_timestamp (creation time) of the message at the head of the ready list; 0 when the list is empty, absent when the head cannot be decoded.", prometheus.GaugeValue)
 	queueOrphaned = NewQueueFamily("dramatiq_queue_orphaned_messages",
-		"Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found by the periodic queue discovery (--dramatiq.discovery-interval).", prometheus.GaugeValue)
+		"Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found from the heartbeat set's workers and the known queues on every read, and by queue discovery.", prometheus.GaugeValue)
 	processesDesc = prometheus.NewDesc("dramatiq_processes",
 		"Members of the heartbeat set heard from within (alive) or before (stale) the heartbeat timeout. Producers heartbeat too: any process that enqueues counts.", []string{"state"}, nil)
 	queuesDroppedDesc = prometheus.NewDesc("dramatiq_exporter_queues_dropped",
@@ -87,13 +87,17 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 		discoveryKeysDesc, discoveryScannedDesc, discoveryIntervalDesc} {
 		ch <- d
 	}
+	for _, d := range stuckDescs {
+		ch <- d
+	}
 	for _, f := range queueFamilies {
 		ch <- f.Desc()
 	}
 }
 
 // queueFamilies are the broker's per-queue families.
-var queueFamilies = []*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered}
+var queueFamilies = []*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered,
+	queueLongestHeld, queueLongestHeldLowerBound}
 
 func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) error {
 	part := &BrokerState{}
@@ -149,6 +153,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		m.Gauge(anomaliesDesc, float64(snap.Anomalies[kind]), kind)
 	}
 	collectActors(snap, m)
+	collectStuck(snap, m)
 	names := make([]string, len(snap.Queues))
 	for i, q := range snap.Queues {
 		names[i] = q.Name
@@ -167,6 +172,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		if q.OldestAgeKnown {
 			m.queueSample(queueOldest, i, q.OldestAge.Seconds())
 		}
+		collectStuckQueue(&q, i, m)
 	}
 }
 
@@ -199,4 +205,5 @@ func collectDiscovery(st *broker.DiscoveryStatus, m *Metrics) {
 		m.Gauge(discoveryScannedDesc, float64(st.Keyspace))
 	}
 	m.Gauge(discoveryIntervalDesc, st.Interval.Seconds())
+	collectNamespaceRatio(st, m)
 }
