@@ -1,8 +1,11 @@
 package redis
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,5 +205,44 @@ func TestHeldSetOverSampleIsUntracked(t *testing.T) {
 	snap := mustSnapshot(t, r)
 	if snap.HeldUntracked != heldSample+10 {
 		t.Fatalf("untracked %d, want %d", snap.HeldUntracked, heldSample+10)
+	}
+}
+
+// The first pass runs at its own pace until it completes; a namespace that
+// is a tiny part of a large database is warned about once.
+func TestDiscoveryPaceAndSmallNamespace(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	if err := srv.Admin.Do(ctx, "DEBUG", "POPULATE", 200_000, "django.cache:").Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.NewBroker(t, "dramatiq").Enqueue("q", 3, time.Now())
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var logs bytes.Buffer
+	r := NewReader(client, Options{FirstPassDuty: 1, DiscoveryDuty: 0.5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if got := r.pagePace(); got != 1 {
+		t.Fatalf("first pass pace %v, want 1", got)
+	}
+	for i := 0; i < 2; i++ {
+		if err := r.Discover(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.pagePace(); got != 0.5 {
+		t.Fatalf("later passes' pace %v, want 0.5 (the cycle's duty, above pageDuty)", got)
+	}
+	st := r.DiscoveryStatus()
+	if st.Keyspace < 200_000 || st.Keys != 2 {
+		t.Fatalf("keyspace %d, namespace keys %d", st.Keyspace, st.Keys)
+	}
+	if n := strings.Count(logs.String(), "tiny part of this Redis database"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, logs.String())
+	}
+	if d := NewReader(client, Options{}).Options(); d.DiscoveryDuty != DefaultDiscoveryDuty || d.FirstPassDuty != DefaultFirstPassDuty {
+		t.Fatalf("defaults %v %v", d.DiscoveryDuty, d.FirstPassDuty)
 	}
 }
