@@ -71,6 +71,8 @@ var contractMetrics = []string{
 	"dramatiq_queue_dead_letter_last_timestamp_seconds",
 	"dramatiq_queue_oldest_message_age_seconds",
 	"dramatiq_queue_orphaned_messages",
+	"dramatiq_queue_longest_held_message_seconds",
+	"dramatiq_queue_longest_held_message_lower_bound",
 	"dramatiq_queue_dead_lettered_total",
 	"dramatiq_actor_dead_lettered_total",
 	"dramatiq_exporter_dead_letter_actor_series",

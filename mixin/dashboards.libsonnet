@@ -5133,6 +5133,80 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
+          description: "How long the message a live worker has held longest (running or prefetched) has been in its ack set, from the first read that saw it; DramatiqMessageHeldTooLong fires above its threshold. The lower-bound line: already held when the exporter first read the set (after a restart), so held longer.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "s",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 38,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_longest_held_message_seconds{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_longest_held_message_seconds{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"} and on (job, instance, queue) dramatiq_queue_longest_held_message_lower_bound{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"} == 1)",
+              legendFormat: "{{queue}} (lower bound)",
+              range: true,
+              refId: "B",
+            },
+          ],
+          title: "Longest held by a live worker",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
           description: "Messages dead-lettered per second by actor, from the exporter's counter of new dead letters (not the workers' metrics). (unknown): bodies that could not be read; (other): actors beyond the exporter's cap.",
           fieldConfig: {
             defaults: {
@@ -5162,7 +5236,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 38,
           },
           options: {
@@ -5226,8 +5300,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 38,
+            x: 0,
+            y: 46,
           },
           options: {
             legend: {
@@ -5284,7 +5358,7 @@ local u = import 'lib/utils.libsonnet';
             h: 6,
             w: 24,
             x: 0,
-            y: 46,
+            y: 54,
           },
           options: {
             cellHeight: "sm",
