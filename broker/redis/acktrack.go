@@ -89,6 +89,11 @@ type trackedSet struct {
 	// membersRead: a read has listed its members since it was tracked, so
 	// an id that appears later was fetched since the previous read.
 	membersRead bool
+	// preexisting: the set may have held its ids for long before it was
+	// found: found by discovery, or by a probe of the exporter's first
+	// reads. Ids in it at its first listing are then lower bounds. A set a
+	// later probe finds was created at most one probe cycle earlier.
+	preexisting bool
 }
 
 type hbMember struct {
@@ -105,6 +110,7 @@ type ackTracker struct {
 	swept   map[string]bool  // late workers whose active pairs were probed
 	cursor  int
 	held    map[heldKey]heldSince
+	reads   int // reads applied since start
 }
 
 const (
@@ -161,7 +167,7 @@ func (r *Reader) planAcks(ctx context.Context, pipe goredis.Pipeliner, v *view, 
 	}
 	for _, a := range v.acks {
 		if _, ok := t.sets[a.key]; !ok {
-			add(&trackedSet{ackKey: a, delay: strings.HasSuffix(a.key, delaySuffix)})
+			add(&trackedSet{ackKey: a, delay: strings.HasSuffix(a.key, delaySuffix), preexisting: true})
 		}
 	}
 	owners := map[string]bool{}
@@ -205,7 +211,7 @@ func (r *Reader) planAcks(ctx context.Context, pipe goredis.Pipeliner, v *view, 
 			return false
 		}
 		known[key] = true
-		s := &trackedSet{ackKey: ackKey{key: key, wid: wid, queue: pr.q}, delay: pr.delay}
+		s := &trackedSet{ackKey: ackKey{key: key, wid: wid, queue: pr.q}, delay: pr.delay, preexisting: t.reads <= 1}
 		p.probes = append(p.probes, s)
 		p.probeCmds = append(p.probeCmds, pipe.SCard(ctx, key))
 		owners[wid] = true
@@ -323,7 +329,7 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 							res.heldUntracked++
 							continue
 						}
-						h = heldSince{at: now, lowerBound: !s.membersRead}
+						h = heldSince{at: now, lowerBound: !s.membersRead && s.preexisting}
 					}
 					held[hk] = h
 					if cur, ok := res.held[s.queue]; !ok || h.at.Before(cur.at) || (h.at.Equal(cur.at) && h.lowerBound) {
@@ -353,6 +359,7 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 		sets[s.key] = s
 	}
 	t.sets, t.held = sets, held
+	t.reads++
 
 	// Activity for the next read's probes.
 	active := make(map[string]uint8, len(queues))
@@ -421,7 +428,7 @@ func (r *Reader) sweepStale(ctx context.Context, res *ackResult, an Anomalies) e
 				if _, ok := t.sets[k]; ok || len(keys) >= maxSweepProbes {
 					continue
 				}
-				keys = append(keys, &trackedSet{ackKey: ackKey{key: k, wid: wid, queue: q}, delay: delay})
+				keys = append(keys, &trackedSet{ackKey: ackKey{key: k, wid: wid, queue: q}, delay: delay, preexisting: true})
 			}
 		}
 		t.swept[wid] = true

@@ -246,3 +246,34 @@ func TestDiscoveryPaceAndSmallNamespace(t *testing.T) {
 		t.Fatalf("defaults %v %v", d.DiscoveryDuty, d.FirstPassDuty)
 	}
 }
+
+// After start-up, a set found by a probe is one a worker created since the
+// previous probe cycle: its ids count from the read that saw them, not as
+// lower bounds.
+func TestHeldInANewSetIsNotALowerBound(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	b.Enqueue("q", 2, clk.now())
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Queues: []string{"q"}, SkipDiscovery: true, Now: clk.now})
+	w := testserver.UUID()
+	b.Heartbeat(w, clk.now())
+	mustSnapshot(t, r)
+	mustSnapshot(t, r)
+	b.Fetch(w, "q", 1, clk.now())
+	var q QueueStats
+	for i := 0; i < 4; i++ {
+		clk.advance(5 * time.Second)
+		b.Heartbeat(w, clk.now())
+		q = queueStats(t, mustSnapshot(t, r), "q")
+	}
+	// Read 3 saw in flight, read 4 probed the set, read 5 listed it.
+	if q.LongestHeld != 5*time.Second || q.LongestHeldLowerBound {
+		t.Fatalf("held %s lower bound %v, want 5s and false", q.LongestHeld, q.LongestHeldLowerBound)
+	}
+}
