@@ -21,10 +21,12 @@ import (
 //     owner's liveness: orphans cost no second round trip;
 //   - probes a bounded number of (worker, queue) pairs it does not know of
 //     yet, round robin, only over queues whose previous read showed
-//     messages that some ack set must hold (in flight > 0 for the queue's
-//     own sets, delayed > 0 for its .DQ sets): an ack set holds ids of the
+//     messages held in ack sets it does not know (in flight, which is the
+//     sum of the queue's ack sets, above the sum of the known ones; the
+//     same for delayed and the .DQ sets): an ack set holds ids of the
 //     queue's .msgs hash, so other queues have none (but for ids a purge
-//     left dangling, which discovery still finds);
+//     left dangling, which discovery still finds). Once every holder is
+//     known, a read probes nothing;
 //   - sweeps every active pair of a worker whose heartbeat is late by more
 //     than suspectAfter, once: a crashed worker is swept in the reads
 //     between the moment it stops and the moment its heartbeat is older
@@ -282,7 +284,8 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 				members = append(members, hbMember{wid: wid, ms: z.Score})
 			}
 		}
-	} else if err := an.check(err); err != nil {
+	} else if err != goredis.Nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		// A wrong type was counted once, by the read's ZCOUNTs.
 		return nil, err
 	}
 	res := &ackResult{orphaned: map[string]int64{}, held: map[string]heldSince{}, untracked: p.untracked}
@@ -291,12 +294,14 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sets := make(map[string]*trackedSet, len(p.tracked)+len(p.probes))
+	cards := make(map[string]int64, len(p.tracked)+len(p.probes))
 	held := make(map[heldKey]heldSince, len(t.held))
 	for i, s := range p.tracked {
 		card, err := an.count(p.cards[i])
 		if err != nil {
 			return nil, err
 		}
+		cards[s.key] = card
 		if !alive[s.wid] {
 			res.orphaned[s.queue] += card
 			if card == 0 {
@@ -349,6 +354,7 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 		if card == 0 {
 			continue
 		}
+		cards[s.key] = card
 		if !alive[s.wid] {
 			res.orphaned[s.queue] += card
 		}
@@ -361,14 +367,31 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 	t.sets, t.held = sets, held
 	t.reads++
 
-	// Activity for the next read's probes.
+	// What the next read probes: queues whose messages held in ack sets
+	// are not all in sets it knows. In flight is HLEN .msgs - LLEN, the
+	// sum of the queue's ack sets; delayed (HLEN .DQ.msgs) is the .DQ
+	// list plus the .DQ sets. So once every holder is known, a read probes
+	// nothing.
+	type sums struct{ plain, delay int64 }
+	explained := make(map[string]sums, len(queues))
+	for _, s := range sets {
+		c := cards[s.key]
+		e := explained[s.queue]
+		if s.delay {
+			e.delay += c
+		} else {
+			e.plain += c
+		}
+		explained[s.queue] = e
+	}
 	active := make(map[string]uint8, len(queues))
 	for _, q := range queues {
 		var bits uint8
-		if q.InFlight > 0 {
+		e := explained[q.Name]
+		if q.InFlight > e.plain {
 			bits |= activeInFlight
 		}
-		if q.Delayed > 0 {
+		if q.Delayed > e.delay {
 			bits |= activeDelayed
 		}
 		if bits != 0 {

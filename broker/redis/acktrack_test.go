@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
 
@@ -275,5 +277,64 @@ func TestHeldInANewSetIsNotALowerBound(t *testing.T) {
 	// Read 3 saw in flight, read 4 probed the set, read 5 listed it.
 	if q.LongestHeld != 5*time.Second || q.LongestHeldLowerBound {
 		t.Fatalf("held %s lower bound %v, want 5s and false", q.LongestHeld, q.LongestHeldLowerBound)
+	}
+}
+
+type tripHook struct{ trips atomic.Int64 }
+
+func (h *tripHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *tripHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error { h.trips.Add(1); return next(ctx, cmd) }
+}
+func (h *tripHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error { h.trips.Add(1); return next(ctx, cmds) }
+}
+
+// Once every holder of in-flight messages is known, a read probes nothing
+// and takes one round trip, stale workers' ack sets included (they used to
+// cost a second one).
+func TestSteadyStateReadIsOneRoundTrip(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	var queues []string
+	for i := 0; i < 20; i++ {
+		q := fmt.Sprintf("q%02d", i)
+		queues = append(queues, q)
+		b.Enqueue(q, 5, clk.now())
+	}
+	live := []string{testserver.UUID(), testserver.UUID(), testserver.UUID()}
+	for i, w := range live {
+		b.Fetch(w, queues[i], 2, clk.now())
+		b.Fetch(w, queues[10+i], 1, clk.now())
+	}
+	dead := testserver.UUID()
+	b.Fetch(dead, "q15", 3, clk.now().Add(-time.Hour))
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	hook := &tripHook{}
+	client.AddHook(hook)
+	r := NewReader(client, Options{Queues: queues, SkipDiscovery: true, Now: clk.now})
+	var snap *Snapshot
+	for i := 0; i < 6; i++ {
+		for _, w := range live {
+			b.Heartbeat(w, clk.now())
+		}
+		snap = mustSnapshot(t, r)
+		clk.advance(time.Second)
+	}
+	if snap.AckProbes != 0 || snap.AckSetsTracked != 7 {
+		t.Fatalf("steady state: %d probes, %d sets counted; want 0 and 7", snap.AckProbes, snap.AckSetsTracked)
+	}
+	if o := queueStats(t, snap, "q15").Orphaned; o != 3 {
+		t.Fatalf("orphaned %d, want 3", o)
+	}
+	hook.trips.Store(0)
+	mustSnapshot(t, r)
+	if n := hook.trips.Load(); n != 1 {
+		t.Fatalf("a steady-state read took %d round trips, want 1", n)
 	}
 }
