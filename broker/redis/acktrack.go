@@ -131,6 +131,9 @@ type ackPlan struct {
 	members   []*goredis.StringSliceCmd // nil where not read
 	probes    []*trackedSet
 	probeCmds []*goredis.IntCmd
+	// probeMembers lists a probed set of a worker that was alive, so that
+	// a set found is timed from the same read (nil where not read).
+	probeMembers []*goredis.StringSliceCmd
 	owners    []string
 	scores    []*goredis.FloatCmd
 	hbList    *goredis.ZSliceCmd
@@ -216,6 +219,11 @@ func (r *Reader) planAcks(ctx context.Context, pipe goredis.Pipeliner, v *view, 
 		s := &trackedSet{ackKey: ackKey{key: key, wid: wid, queue: pr.q}, delay: pr.delay, preexisting: t.reads <= 1}
 		p.probes = append(p.probes, s)
 		p.probeCmds = append(p.probeCmds, pipe.SCard(ctx, key))
+		var m *goredis.StringSliceCmd
+		if !pr.delay && prevAlive[wid] {
+			m = pipe.SRandMemberN(ctx, key, heldSample)
+		}
+		p.probeMembers = append(p.probeMembers, m)
 		owners[wid] = true
 		return true
 	}
@@ -310,39 +318,8 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 			}
 		}
 		ns := *s
-		if c := p.members[i]; c != nil && alive[s.wid] {
-			ids, err := c.Result()
-			if err := an.check(err); err != nil {
-				return nil, err
-			}
-			switch {
-			case err != nil:
-			case int64(len(ids)) < card:
-				// Larger than heldSample: a sample would make ids come and
-				// go, so none is tracked.
-				res.heldUntracked += int(card)
-			default:
-				for _, id := range ids {
-					if oversizeID(id) {
-						an.add(AnomalyOversizeID, 1)
-						continue
-					}
-					hk := heldKey{s.key, id}
-					h, ok := t.held[hk]
-					if !ok {
-						if len(held) >= maxHeldIDs {
-							res.heldUntracked++
-							continue
-						}
-						h = heldSince{at: now, lowerBound: !s.membersRead && s.preexisting}
-					}
-					held[hk] = h
-					if cur, ok := res.held[s.queue]; !ok || h.at.Before(cur.at) || (h.at.Equal(cur.at) && h.lowerBound) {
-						res.held[s.queue] = h
-					}
-				}
-				ns.membersRead = true
-			}
+		if err := r.listHeld(&ns, p.members[i], card, alive[s.wid], t.held, held, res, an, now); err != nil {
+			return nil, err
 		}
 		sets[s.key] = &ns
 	}
@@ -361,6 +338,9 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 		if len(sets) >= maxTrackedAckSets {
 			res.untracked++
 			continue
+		}
+		if err := r.listHeld(s, p.probeMembers[i], card, alive[s.wid], t.held, held, res, an, now); err != nil {
+			return nil, err
 		}
 		sets[s.key] = s
 	}
@@ -428,6 +408,49 @@ func wasFresh(members []hbMember, wid string, fresh float64) bool {
 		}
 	}
 	return false
+}
+
+// listHeld times the ids of a live worker's set from its SRANDMEMBER reply
+// c (nil when not read), carrying over from prev what earlier reads saw,
+// into next and the per-queue longest in res; it marks the set listed.
+func (r *Reader) listHeld(s *trackedSet, c *goredis.StringSliceCmd, card int64, alive bool, prev, next map[heldKey]heldSince, res *ackResult, an Anomalies, now time.Time) error {
+	if c == nil || !alive {
+		return nil
+	}
+	ids, err := c.Result()
+	if err := an.check(err); err != nil {
+		return err
+	}
+	switch {
+	case err != nil:
+		return nil
+	case int64(len(ids)) < card:
+		// Larger than heldSample: a sample would make ids come and go, so
+		// none is timed.
+		res.heldUntracked += int(card)
+		return nil
+	}
+	for _, id := range ids {
+		if oversizeID(id) {
+			an.add(AnomalyOversizeID, 1)
+			continue
+		}
+		hk := heldKey{s.key, id}
+		h, ok := prev[hk]
+		if !ok {
+			if len(next) >= maxHeldIDs {
+				res.heldUntracked++
+				continue
+			}
+			h = heldSince{at: now, lowerBound: !s.membersRead && s.preexisting}
+		}
+		next[hk] = h
+		if cur, ok := res.held[s.queue]; !ok || h.at.Before(cur.at) || (h.at.Equal(cur.at) && h.lowerBound) {
+			res.held[s.queue] = h
+		}
+	}
+	s.membersRead = true
+	return nil
 }
 
 // sweepStale probes, in a second round trip, the active ack sets of
