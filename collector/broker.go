@@ -58,9 +58,9 @@ var (
 	// Discovery runs in the background; these describe its latest
 	// completed pass, not this scrape.
 	discoveryCompleteDesc = prometheus.NewDesc("dramatiq_exporter_discovery_complete",
-		"1 once a queue discovery pass has completed since start, else 0. Until then only --dramatiq.queues are reported and orphaned counts read 0.", nil, nil)
+		"1 once a queue discovery pass has completed since start, else 0. Until then only --dramatiq.queues are reported (their orphans are found without it).", nil, nil)
 	discoveryLastDesc = prometheus.NewDesc("dramatiq_exporter_discovery_last_completed_timestamp_seconds",
-		"Unix time the latest discovery pass completed. Queues and the ack sets behind orphaned counts are as fresh as this. Absent until the first pass completes.", nil, nil)
+		"Unix time the latest discovery pass completed. Queues and the ack sets that no read has probed yet are as fresh as this. Absent until the first pass completes.", nil, nil)
 	discoveryPassesDesc = prometheus.NewDesc("dramatiq_exporter_discovery_passes_total",
 		"Queue discovery passes (SCANs of the whole keyspace) completed since start.", nil, nil)
 	discoveryDurationDesc = prometheus.NewDesc("dramatiq_exporter_discovery_duration_seconds",
