@@ -68,6 +68,10 @@ var neverFiring = map[string]string{}
 // cannot reach; the lock-holding transaction of databaseLoad outlives it.
 const longTransactionAge = 5 * time.Second
 
+// heldMessageThreshold replaces the shipped 30-minute threshold of
+// DramatiqMessageHeldTooLong: the busy queue's blocked message outlives it.
+const heldMessageThreshold = 5 * time.Second
+
 func TestPrometheusEndToEnd(t *testing.T) {
 	if len(expectedEmpty) > 1 || len(neverFiring) > 0 {
 		t.Fatalf("the lists of queries and alerts this test cannot exercise grew to %d and %d: make the scenario create their situations", len(expectedEmpty), len(neverFiring))
@@ -96,6 +100,8 @@ func TestPrometheusEndToEnd(t *testing.T) {
 	cfg.ForScale = forScale
 	shippedAge := cfg.DatabaseTransactionAge
 	cfg.DatabaseTransactionAge = longTransactionAge
+	shippedHeld := cfg.HeldMessageThreshold
+	cfg.HeldMessageThreshold = heldMessageThreshold
 	rulesYAML := cfg.RulesYAML()
 	committed, err := os.ReadFile(filepath.Join(root, "alerts", "dramatiq.rules.yml"))
 	if err != nil {
@@ -108,6 +114,13 @@ func TestPrometheusEndToEnd(t *testing.T) {
 			lowered := strings.Replace(q.Expr, fmt.Sprintf("> %g", shippedAge.Seconds()), fmt.Sprintf("> %g", longTransactionAge.Seconds()), 1)
 			if lowered == q.Expr {
 				t.Fatalf("cannot find the %s threshold in %q", shippedAge, q.Expr)
+			}
+			committedQs[i].Expr = lowered
+		}
+		if q.Alert == "DramatiqMessageHeldTooLong" {
+			lowered := strings.Replace(q.Expr, fmt.Sprintf("> %g", shippedHeld.Seconds()), fmt.Sprintf("> %g", heldMessageThreshold.Seconds()), 1)
+			if lowered == q.Expr {
+				t.Fatalf("cannot find the %s threshold in %q", shippedHeld, q.Expr)
 			}
 			committedQs[i].Expr = lowered
 		}
@@ -239,6 +252,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		{"DramatiqQueueLatencyHigh", "queue", "emails"},
 		{"DramatiqQueueBacklogGrowing", "queue", "emails"},
 		{"DramatiqOrphanedMessages", "queue", "crash"},
+		{"DramatiqMessageHeldTooLong", "queue", "busy"},
 		{"DramatiqDeadLetters", "queue", "reports"},
 		{"DramatiqActorDeadLettersHigh", "actor", "export_report"},
 		{"DramatiqWorkersDying", "", ""},
@@ -253,6 +267,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		"DramatiqQueueLatencyHigh":     {"emails"},
 		"DramatiqQueueBacklogGrowing":  {"emails"},
 		"DramatiqOrphanedMessages":     {"crash"},
+		"DramatiqMessageHeldTooLong":   {"busy"},
 		"DramatiqDeadLetters":          {"reports"},
 		"DramatiqActorDeadLettersHigh": {"reports"},
 	})
