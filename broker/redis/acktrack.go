@@ -62,9 +62,11 @@ const (
 	// thread by default, so 256 covers 128 threads; a larger set is not
 	// tracked and is counted as untracked.
 	heldSample = 256
-	// maxHeldIDs caps the held ids remembered, 30 MB at most with their
-	// keys; beyond it ids are counted as untracked.
-	maxHeldIDs = 100_000
+	// maxHeldIDs caps the held ids remembered (about 3 MB with their keys;
+	// the running and prefetched messages of 10,000 threads at Dramatiq's
+	// default prefetch); beyond it ids are counted as untracked. A /probe
+	// target's Reader has the same caps.
+	maxHeldIDs = 20_000
 )
 
 // suspectAfter is how late a heartbeat may be before its worker's ack sets

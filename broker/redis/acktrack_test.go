@@ -338,3 +338,41 @@ func TestSteadyStateReadIsOneRoundTrip(t *testing.T) {
 		t.Fatalf("a steady-state read took %d round trips, want 1", n)
 	}
 }
+
+// Held ids stay under maxHeldIDs whatever live workers hold; the rest are
+// counted.
+func TestHeldIDsAreCapped(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	now := time.Now()
+	const sets, per = 100, 250
+	pipe := srv.Admin.Pipeline()
+	for i := 0; i < sets; i++ {
+		w := testserver.UUID()
+		pipe.ZAdd(ctx, "dramatiq:__heartbeats__", goredis.Z{Score: float64(now.UnixMilli()), Member: w})
+		ids := make([]any, per)
+		for j := range ids {
+			ids[j] = fmt.Sprintf("%08d-%04d-0000-0000-000000000000", i, j)
+		}
+		pipe.SAdd(ctx, "dramatiq:__acks__."+w+".q", ids...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Now: func() time.Time { return now }})
+	if err := r.Discover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap := mustSnapshot(t, r)
+	r.acks.mu.Lock()
+	n := len(r.acks.held)
+	r.acks.mu.Unlock()
+	if n != maxHeldIDs || snap.HeldUntracked != sets*per-maxHeldIDs {
+		t.Fatalf("remembered %d, untracked %d; want %d and %d", n, snap.HeldUntracked, maxHeldIDs, sets*per-maxHeldIDs)
+	}
+}
