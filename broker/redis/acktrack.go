@@ -136,11 +136,11 @@ type ackPlan struct {
 	// probeMembers lists a probed set of a worker that was alive, so that
 	// a set found is timed from the same read (nil where not read).
 	probeMembers []*goredis.StringSliceCmd
-	owners    []string
-	scores    []*goredis.FloatCmd
-	hbList    *goredis.ZSliceCmd
-	untracked int
-	sweptNow  []string
+	owners       []string
+	scores       []*goredis.FloatCmd
+	hbList       *goredis.ZSliceCmd
+	untracked    int
+	sweptNow     []string
 }
 
 func (r *Reader) ackKeyName(wid, q string, delay bool) string {
