@@ -36,16 +36,19 @@ const (
 	DefaultNamespace         = "dramatiq"
 	DefaultHeartbeatTimeout  = 60 * time.Second
 	DefaultDiscoveryInterval = 30 * time.Second
-	// The discovery pace; broker/redis has the same defaults.
+	DefaultMaxQueues         = 1000
+	DefaultEnvironment       = "development"
+	DefaultListenAddress     = ":10191"
+	DefaultScrapeTimeout     = 10 * time.Second
+	DefaultTimeoutOffset     = 500 * time.Millisecond
+	DefaultMaxConnections    = 64
+	DefaultIdleTimeout       = 2 * time.Minute
+)
+
+// The discovery pace; broker/redis has the same defaults.
+const (
 	DefaultDiscoveryDuty          = 0.01
 	DefaultDiscoveryFirstPassDuty = 0.1
-	DefaultMaxQueues              = 1000
-	DefaultEnvironment            = "development"
-	DefaultListenAddress          = ":10191"
-	DefaultScrapeTimeout          = 10 * time.Second
-	DefaultTimeoutOffset          = 500 * time.Millisecond
-	DefaultMaxConnections         = 64
-	DefaultIdleTimeout            = 2 * time.Minute
 )
 
 // Config is the validated configuration. Secrets are resolved into
@@ -66,12 +69,13 @@ type Config struct {
 	HeartbeatTimeout    time.Duration
 	Queues              []string
 	DiscoveryInterval   time.Duration
+	MaxQueues           int
+	QueueRetention      time.Duration
+
 	// DiscoveryDuty and DiscoveryFirstPassDuty pace discovery (see
 	// broker/redis Options.DiscoveryDuty and FirstPassDuty).
 	DiscoveryDuty          float64
 	DiscoveryFirstPassDuty float64
-	MaxQueues              int
-	QueueRetention         time.Duration
 
 	DatabaseURL      string
 	DatabasePassword string
@@ -549,31 +553,30 @@ func (fl *Flags) Load() (*Config, error) {
 			CAFile: *fl.tlsCA, CertFile: *fl.tlsCert, KeyFile: *fl.tlsKey,
 			ServerName: *fl.tlsServerName, InsecureSkipVerify: *fl.tlsInsecure,
 		},
-		Namespace:              *fl.namespace,
-		HeartbeatTimeout:       *fl.heartbeatTimeout,
-		DiscoveryInterval:      *fl.discoveryInterval,
-		DiscoveryDuty:          *fl.discoveryDuty,
-		DiscoveryFirstPassDuty: *fl.firstPassDuty,
-		MaxQueues:              *fl.maxQueues,
-		QueueRetention:         *fl.queueRetention,
-		DatabaseURL:            *fl.databaseURL,
-		Environment:            *fl.environment,
-		TelemetryPath:          *fl.telemetryPath,
-		ScrapeTimeout:          *fl.scrapeTimeout,
-		TimeoutOffset:          *fl.timeoutOffset,
-		MaxRequests:            *fl.maxRequests,
-		ShowMessageArgs:        *fl.showMessageArgs,
-		ListenAddresses:        append([]string(nil), *fl.web.WebListenAddresses...),
-		WebConfigFile:          *fl.web.WebConfigFile,
-		SystemdSocket:          *fl.web.WebSystemdSocket,
-		LogLevel:               fl.log.Level.String(),
-		LogFormat:              fl.log.Format.String(),
-		MaxConnections:         *fl.maxConnections,
-		IdleTimeout:            *fl.idleTimeout,
-		ProbeIdleTimeout:       *fl.probeIdleTimeout,
-		ProbeMaxTargets:        *fl.probeMaxTargets,
-		Collectors:             map[string]bool{},
+		Namespace:         *fl.namespace,
+		HeartbeatTimeout:  *fl.heartbeatTimeout,
+		DiscoveryInterval: *fl.discoveryInterval,
+		MaxQueues:         *fl.maxQueues,
+		QueueRetention:    *fl.queueRetention,
+		DatabaseURL:       *fl.databaseURL,
+		Environment:       *fl.environment,
+		TelemetryPath:     *fl.telemetryPath,
+		ScrapeTimeout:     *fl.scrapeTimeout,
+		TimeoutOffset:     *fl.timeoutOffset,
+		MaxRequests:       *fl.maxRequests,
+		ShowMessageArgs:   *fl.showMessageArgs,
+		ListenAddresses:   append([]string(nil), *fl.web.WebListenAddresses...),
+		WebConfigFile:     *fl.web.WebConfigFile,
+		SystemdSocket:     *fl.web.WebSystemdSocket,
+		LogLevel:          fl.log.Level.String(),
+		LogFormat:         fl.log.Format.String(),
+		MaxConnections:    *fl.maxConnections,
+		IdleTimeout:       *fl.idleTimeout,
+		ProbeIdleTimeout:  *fl.probeIdleTimeout,
+		ProbeMaxTargets:   *fl.probeMaxTargets,
+		Collectors:        map[string]bool{},
 	}
+	cfg.DiscoveryDuty, cfg.DiscoveryFirstPassDuty = *fl.discoveryDuty, *fl.firstPassDuty
 	for name, v := range fl.collectors {
 		cfg.Collectors[name] = *v
 	}
