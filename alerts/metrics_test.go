@@ -73,6 +73,8 @@ var contractMetrics = []string{
 	"dramatiq_queue_orphaned_messages",
 	"dramatiq_queue_delayed_unclaimed_oldest_seconds",
 	"dramatiq_queue_delayed_overdue_messages",
+	"dramatiq_queue_longest_held_message_seconds",
+	"dramatiq_queue_longest_held_message_lower_bound",
 	"dramatiq_queue_dead_lettered_total",
 	"dramatiq_actor_dead_lettered_total",
 	"dramatiq_exporter_dead_letter_actor_series",

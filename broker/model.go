@@ -122,6 +122,12 @@ type Queue struct {
 	// DelayedOverdue counts delayed messages a worker holds more than
 	// DelayedOverdueGrace past their eta.
 	DelayedOverdue Count
+	// LongestHeld is how long the message a live worker has held longest
+	// has been held, as far as the reader saw (since the first read that
+	// found it); LongestHeldLowerBound: it was already held then, so it
+	// has been held longer.
+	LongestHeld           time.Duration
+	LongestHeldLowerBound bool
 
 	// RabbitMQ only.
 	//
@@ -175,6 +181,13 @@ type RedisState struct {
 	DeadLetteredByActor []ActorDeadLetters
 	ActorSeries         int
 	MaxActorSeries      int
+	// AckSetsTracked is how many ack sets the read counted one by one,
+	// AckSetsUntracked how many it found but could not remember under its
+	// cap, AckProbes how many unknown (worker, queue) pairs it probed.
+	AckSetsTracked, AckSetsUntracked, AckProbes int
+	// HeldUntracked counts ids held by live workers whose holding time is
+	// not tracked: Queue.LongestHeld may understate them.
+	HeldUntracked int
 }
 
 // Anomaly is one kind of odd data and how often a read met it.

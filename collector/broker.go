@@ -54,7 +54,7 @@ var (
 	queueOldest = NewQueueFamily("dramatiq_queue_oldest_message_age_seconds",
 		"Now minus message_timestamp (creation time) of the message at the head of the ready list; 0 when the list is empty, absent when the head cannot be decoded.", prometheus.GaugeValue)
 	queueOrphaned = NewQueueFamily("dramatiq_queue_orphaned_messages",
-		"Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found by the periodic queue discovery (--dramatiq.discovery-interval).", prometheus.GaugeValue)
+		"Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found from the heartbeat set's workers and the known queues on every read, and by queue discovery.", prometheus.GaugeValue)
 	processesDesc = prometheus.NewDesc("dramatiq_processes",
 		"Members of the heartbeat set heard from within (alive) or before (stale) the heartbeat timeout. Producers heartbeat too: any process that enqueues counts.", []string{"state"}, nil)
 	queuesDroppedDesc = prometheus.NewDesc("dramatiq_exporter_queues_dropped",
@@ -65,9 +65,9 @@ var (
 	// Discovery runs in the background; these describe its latest
 	// completed pass, not this scrape.
 	discoveryCompleteDesc = prometheus.NewDesc("dramatiq_exporter_discovery_complete",
-		"1 once a queue discovery pass has completed since start, else 0. Until then only --dramatiq.queues are reported and orphaned counts read 0.", nil, nil)
+		"1 once a queue discovery pass has completed since start, else 0. Until then only --dramatiq.queues are reported (their orphans are found without it).", nil, nil)
 	discoveryLastDesc = prometheus.NewDesc("dramatiq_exporter_discovery_last_completed_timestamp_seconds",
-		"Unix time the latest discovery pass completed. Queues and the ack sets behind orphaned counts are as fresh as this. Absent until the first pass completes.", nil, nil)
+		"Unix time the latest discovery pass completed. Queues and the ack sets that no read has probed yet are as fresh as this. Absent until the first pass completes.", nil, nil)
 	discoveryPassesDesc = prometheus.NewDesc("dramatiq_exporter_discovery_passes_total",
 		"Queue discovery passes (SCANs of the whole keyspace) completed since start.", nil, nil)
 	discoveryDurationDesc = prometheus.NewDesc("dramatiq_exporter_discovery_duration_seconds",
@@ -96,13 +96,17 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 		discoveryKeysDesc, discoveryScannedDesc, discoveryIntervalDesc} {
 		ch <- d
 	}
+	for _, d := range stuckDescs {
+		ch <- d
+	}
 	for _, f := range queueFamilies {
 		ch <- f.Desc()
 	}
 }
 
 // queueFamilies are the broker's per-queue families.
-var queueFamilies = append([]*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered}, delayedFamilies...)
+var queueFamilies = append([]*QueueFamily{queueReady, queueInflight, queueDelayed, queueDead, queueDeadLast, queueOldest, queueOrphaned, queueDeadLettered,
+	queueLongestHeld, queueLongestHeldLowerBound}, delayedFamilies...)
 
 func (c *brokerCollector) Read(ctx context.Context, st *State, o ReadOptions) error {
 	return readBroker(ctx, c.reader, st, o)
@@ -150,6 +154,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		m.Gauge(anomaliesDesc, float64(a.N), a.Kind)
 	}
 	collectActors(rs, m)
+	collectStuck(rs, m)
 	names := make([]string, len(snap.Queues))
 	for i, q := range snap.Queues {
 		names[i] = q.Name
@@ -169,6 +174,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 			m.queueSample(queueOldest, i, q.OldestAge.Seconds())
 		}
 		collectDelayed(m, i, &snap.Queues[i])
+		collectStuckQueue(&snap.Queues[i], i, m)
 	}
 }
 
@@ -208,4 +214,5 @@ func collectDiscovery(st *broker.DiscoveryStatus, m *Metrics) {
 		m.Gauge(discoveryScannedDesc, float64(st.Keyspace))
 	}
 	m.Gauge(discoveryIntervalDesc, st.Interval.Seconds())
+	collectNamespaceRatio(st, m)
 }

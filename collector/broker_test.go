@@ -106,7 +106,7 @@ const header = `
 # TYPE dramatiq_queue_dead_letter_last_timestamp_seconds gauge
 # HELP dramatiq_queue_oldest_message_age_seconds Now minus message_timestamp (creation time) of the message at the head of the ready list; 0 when the list is empty, absent when the head cannot be decoded.
 # TYPE dramatiq_queue_oldest_message_age_seconds gauge
-# HELP dramatiq_queue_orphaned_messages Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found by the periodic queue discovery (--dramatiq.discovery-interval).
+# HELP dramatiq_queue_orphaned_messages Messages of the queue or its delay queue held in ack sets of processes whose heartbeat is older than the heartbeat timeout or missing. Dramatiq returns them only through random maintenance. Ack sets are found from the heartbeat set's workers and the known queues on every read, and by queue discovery.
 # TYPE dramatiq_queue_orphaned_messages gauge
 # HELP dramatiq_processes Members of the heartbeat set heard from within (alive) or before (stale) the heartbeat timeout. Producers heartbeat too: any process that enqueues counts.
 # TYPE dramatiq_processes gauge

@@ -27,7 +27,8 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 		snap := &broker.Snapshot{MemoryUsedBytes: math.NaN(), ConnectedClients: math.NaN(), Anomalies: broker.Anomalies{}}
 		for i, name := range names {
 			q := broker.QueueStats{Name: name, Ready: int64(n*10 + i), InFlight: 2, Delayed: 3, DeadLetter: int64(i), Orphaned: 1, DeadLettered: uint64(i * 7),
-				OldestAge: time.Duration(i) * time.Second, OldestAgeKnown: i%2 == 0}
+				OldestAge: time.Duration(i) * time.Second, OldestAgeKnown: i%2 == 0,
+				LongestHeld: time.Duration(i) * time.Minute, LongestHeldLowerBound: i == 1}
 			if i > 0 {
 				q.DeadLetterLast = time.UnixMilli(1_700_000_000_123 + int64(i))
 			}
@@ -51,6 +52,12 @@ func TestQueueFamiliesExposeLikeConstMetrics(t *testing.T) {
 			if q.OldestAgeKnown {
 				slow.Gauge(queueOldest.Desc(), q.OldestAge.Seconds(), q.Name)
 			}
+			slow.Gauge(queueLongestHeld.Desc(), q.LongestHeld.Seconds(), q.Name)
+			lb := 0.0
+			if q.LongestHeldLowerBound {
+				lb = 1
+			}
+			slow.Gauge(queueLongestHeldLowerBound.Desc(), lb, q.Name)
 		}
 		got, want := exposeQueueFamilies(t, fast), exposeQueueFamilies(t, slow)
 		if got != want {
@@ -68,7 +75,8 @@ func exposeQueueFamilies(t *testing.T, m *Metrics) string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(metricsCollector{m, []*prometheus.Desc{queueReady.Desc(), queueInflight.Desc(), queueDelayed.Desc(),
-		queueDead.Desc(), queueOrphaned.Desc(), queueDeadLast.Desc(), queueOldest.Desc(), queueDeadLettered.Desc()}})
+		queueDead.Desc(), queueOrphaned.Desc(), queueDeadLast.Desc(), queueOldest.Desc(), queueDeadLettered.Desc(),
+		queueLongestHeld.Desc(), queueLongestHeldLowerBound.Desc()}})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,12 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 )
 
+// The discovery pace; broker/redis has the same defaults.
+const (
+	DefaultDiscoveryDuty          = 0.01
+	DefaultDiscoveryFirstPassDuty = 0.1
+)
+
 // Config is the validated configuration. Secrets are resolved into
 // RedisPassword and DatabasePassword and never printed.
 type Config struct {
@@ -70,6 +76,11 @@ type Config struct {
 	DiscoveryInterval   time.Duration
 	MaxQueues           int
 	QueueRetention      time.Duration
+
+	// DiscoveryDuty and DiscoveryFirstPassDuty pace discovery (see
+	// broker/redis Options.DiscoveryDuty and FirstPassDuty).
+	DiscoveryDuty          float64
+	DiscoveryFirstPassDuty float64
 
 	DatabaseURL      string
 	DatabasePassword string
@@ -140,6 +151,7 @@ type Flags struct {
 	modules                                       map[string]moduleFile
 	namespace                                     *string
 	heartbeatTimeout, discoveryInterval           *time.Duration
+	discoveryDuty, firstPassDuty                  *float64
 	queueRetention                                *time.Duration
 	queues                                        *[]string
 	maxQueues                                     *int
@@ -267,6 +279,24 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	c, b = fl.bind(app, "dramatiq.discovery-interval", "Shortest time between the starts of two passes that SCAN the namespace for queues and ack sets, in the background. A pass that costs Redis more than 1% of this time stretches it.", "")
 	fl.discoveryInterval = durationFlag(c, "dramatiq.discovery-interval", DefaultDiscoveryInterval)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.discoveryInterval, f.Dramatiq.DiscoveryInterval) }
+
+	c, b = fl.bind(app, "dramatiq.discovery-duty", "Share of Redis's main-thread time that discovery may take over a whole cycle, in (0, 1]: the next pass waits for the last one's Redis time divided by this. Higher finds new queues sooner on a large database, at more load on Redis (docs/stuck-work.md gives the figures).", "")
+	fl.discoveryDuty = c.Default(strconv.FormatFloat(DefaultDiscoveryDuty, 'g', -1, 64)).Float64()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Dramatiq.DiscoveryDuty != nil {
+			*fl.discoveryDuty = *f.Dramatiq.DiscoveryDuty
+		}
+		return nil
+	}
+
+	c, b = fl.bind(app, "dramatiq.discovery-first-pass-duty", "Share of Redis's time the first discovery pass after start takes while it runs, in (0, 1]; 1 runs it unpaced. Until it completes only --dramatiq.queues are reported, so higher reports queues sooner after a start, at a burst of load on Redis.", "")
+	fl.firstPassDuty = c.Default(strconv.FormatFloat(DefaultDiscoveryFirstPassDuty, 'g', -1, 64)).Float64()
+	b.fromFile = func(f *fileConfig) error {
+		if f.Dramatiq.DiscoveryFirstPassDuty != nil {
+			*fl.firstPassDuty = *f.Dramatiq.DiscoveryFirstPassDuty
+		}
+		return nil
+	}
 
 	c, b = fl.bind(app, "dramatiq.max-queues", "Report at most this many queues (0: no limit); dramatiq_exporter_queues_dropped counts the rest.", "")
 	fl.maxQueues = intFlag(c, "dramatiq.max-queues", DefaultMaxQueues)
@@ -411,6 +441,15 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	return fl
 }
 
+// dramatiqTopFile is the top-level dramatiq section: a module's keys plus
+// the discovery pace, which only the server's own reader has (a /probe
+// target's reader keeps the defaults).
+type dramatiqTopFile struct {
+	dramatiqFile           `yaml:",inline"`
+	DiscoveryDuty          *float64 `yaml:"discovery_duty"`
+	DiscoveryFirstPassDuty *float64 `yaml:"discovery_first_pass_duty"`
+}
+
 // fileConfig is the YAML file. Unknown keys are an error, so a typo does
 // not silently fall back to a default.
 type fileConfig struct {
@@ -429,9 +468,9 @@ type fileConfig struct {
 		TLSServerName         string   `yaml:"tls_server_name"`
 		TLSInsecureSkipVerify *bool    `yaml:"tls_insecure_skip_verify"`
 	} `yaml:"redis"`
-	Dramatiq    dramatiqFile `yaml:"dramatiq"`
-	Database    databaseFile `yaml:"database"`
-	Environment string       `yaml:"environment"`
+	Dramatiq    dramatiqTopFile `yaml:"dramatiq"`
+	Database    databaseFile    `yaml:"database"`
+	Environment string          `yaml:"environment"`
 	Web         struct {
 		ListenAddresses []string `yaml:"listen_addresses"`
 		ConfigFile      string   `yaml:"config_file"`
@@ -546,6 +585,7 @@ func (fl *Flags) Load() (*Config, error) {
 		ProbeMaxTargets:   *fl.probeMaxTargets,
 		Collectors:        map[string]bool{},
 	}
+	cfg.DiscoveryDuty, cfg.DiscoveryFirstPassDuty = *fl.discoveryDuty, *fl.firstPassDuty
 	for name, v := range fl.collectors {
 		cfg.Collectors[name] = *v
 	}
@@ -792,6 +832,13 @@ func (c *Config) Validate() error {
 	}
 	if c.DiscoveryInterval < 100*time.Millisecond {
 		return fieldErr("dramatiq.discovery-interval", "must be at least 100ms, not %s", c.DiscoveryInterval)
+	}
+	// !(x > 0) also refuses NaN.
+	if !(c.DiscoveryDuty > 0 && c.DiscoveryDuty <= 1) {
+		return fieldErr("dramatiq.discovery-duty", "must be more than 0 and at most 1, not %g", c.DiscoveryDuty)
+	}
+	if !(c.DiscoveryFirstPassDuty > 0 && c.DiscoveryFirstPassDuty <= 1) {
+		return fieldErr("dramatiq.discovery-first-pass-duty", "must be more than 0 and at most 1, not %g", c.DiscoveryFirstPassDuty)
 	}
 	if c.MaxQueues < 0 {
 		return fieldErr("dramatiq.max-queues", "must be 0 or more, not %d", c.MaxQueues)

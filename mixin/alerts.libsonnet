@@ -162,6 +162,19 @@ local u = import 'lib/utils.libsonnet';
             },
           },
           {
+            alert: "DramatiqMessageHeldTooLong",
+            annotations: {
+              description: "A message of queue {{ $labels.queue }} on {{ $labels.instance }} has been held by a worker that still heartbeats for at least {{ $value | humanizeDuration }}, more than " + $._config.heldMessageThreshold + "; the worker thread running it may be hung.",
+              runbook_url: $._config.runbookURL + "#dramatiqmessageheldtoolong",
+              summary: "A live Dramatiq worker has held a message for too long.",
+            },
+            expr: "dramatiq_queue_longest_held_message_seconds{" + $._config.selector + "} > " + std.toString(u.seconds($._config.heldMessageThreshold)),
+            "for": $._config.heldMessageFor,
+            labels: {
+              severity: "warning",
+            },
+          },
+          {
             alert: "DramatiqDeadLetters",
             annotations: {
               description: "Queue {{ $labels.queue }} on {{ $labels.instance }} moved a message to its dead-letter queue {{ $value | humanizeDuration }} ago.",

@@ -18,6 +18,8 @@
     backlogGrowthMin: 100,
     backlogGrowthFor: "15m",
     orphanedFor: "15m",
+    heldMessageThreshold: "30m",
+    heldMessageFor: "5m",
     workersDyingWindow: "15m",
     workersDyingMinIncrease: 2,
     workersDyingFor: "15m",

@@ -5756,6 +5756,80 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
+          description: "How long the message a live worker has held longest (running or prefetched) has been in its ack set, from the first read that saw it; DramatiqMessageHeldTooLong fires above its threshold. The lower-bound line: already held when the exporter first read the set (after a restart), so held longer. Redis broker only: no data with --broker=rabbitmq.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "s",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 46,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_longest_held_message_seconds{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}}",
+              range: true,
+              refId: "A",
+            },
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "max by (queue) (dramatiq_queue_longest_held_message_seconds{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"} and on (job, instance, queue) dramatiq_queue_longest_held_message_lower_bound{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"} == 1)",
+              legendFormat: "{{queue}} (lower bound)",
+              range: true,
+              refId: "B",
+            },
+          ],
+          title: "Longest held by a live worker",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
           description: "Messages in each dead-letter queue. On RabbitMQ a rise fires DramatiqRabbitMQDeadLettersGrowing.",
           fieldConfig: {
             defaults: {
@@ -5785,7 +5859,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 46,
           },
           options: {
@@ -5849,8 +5923,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 46,
+            x: 0,
+            y: 54,
           },
           options: {
             legend: {
@@ -5913,7 +5987,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 54,
           },
           options: {
@@ -5970,8 +6044,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 54,
+            x: 0,
+            y: 62,
           },
           options: {
             cellHeight: "sm",
@@ -6038,7 +6112,7 @@ local u = import 'lib/utils.libsonnet';
             h: 6,
             w: 24,
             x: 0,
-            y: 62,
+            y: 70,
           },
           options: {
             cellHeight: "sm",
@@ -6081,7 +6155,7 @@ local u = import 'lib/utils.libsonnet';
             h: 1,
             w: 24,
             x: 0,
-            y: 68,
+            y: 76,
           },
           panels: [],
           title: "Stuck work and the latency objective",
@@ -6122,7 +6196,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 0,
-            y: 69,
+            y: 77,
           },
           options: {
             legend: {
@@ -6186,7 +6260,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 8,
-            y: 69,
+            y: 77,
           },
           options: {
             legend: {
@@ -6250,7 +6324,7 @@ local u = import 'lib/utils.libsonnet';
             h: 8,
             w: 8,
             x: 16,
-            y: 69,
+            y: 77,
           },
           options: {
             legend: {

@@ -54,6 +54,12 @@ type Config struct {
 	BacklogGrowthMin    int
 	BacklogGrowthFor    time.Duration
 	OrphanedFor         time.Duration
+	// HeldMessageThreshold is how long a live worker may hold a message
+	// (running or prefetched) before DramatiqMessageHeldTooLong fires:
+	// above Dramatiq's default time_limit of 10 minutes, with room for the
+	// prefetched messages that wait behind running ones (RUNBOOK.md).
+	HeldMessageThreshold time.Duration
+	HeldMessageFor       time.Duration
 	// WorkersDying fires when the stale process count rose by at least
 	// WorkersDyingMinIncrease over WorkersDyingWindow, for WorkersDyingFor.
 	// A one-off step (one deploy) stays in the window for less than the
@@ -153,6 +159,8 @@ func DefaultConfig() Config {
 		BacklogGrowthMin:        100,
 		BacklogGrowthFor:        15 * time.Minute,
 		OrphanedFor:             15 * time.Minute,
+		HeldMessageThreshold:    30 * time.Minute,
+		HeldMessageFor:          5 * time.Minute,
 		WorkersDyingWindow:      15 * time.Minute,
 		WorkersDyingMinIncrease: 2,
 		WorkersDyingFor:         15 * time.Minute,

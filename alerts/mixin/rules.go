@@ -156,6 +156,15 @@ func (c Config) Groups() []RuleGroup {
 				Description: count + " messages of queue {{ $labels.queue }} on {{ $labels.instance }} have been held by workers with a stale heartbeat for " + f(c.OrphanedFor) + "; Dramatiq has not requeued them yet.",
 			},
 			{
+				Name: "DramatiqMessageHeldTooLong", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
+				// A live worker, not a dead one (that is DramatiqOrphanedMessages):
+				// its heartbeat is fresh while a message stays in its ack set.
+				Expr:        c.sel("dramatiq_queue_longest_held_message_seconds") + " > " + secs(c.HeldMessageThreshold),
+				For:         c.HeldMessageFor,
+				Summary:     "A live Dramatiq worker has held a message for too long.",
+				Description: "A message of queue {{ $labels.queue }} on {{ $labels.instance }} has been held by a worker that still heartbeats for at least {{ $value | humanizeDuration }}, more than " + promDuration(c.HeldMessageThreshold) + "; the worker thread running it may be hung.",
+			},
+			{
 				Name: "DramatiqDeadLetters", Broker: BrokerRedis, Class: classWorkload, Severity: "warning",
 				// The timestamp, not the count: the count also moves when
 				// old dead letters expire or are deleted, and a timestamp

@@ -20,11 +20,19 @@ import (
 // single thread: it runs in the background, never on a scrape's deadline,
 // and is paced so that it takes a bounded share of Redis's time.
 const (
-	// discoveryDuty is the share of Redis's main thread discovery may take
-	// over a whole cycle: the next pass starts no sooner than the last
-	// pass's Redis time divided by it (and never sooner than
-	// --dramatiq.discovery-interval).
-	discoveryDuty = 0.01
+	// DefaultDiscoveryDuty is the share of Redis's main thread discovery
+	// may take over a whole cycle (Options.DiscoveryDuty): the next pass
+	// starts no sooner than the last pass's Redis time divided by it (and
+	// never sooner than --dramatiq.discovery-interval).
+	DefaultDiscoveryDuty = 0.01
+	// DefaultFirstPassDuty paces the first pass after start
+	// (Options.FirstPassDuty): queues other than the configured ones are
+	// reported only once it completes, so it may go faster than the others.
+	DefaultFirstPassDuty = pageDuty
+	// smallNamespace: a namespace under this share of a database of at
+	// least smallNamespaceKeyspace keys makes discovery warn, once.
+	smallNamespace         = 0.01
+	smallNamespaceKeyspace = 100_000
 	// pageDuty is that share within a pass: after each SCAN page the
 	// background pass sleeps (1/pageDuty - 1) times what the page took, so
 	// other clients never queue behind a burst of pages.
@@ -60,7 +68,7 @@ type DiscoveryStatus struct {
 	Keyspace int64
 	// Interval is the time from this pass's start to the next one's:
 	// --dramatiq.discovery-interval, or longer when the pass cost more
-	// than discoveryDuty allows.
+	// than Options.DiscoveryDuty allows.
 	Interval time.Duration
 }
 
@@ -153,7 +161,7 @@ func (r *Reader) Run(ctx context.Context) {
 			wait = time.Until(st.Started.Add(st.Interval))
 		default:
 			backoff = 0
-			wait = time.Duration(float64(rtt) * (1/pageDuty - 1))
+			wait = time.Duration(float64(rtt) * (1/r.pagePace() - 1))
 		}
 		if wait > 0 {
 			t := time.NewTimer(wait)
@@ -358,7 +366,7 @@ func (r *Reader) finishPass(ctx context.Context) bool {
 		r.logger.Warn("found pre-1.2 Dramatiq .acks keys; messages in them are not counted", "namespace", r.opts.Namespace)
 	}
 
-	interval := max(r.opts.DiscoveryInterval, time.Duration(float64(redisTime)/discoveryDuty))
+	interval := max(r.opts.DiscoveryInterval, time.Duration(float64(redisTime)/r.opts.DiscoveryDuty))
 	prev := r.status.Load()
 	r.status.Store(&DiscoveryStatus{
 		Passes:    prev.Passes + 1,
@@ -370,11 +378,26 @@ func (r *Reader) finishPass(ctx context.Context) bool {
 		Keyspace:  p.keyspace,
 		Interval:  interval,
 	})
+	if p.keyspace >= smallNamespaceKeyspace && float64(p.keys) < smallNamespace*float64(p.keyspace) && !r.smallLog {
+		r.smallLog = true
+		r.logger.Warn("the Dramatiq namespace is a tiny part of this Redis database, and discovery's SCAN walks all of it: give Dramatiq a database of its own (redis://host:6379/1, say) to find new queues sooner at less cost",
+			"namespace_keys", p.keys, "keyspace", p.keyspace, "redis_time", redisTime, "interval", interval)
+	}
 	if interval > r.opts.DiscoveryInterval && prev.Interval <= r.opts.DiscoveryInterval {
 		r.logger.Info("queue discovery is costly on this Redis; passes are spaced out to keep its share of Redis's time low",
 			"redis_time", redisTime, "keyspace", p.keyspace, "interval", interval)
 	}
 	return true
+}
+
+// pagePace is the share of Redis's time a pass takes while it runs: the
+// first pass's (Options.FirstPassDuty) until one completes, then pageDuty,
+// or the cycle's duty when that is higher.
+func (r *Reader) pagePace() float64 {
+	if r.status.Load().Passes == 0 {
+		return r.opts.FirstPassDuty
+	}
+	return max(pageDuty, r.opts.DiscoveryDuty)
 }
 
 // runID reads run_id from INFO server: it changes when Redis restarts, and

@@ -65,6 +65,8 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 			MemoryUsedBytes: s.MemoryUsedBytes, ConnectedClients: s.ConnectedClients,
 			ProcessesAlive: s.ProcessesAlive, ProcessesStale: s.ProcessesStale,
 			ActorSeries: s.DeadLetterActorSeries, MaxActorSeries: MaxActorSeries,
+			AckSetsTracked: s.AckSetsTracked, AckSetsUntracked: s.AckSetsUntracked, AckProbes: s.AckProbes,
+			HeldUntracked: s.HeldUntracked,
 		},
 	}
 	for _, k := range AnomalyKinds {
@@ -86,6 +88,7 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 			DeadLetterLast: q.DeadLetterLast,
 			OldestAge:      q.OldestAge, OldestAgeKnown: q.OldestAgeKnown,
 			DelayedUnclaimedAge: q.DelayedUnclaimedAge, DelayedUnclaimedAgeKnown: q.DelayedUnclaimedAgeKnown,
+			LongestHeld: q.LongestHeld, LongestHeldLowerBound: q.LongestHeldLowerBound,
 		}
 		if q.DelayedOverdueKnown {
 			out.Queues[i].DelayedOverdue = broker.Known(q.DelayedOverdue)

@@ -23,8 +23,15 @@ type Options struct {
 	// DiscoveryInterval is the shortest time between the starts of two
 	// discovery passes (SCANs of the namespace for queues and ack sets).
 	// Passes that cost Redis more are spaced further apart; see
-	// discoveryDuty.
+	// DiscoveryDuty.
 	DiscoveryInterval time.Duration
+	// DiscoveryDuty is the share of Redis's main-thread time discovery may
+	// take over a whole cycle, in (0, 1] (0: DefaultDiscoveryDuty).
+	DiscoveryDuty float64
+	// FirstPassDuty is the share of Redis's time the first pass after start
+	// takes while it runs, in (0, 1]: 1 runs it unpaced (0:
+	// DefaultFirstPassDuty).
+	FirstPassDuty float64
 	// MaxQueues caps how many queues are reported (0: no cap).
 	MaxQueues int
 	// QueueRetention forgets a discovered queue whose keys have been gone this
@@ -86,11 +93,13 @@ type Reader struct {
 	pass      pass
 	seen      map[string]time.Time // queue → when discovery last found a key of it
 	legacyLog bool
+	smallLog  bool // the small-namespace warning was logged
 
 	headsMu sync.Mutex
 	heads   map[string]headInfo // queue → its head, as the latest read saw it
 
 	dead *deadCounter // dead-letter counters (deadcount.go)
+	acks *ackTracker  // ack sets found without SCAN (acktrack.go)
 
 	started time.Time     // when the Reader was built
 	delayed *delayedState // delay-queue heads and held etas (delayed.go)
@@ -112,6 +121,12 @@ func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 	if opts.DiscoveryInterval <= 0 {
 		opts.DiscoveryInterval = 30 * time.Second
 	}
+	if opts.DiscoveryDuty <= 0 || opts.DiscoveryDuty > 1 {
+		opts.DiscoveryDuty = DefaultDiscoveryDuty
+	}
+	if opts.FirstPassDuty <= 0 || opts.FirstPassDuty > 1 {
+		opts.FirstPassDuty = DefaultFirstPassDuty
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -130,6 +145,7 @@ func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 		dead:       newDeadCounter(opts.Now()),
 		started:    opts.Now(),
 		delayed:    &delayedState{},
+		acks:       newAckTracker(),
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

@@ -37,6 +37,16 @@ type Snapshot struct {
 	// count towards MaxActorSeries.
 	DeadLetteredByActor   []ActorDeadLetters
 	DeadLetterActorSeries int
+	// AckSetsTracked is how many ack sets this read counted one by one
+	// (acktrack.go); AckSetsUntracked how many it found but could not
+	// remember under maxTrackedAckSets (left to discovery).
+	AckSetsTracked, AckSetsUntracked int
+	// AckProbes is how many unknown (worker, queue) pairs this read probed.
+	AckProbes int
+	// HeldUntracked counts ids of live workers' ack sets whose holding
+	// time is not tracked (a set over heldSample ids, or maxHeldIDs
+	// reached): LongestHeld may understate them.
+	HeldUntracked int
 }
 
 // QueueStats are one canonical queue's numbers.
@@ -68,6 +78,14 @@ type QueueStats struct {
 	// has listed the ack sets, or when they exceed the per-read caps.
 	DelayedOverdue      int64
 	DelayedOverdueKnown bool
+	// LongestHeld is how long the id held longest by a live worker (its
+	// heartbeat within the timeout) has been in that worker's ack set, as
+	// far as the Reader saw: since the first read that found it there. 0
+	// when live workers hold nothing of the queue. LongestHeldLowerBound:
+	// that id was already there when the Reader first read the set (after
+	// a start, or when it first found the set), so it was held longer.
+	LongestHeld           time.Duration
+	LongestHeldLowerBound bool
 }
 
 // queueCmds are one queue's round-trip-1 commands. They are generic
@@ -84,9 +102,8 @@ type queueCmds struct {
 type queueArgs struct {
 	view *view
 	qs   []queueCmdArgs
-	// owners are the distinct worker ids owning an ack set of a reported
-	// queue: the only heartbeats a read needs one by one.
-	owners []string
+	// reported are the view's queues, for the ack-set plan (acktrack.go).
+	reported map[string]bool
 }
 
 type queueCmdArgs struct {
@@ -118,15 +135,7 @@ func (r *Reader) queueArgs(v *view) *queueArgs {
 			msgsKey:   msgs,
 		}
 	}
-	var owners []string
-	seen := map[string]bool{}
-	for _, a := range v.acks {
-		if reported[a.queue] && !seen[a.wid] {
-			seen[a.wid] = true
-			owners = append(owners, a.wid)
-		}
-	}
-	a := &queueArgs{view: v, qs: qs, owners: owners}
+	a := &queueArgs{view: v, qs: qs, reported: reported}
 	r.args.Store(a)
 	return a
 }
@@ -139,7 +148,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, err
 	}
 	v := r.view.Load()
-	queues, dropped, acks := v.queues, v.dropped, v.acks
+	queues, dropped := v.queues, v.dropped
 	now := r.now()
 	an := newAnomalies()
 	an.add(AnomalyInvalidQueueName, v.invalidNames)
@@ -159,10 +168,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	staleCount := pipe.ZCount(ctx, r.keys.heartbeats(), "-inf", "("+cutoff)
 	qa := r.queueArgs(v)
 	args := qa.qs
-	ownerScores := make([]*goredis.FloatCmd, len(qa.owners))
-	for i, wid := range qa.owners {
-		ownerScores[i] = pipe.ZScore(ctx, r.keys.heartbeats(), wid)
-	}
+	plan := r.planAcks(ctx, pipe, v, qa.reported, now)
 	cmds := make([]queueCmds, len(queues))
 	skipDelayHead := r.delayHeadSkips(queues)
 	for i := range queues {
@@ -194,25 +200,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, err
 	}
 	snap.ProcessesAlive, snap.ProcessesStale = int(aliveN), int(stale)
-	// A process missing from the heartbeat set is not alive either. A
-	// wrong type was counted once above, by the ZCOUNTs.
-	alive := make(map[string]bool, len(qa.owners))
-	for i, wid := range qa.owners {
-		score, err := ownerScores[i].Result()
-		switch {
-		case err == nil:
-			alive[wid] = score >= float64(cutoffMs)
-		case err == goredis.Nil, strings.HasPrefix(err.Error(), "WRONGTYPE"):
-		default:
-			return nil, err
-		}
-	}
 
 	snap.Queues = make([]QueueStats, len(queues))
 	seenDead := make([]deadSeen, len(queues))
-	index := make(map[string]int, len(queues))
 	for i, q := range queues {
-		index[q] = i
 		c := cmds[i]
 		s := QueueStats{Name: q}
 		var err error
@@ -256,10 +247,29 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		snap.Queues[i] = s
 	}
+	ackRes, err := r.applyAcks(plan, an, snap.Queues, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.sweepStale(ctx, ackRes, an); err != nil {
+		return nil, err
+	}
+	for i := range snap.Queues {
+		q := &snap.Queues[i]
+		q.Orphaned = ackRes.orphaned[q.Name]
+		if h, ok := ackRes.held[q.Name]; ok {
+			q.LongestHeld = max(now.Sub(h.at), 0)
+			q.LongestHeldLowerBound = h.lowerBound
+		}
+	}
+	snap.AckSetsTracked = len(plan.tracked) + len(plan.probes)
+	snap.AckSetsUntracked = ackRes.untracked
+	snap.AckProbes = len(plan.probes)
+	snap.HeldUntracked = ackRes.heldUntracked
 
-	// Round trip 2: the size of every ack set whose owner is no longer
-	// alive, and HSTRLEN of the head ids of queues whose head changed since
-	// the last read. Round trip 3, only for changed heads: HGET of one body
+	// Round trip 2: HSTRLEN of the head ids of queues whose head changed
+	// since the last read (ack sets were counted in round trip 1, see
+	// acktrack.go). Round trip 3, only for changed heads: HGET of one body
 	// per queue, if it is small enough. An unchanged head costs nothing:
 	// its message_timestamp is remembered by id (see heads.go).
 	pipe = r.client.Pipeline()
@@ -298,30 +308,10 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		probes = append(probes, p)
 	}
-	type orphan struct {
-		queue int
-		cmd   *goredis.IntCmd
-	}
-	var orphans []orphan
-	for _, a := range acks {
-		qi, ok := index[a.queue]
-		if !ok || alive[a.wid] {
-			continue
-		}
-		orphans = append(orphans, orphan{queue: qi, cmd: pipe.SCard(ctx, a.key)})
-		n++
-	}
 	if n > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
 			return nil, err
 		}
-	}
-	for _, o := range orphans {
-		v, err := an.count(o.cmd)
-		if err != nil {
-			return nil, err
-		}
-		snap.Queues[o.queue].Orphaned += v
 	}
 
 	type fetch struct {

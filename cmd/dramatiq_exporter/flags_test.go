@@ -46,6 +46,8 @@ func samples(t *testing.T) map[string]sample {
 		one("dramatiq.heartbeat-timeout", "2m"),
 		{[]string{"--dramatiq.queues=a,b", "--dramatiq.queues=c"}, []string{"a,b", "c"}},
 		one("dramatiq.discovery-interval", "10s"),
+		one("dramatiq.discovery-duty", 0.05),
+		one("dramatiq.discovery-first-pass-duty", 0.5),
 		one("dramatiq.max-queues", 5),
 		one("dramatiq.queue-retention", "1h"),
 		one("database.url", "postgres://u@db.internal/app"),

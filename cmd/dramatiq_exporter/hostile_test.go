@@ -42,7 +42,7 @@ func past(a testserver.Answer) testserver.Answer {
 		switch strings.ToUpper(cmd[0]) {
 		case "INFO":
 			return testserver.Reply("$2\r\n#\n\r\n")(w, cmd)
-		case "ZRANGEBYSCORE":
+		case "ZRANGEBYSCORE", "ZREVRANGEBYSCORE":
 			return testserver.Reply("*0\r\n")(w, cmd)
 		case "ZCOUNT", "DBSIZE":
 			return testserver.Reply(":0\r\n")(w, cmd)

@@ -291,6 +291,7 @@ func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, 
 	reader := broker.NewReader(client, broker.Options{
 		Namespace: cfg.Namespace, HeartbeatTimeout: cfg.HeartbeatTimeout, Queues: cfg.Queues,
 		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
+		DiscoveryDuty: cfg.DiscoveryDuty, FirstPassDuty: cfg.DiscoveryFirstPassDuty,
 		Logger: logger, SkipDiscovery: !discover,
 	})
 	sources := collector.Sources{Broker: reader, Logger: logger}

@@ -106,6 +106,10 @@ const unclaimedAge = 5 * time.Second
 // run, so the burn-rate alerts fire for emails only.
 const latencyObjectiveAge = 20 * time.Minute
 
+// heldMessageThreshold replaces the shipped 30-minute threshold of
+// DramatiqMessageHeldTooLong: the busy queue's blocked message outlives it.
+const heldMessageThreshold = 5 * time.Second
+
 func TestPrometheusEndToEnd(t *testing.T) {
 	if len(expectedEmpty) > 1 || len(neverFiring) > 0 {
 		t.Fatalf("the lists of queries and alerts this test cannot exercise grew to %d and %d: make the scenario create their situations", len(expectedEmpty), len(neverFiring))
@@ -144,6 +148,8 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		fmt.Sprintf("dramatiq_queue_delayed_unclaimed_oldest_seconds{job=\"dramatiq\"} > %g", shippedUnclaimed.Seconds()): fmt.Sprintf("dramatiq_queue_delayed_unclaimed_oldest_seconds{job=\"dramatiq\"} > %g", unclaimedAge.Seconds()),
 		fmt.Sprintf("> bool %g", shippedObjective.Seconds()):                                                              fmt.Sprintf("> bool %g", latencyObjectiveAge.Seconds()),
 	}
+	shippedHeld := cfg.HeldMessageThreshold
+	cfg.HeldMessageThreshold = heldMessageThreshold
 	rulesYAML := cfg.RulesYAML()
 	committed, err := os.ReadFile(filepath.Join(root, "alerts", "dramatiq.rules.yml"))
 	if err != nil {
@@ -156,6 +162,13 @@ func TestPrometheusEndToEnd(t *testing.T) {
 			lowered := strings.Replace(q.Expr, fmt.Sprintf("> %g", shippedAge.Seconds()), fmt.Sprintf("> %g", longTransactionAge.Seconds()), 1)
 			if lowered == q.Expr {
 				t.Fatalf("cannot find the %s threshold in %q", shippedAge, q.Expr)
+			}
+			committedQs[i].Expr = lowered
+		}
+		if q.Alert == "DramatiqMessageHeldTooLong" {
+			lowered := strings.Replace(q.Expr, fmt.Sprintf("> %g", shippedHeld.Seconds()), fmt.Sprintf("> %g", heldMessageThreshold.Seconds()), 1)
+			if lowered == q.Expr {
+				t.Fatalf("cannot find the %s threshold in %q", shippedHeld, q.Expr)
 			}
 			committedQs[i].Expr = lowered
 		}
@@ -305,6 +318,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		{"DramatiqQueueLatencyHigh", "queue", "emails"},
 		{"DramatiqQueueBacklogGrowing", "queue", "emails"},
 		{"DramatiqOrphanedMessages", "queue", "crash"},
+		{"DramatiqMessageHeldTooLong", "queue", "busy"},
 		{"DramatiqDeadLetters", "queue", "reports"},
 		{"DramatiqActorDeadLettersHigh", "actor", "export_report"},
 		{"DramatiqWorkersDying", "", ""},
@@ -323,6 +337,7 @@ func TestPrometheusEndToEnd(t *testing.T) {
 		"DramatiqQueueLatencyHigh":     {"emails"},
 		"DramatiqQueueBacklogGrowing":  {"emails"},
 		"DramatiqOrphanedMessages":     {"crash"},
+		"DramatiqMessageHeldTooLong":   {"busy"},
 		"DramatiqDeadLetters":          {"reports"},
 		"DramatiqActorDeadLettersHigh": {"reports"},
 		// reports and busy have delayed messages too, claimed by live

@@ -27,7 +27,8 @@ Queues, all in the default namespace "dramatiq":
                the scenario stops: five messages, one running, some
                prefetched, the rest ready, plus one delayed by ten minutes
                (the recording rules of docs/recording-rules.md: workload 5,
-               unfinished 6).
+               unfinished 6). The blocked message is held by a live worker
+               (MessageHeldTooLong, its threshold lowered by the test).
   zz_overflow  one message, so there are six queues; the exporter runs with
                --dramatiq.max-queues=5 and drops this one (QueuesDropped).
 

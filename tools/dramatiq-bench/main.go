@@ -45,6 +45,9 @@ func main() {
 	headBytes := flag.Int("head-bytes", 5<<20, "size of the argument in each large head message")
 	concurrency := flag.Int("concurrency", 40, "concurrent scrapes in the large-head benchmark (the default --web.max-requests)")
 	historySizes := flag.String("history", "1000,10000", "queue counts to measure the status page's trends history at, comma-separated (empty: skip)")
+	stuck := flag.String("stuck", "1000000", "unrelated key counts to measure stuck-work detection over at 1,000 queues, comma-separated (empty: skip; docs/stuck-work.md)")
+	stuckMessages := flag.Int("stuck-messages", 100_000, "messages spread over the 1,000 queues of the stuck-work benchmark")
+	stuckDuties := flag.String("stuck-first-pass-duty", "0.1,1", "first-pass duties (--dramatiq.discovery-first-pass-duty) to measure the stuck-work benchmark at, comma-separated")
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
 	rmqSizes := flag.String("rabbitmq", "1000", "Dramatiq queue counts to measure a RabbitMQ broker at (3 RabbitMQ queues each), comma-separated (empty: skip)")
 	python := flag.String("python", ".venv/bin/python", "a Python with dramatiq[rabbitmq], to fill the RabbitMQ broker")
@@ -72,6 +75,9 @@ func main() {
 	}
 	if *discovery != "" {
 		discoveryBench(*discovery, *redisServer, bin)
+	}
+	if *stuck != "" {
+		stuckBench(*stuck, *stuckMessages, *stuckDuties, *redisServer, bin)
 	}
 	if *historySizes != "" {
 		historyBench(*historySizes)
