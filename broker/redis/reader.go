@@ -37,6 +37,11 @@ type Options struct {
 	SkipDiscovery bool
 	// Now is the clock ages are measured against (time.Now when nil).
 	Now func() time.Time
+	// BacklogByActor reads each queue's ready messages by actor, exactly
+	// up to BacklogExactLimit ids (0: DefaultBacklogExactLimit) and from a
+	// sample above (backlog.go).
+	BacklogByActor    bool
+	BacklogExactLimit int
 }
 
 // Anomaly kinds, counted rather than failing the scrape.
@@ -90,7 +95,8 @@ type Reader struct {
 	headsMu sync.Mutex
 	heads   map[string]headInfo // queue → its head, as the latest read saw it
 
-	dead *deadCounter // dead-letter counters (deadcount.go)
+	dead    *deadCounter  // dead-letter counters (deadcount.go)
+	backlog *backlogState // backlog by actor (backlog.go)
 
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
@@ -125,6 +131,7 @@ func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 		sem:        make(chan struct{}, 1),
 		seen:       map[string]time.Time{},
 		dead:       newDeadCounter(opts.Now()),
+		backlog:    newBacklogState(),
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

@@ -37,6 +37,9 @@ type Snapshot struct {
 	// count towards MaxActorSeries.
 	DeadLetteredByActor   []ActorDeadLetters
 	DeadLetterActorSeries int
+	// Backlog is the ready messages by actor, when Options.BacklogByActor
+	// is set (backlog.go); nil otherwise.
+	Backlog *BacklogByActor
 }
 
 // QueueStats are one canonical queue's numbers.
@@ -378,6 +381,11 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	r.rememberHeads(fresh, unsettled)
 	if err := r.countDeadLetters(ctx, snap, queues, seenDead); err != nil {
 		return nil, err
+	}
+	if r.opts.BacklogByActor {
+		if err := r.readBacklog(ctx, snap, queues); err != nil {
+			return nil, err
+		}
 	}
 	return snap, nil
 }
