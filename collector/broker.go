@@ -87,6 +87,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 		discoveryKeysDesc, discoveryScannedDesc, discoveryIntervalDesc} {
 		ch <- d
 	}
+	describeBacklog(ch)
 	for _, f := range queueFamilies {
 		ch <- f.Desc()
 	}
@@ -149,6 +150,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 		m.Gauge(anomaliesDesc, float64(snap.Anomalies[kind]), kind)
 	}
 	collectActors(snap, m)
+	collectBacklog(snap, m)
 	names := make([]string, len(snap.Queues))
 	for i, q := range snap.Queues {
 		names[i] = q.Name

@@ -281,6 +281,7 @@ func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, 
 		Namespace: cfg.Namespace, HeartbeatTimeout: cfg.HeartbeatTimeout, Queues: cfg.Queues,
 		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
 		Logger: logger, SkipDiscovery: !discover,
+		BacklogByActor: cfg.BacklogByActor, BacklogExactLimit: cfg.BacklogExactLimit,
 	})
 	sources := collector.Sources{Broker: reader, Logger: logger}
 	if cfg.DatabaseURL == "" {
