@@ -36,7 +36,7 @@ const (
 	// BacklogSampleIDs is how many ids a longer list's estimate reads.
 	BacklogSampleIDs = 1000
 	// backlogWindowIDs is the width of one sampled window.
-	backlogWindowIDs = 10
+	backlogWindowIDs = 5
 	// maxBacklogIDsPerRead bounds the ids one read lists over all queues,
 	// and so the ids remembered, the HSTRLENs and the bodies of one read.
 	maxBacklogIDsPerRead = 50_000

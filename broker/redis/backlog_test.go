@@ -109,7 +109,7 @@ func countOf(actors []string) map[string]int {
 // At or below the exact limit every id is read, the counts are the truth,
 // and a second read of the same backlog reads no body.
 func TestBacklogByActorExactAndRemembered(t *testing.T) {
-	f := newBacklogFixture(t, 1000, "emails")
+	f := newBacklogFixture(t, 1005, "emails")
 	actors := skewed(1000, 1, 1)
 	f.enqueue("emails", actors)
 	snap := f.read()
@@ -129,13 +129,18 @@ func TestBacklogByActorExactAndRemembered(t *testing.T) {
 	if n := f.rec.count("hget") + f.rec.count("hstrlen"); n != 0 {
 		t.Errorf("second read of an unchanged backlog sent %d body commands, want 0", n)
 	}
-	// Ten more of a new actor: only their ten bodies are read.
-	f.enqueue("emails", []string{"a", "a", "a", "a", "a", "a", "a", "a", "a", "a"})
+	// Five more of a new actor: only their five bodies are read.
+	f.enqueue("emails", []string{"a", "a", "a", "a", "a"})
 	snap = f.read()
-	if n := f.rec.count("hget"); n != 10 {
-		t.Errorf("read after 10 new messages fetched %d bodies, want 10", n)
+	if n := f.rec.count("hget"); n != 5 {
+		t.Errorf("read after 5 new messages fetched %d bodies, want 5", n)
 	}
-	// 1010 ids > the limit of 1000: now an estimate.
+	if a := backlogOf(snap, "emails")["a"]; a.Messages != 5 || a.Sampled {
+		t.Errorf("new actor: %+v", a)
+	}
+	// 1010 ids > the limit of 1005: now an estimate.
+	f.enqueue("emails", []string{"a", "a", "a", "a", "a"})
+	snap = f.read()
 	got = backlogOf(snap, "emails")
 	if !got["send_email"].Sampled {
 		t.Errorf("1010 ready with a limit of 1000 should be sampled: %+v", got)
@@ -299,6 +304,35 @@ func TestBacklogWindows(t *testing.T) {
 		}
 		if n > 1000 && (ws[0][0] != 0 || ws[len(ws)-1][1] != n-1 || ids != 1000) {
 			t.Errorf("n=%d: windows %v..%v, %d ids", n, ws[0], ws[len(ws)-1], ids)
+		}
+	}
+}
+
+// TestBacklogByActorEstimateError measures the estimate's error over many
+// skewed backlogs (90/9/1), well mixed and in bursts, for the docs. It
+// fails only on errors far above what the docs state.
+func TestBacklogByActorEstimateError(t *testing.T) {
+	f := newBacklogFixture(t, 1000, "m")
+	const n, seeds = 50_000, 8
+	for _, burst := range []int{1, 25, 200} {
+		worst := map[string]float64{}
+		sum := map[string]float64{}
+		for seed := int64(0); seed < seeds; seed++ {
+			f.r.Admin.Del(context.Background(), "dramatiq:m", "dramatiq:m.msgs")
+			actors := skewed(n, burst, 100+seed)
+			f.enqueue("m", actors)
+			got := backlogOf(f.read(), "m")
+			for a, want := range countOf(actors) {
+				pts := math.Abs(got[a].Messages-float64(want)) / n * 100
+				sum[a] += pts
+				worst[a] = max(worst[a], pts)
+			}
+		}
+		for _, a := range []string{"send_email", "resize_image", "rebuild_index"} {
+			t.Logf("bursts of %d: %s mean error %.2f points, worst %.2f (of %d backlogs of %d)", burst, a, sum[a]/seeds, worst[a], seeds, n)
+			if worst[a] > 15 {
+				t.Errorf("bursts of %d: %s worst error %.2f points", burst, a, worst[a])
+			}
 		}
 	}
 }
