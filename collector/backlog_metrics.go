@@ -18,12 +18,15 @@ var (
 		fmt.Sprintf("{queue, actor} pairs of dramatiq_queue_ready_messages_by_actor, not counting actor=%q and %q; at most %d, the rest going to actor=%q.", broker.ActorUnknown, broker.ActorOther, broker.MaxActorSeries, broker.ActorOther), nil, nil)
 	backlogSampledDesc = prometheus.NewDesc("dramatiq_exporter_backlog_read_ids",
 		"Ready-list ids the latest read of the backlog by actor used, over all queues: its cost, bounded whatever the backlog.", nil, nil)
+	backlogSkippedDesc = prometheus.NewDesc("dramatiq_exporter_backlog_queues_skipped",
+		"Queues with ready messages that have no dramatiq_queue_ready_messages_by_actor series in this scrape: the read's id budget went to longer queues.", nil, nil)
 )
 
 func describeBacklog(ch chan<- *prometheus.Desc) {
 	ch <- backlogByActorDesc
 	ch <- backlogSeriesDesc
 	ch <- backlogSampledDesc
+	ch <- backlogSkippedDesc
 }
 
 func collectBacklog(snap *broker.Snapshot, m *Metrics) {
@@ -33,6 +36,7 @@ func collectBacklog(snap *broker.Snapshot, m *Metrics) {
 	}
 	m.Gauge(backlogSeriesDesc, float64(b.Series))
 	m.Gauge(backlogSampledDesc, float64(b.SampledIDs))
+	m.Gauge(backlogSkippedDesc, float64(b.QueuesSkipped))
 	for _, a := range b.Actors {
 		estimate := "exact"
 		if a.Sampled {

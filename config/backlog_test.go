@@ -31,7 +31,7 @@ func TestBacklogByActorSettings(t *testing.T) {
 	if err != nil || !c.BacklogByActor || c.BacklogExactLimit != 7 {
 		t.Fatalf("file: %v %+v", err, c)
 	}
-	for _, bad := range []string{"0", "-1", "50001"} {
+	for _, bad := range []string{"0", "-1", "20001"} {
 		_, err := load(t, nil, "--dramatiq.backlog-by-actor-exact-limit="+bad)
 		if err == nil || !strings.Contains(err.Error(), "backlog-by-actor-exact-limit") {
 			t.Errorf("limit %s: %v", bad, err)

@@ -46,7 +46,7 @@ const (
 	// DefaultBacklogExactLimit is the broker's; MaxBacklogExactLimit is
 	// the per-read id budget, beyond which no queue can be read whole.
 	DefaultBacklogExactLimit = 1000
-	MaxBacklogExactLimit     = 50_000
+	MaxBacklogExactLimit     = 20_000
 )
 
 // Config is the validated configuration. Secrets are resolved into

@@ -39,10 +39,12 @@ const (
 	backlogWindowIDs = 5
 	// maxBacklogIDsPerRead bounds the ids one read lists over all queues,
 	// and so the ids remembered, the HSTRLENs and the bodies of one read.
-	maxBacklogIDsPerRead = 50_000
+	maxBacklogIDsPerRead = 20_000
 	// minBacklogSampleIDs is the smallest sample a queue gets when many
 	// queues share maxBacklogIDsPerRead.
 	minBacklogSampleIDs = 100
+	// backlogFetchChunk bounds the ids of one HMGET.
+	backlogFetchChunk = 500
 )
 
 // ActorBacklog is how many ready messages of one actor a queue holds.
@@ -60,8 +62,12 @@ type BacklogByActor struct {
 	Actors []ActorBacklog
 	// Series is how many pairs count towards MaxActorSeries.
 	Series int
-	// SampledIDs is how many ids the read used (exact or sampled).
-	SampledIDs int
+	// SampledIDs is how many ids the read used (exact or sampled), and
+	// BodiesRead how many bodies it fetched (ids not remembered).
+	SampledIDs, BodiesRead int
+	// QueuesSkipped counts the queues with ready messages left out because
+	// the read's id budget was spent on longer ones.
+	QueuesSkipped int
 }
 
 // backlogState is what a Reader remembers between reads. lock is a
@@ -139,10 +145,22 @@ func (r *Reader) readBacklog(ctx context.Context, snap *Snapshot, queues []strin
 	share := max(maxBacklogIDsPerRead/long, minBacklogSampleIDs)
 	budget := maxBacklogIDsPerRead
 
+	// The longest queues first: when more queues hold ready messages than
+	// the budget can sample (over maxBacklogIDsPerRead/minBacklogSampleIDs),
+	// the shortest have no series in this read.
+	order := make([]int, 0, long)
+	for i, q := range snap.Queues {
+		if q.Ready > 0 {
+			order = append(order, i)
+		}
+	}
+	sort.SliceStable(order, func(a, b int) bool { return snap.Queues[order[a]].Ready > snap.Queues[order[b]].Ready })
 	pipe := r.client.Pipeline()
 	var plans []*backlogPlan
-	for i, q := range snap.Queues {
-		if q.Ready == 0 || budget <= 0 {
+	for _, i := range order {
+		q := snap.Queues[i]
+		if budget <= 0 {
+			out.QueuesSkipped++
 			continue
 		}
 		size := min(BacklogSampleIDs, share, budget)
@@ -209,14 +227,25 @@ func (r *Reader) readBacklog(ctx context.Context, snap *Snapshot, queues []strin
 		}
 	}
 
+	// One HMGET per queue (in chunks) rather than one HGET per id: a
+	// command object per body was most of a first read's memory.
 	type fetch struct {
 		plan *backlogPlan
-		j    int
-		body *goredis.StringCmd
+		js   []int
+		cmd  *goredis.SliceCmd
 	}
 	var fetches []fetch
 	pipe = r.client.Pipeline()
 	bytes := int64(maxHeadBytesPerRead)
+	var cur *fetch
+	var curIDs []string
+	flush := func() {
+		if cur != nil && len(curIDs) > 0 {
+			cur.cmd = pipe.HMGet(ctx, r.keys.queueMsgs(queues[cur.plan.queue]), curIDs...)
+			fetches = append(fetches, *cur)
+		}
+		cur, curIDs = nil, nil
+	}
 	for _, pr := range probes {
 		n, err := snap.Anomalies.count(pr.size)
 		if err != nil {
@@ -236,29 +265,44 @@ func (r *Reader) readBacklog(ctx context.Context, snap *Snapshot, queues []strin
 			pr.plan.exact = false
 		default:
 			bytes -= n
-			fetches = append(fetches, fetch{plan: pr.plan, j: pr.j, body: pipe.HGet(ctx, r.keys.queueMsgs(queues[pr.plan.queue]), pr.plan.ids[pr.j])})
+			if cur != nil && (cur.plan != pr.plan || len(curIDs) == backlogFetchChunk) {
+				flush()
+			}
+			if cur == nil {
+				cur = &fetch{plan: pr.plan}
+			}
+			cur.js = append(cur.js, pr.j)
+			curIDs = append(curIDs, pr.plan.ids[pr.j])
 		}
 	}
+	flush()
 	if len(fetches) > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
 			return err
 		}
 	}
 	for _, f := range fetches {
-		if err := snap.Anomalies.check(f.body.Err()); err != nil {
+		if err := snap.Anomalies.check(f.cmd.Err()); err != nil {
 			return err
 		}
-		body := f.body.Val()
-		if f.body.Err() != nil || body == "" {
-			f.plan.actors[f.j] = ActorUnknown
-			continue
+		vals := f.cmd.Val()
+		out.BodiesRead += len(f.js)
+		for k, j := range f.js {
+			body := ""
+			if k < len(vals) {
+				body, _ = vals[k].(string)
+			}
+			if body == "" {
+				f.plan.actors[j] = ActorUnknown
+				continue
+			}
+			name, ok := actorName(body)
+			if !ok {
+				snap.Anomalies.add(AnomalyUndecodableBody, 1)
+				name = ActorUnknown
+			}
+			f.plan.actors[j], f.plan.keep[j] = name, true
 		}
-		name, ok := actorName(body)
-		if !ok {
-			snap.Anomalies.add(AnomalyUndecodableBody, 1)
-			name = ActorUnknown
-		}
-		f.plan.actors[f.j], f.plan.keep[f.j] = name, true
 	}
 
 	// Remember the actors read from bodies (or from their size): an id

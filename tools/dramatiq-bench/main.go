@@ -45,6 +45,7 @@ func main() {
 	headBytes := flag.Int("head-bytes", 5<<20, "size of the argument in each large head message")
 	concurrency := flag.Int("concurrency", 40, "concurrent scrapes in the large-head benchmark (the default --web.max-requests)")
 	historySizes := flag.String("history", "1000,10000", "queue counts to measure the status page's trends history at, comma-separated (empty: skip)")
+	backlog := flag.String("backlog", "100:1000000,100:50000", "QUEUES:MESSAGES broker states to measure --dramatiq.backlog-by-actor off and on at, comma-separated (empty: skip)")
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
 	flag.Parse()
 
@@ -72,6 +73,9 @@ func main() {
 	}
 	if *historySizes != "" {
 		historyBench(*historySizes)
+	}
+	if *backlog != "" {
+		backlogBench(*backlog, *scrapes, *redisServer, bin)
 	}
 	if *bigHeads > 0 {
 		bigHeadsBench(*bigHeads, *headBytes, *concurrency, 3, *redisServer, bin)
