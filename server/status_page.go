@@ -158,6 +158,7 @@ var pageFuncs = template.FuncMap{
 		return n
 	},
 	"actorRows": actorRows,
+	"backlogRows": backlogRows,
 	"jsonText": func(v any) string {
 		if v == nil {
 			return "null"

@@ -169,6 +169,7 @@
     renderQueues(s);
     renderDeadLetters(s);
     renderActors(s);
+    renderBacklog(s);
 
     $("version").textContent = s.version.version || "dev";
     var cols = $("collectors");
@@ -274,6 +275,39 @@
       out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No dead letters since the exporter started." : "Unknown while Redis is not answering." }));
     }
     $("actors").replaceChildren.apply($("actors"), out);
+  }
+
+  // The same rows as backlogRows in backlog_page.go: the top actors of the
+  // longest queues, at most maxBacklogRows. The section exists only while
+  // the exporter counts the backlog by actor.
+  var maxBacklogRows = 20;
+  function renderBacklog(s) {
+    var box = $("backlog");
+    if (!box) return;
+    var qs = s.queues.filter(function (q) { return (q.backlog_by_actor || []).length > 0; })
+      .map(function (q, i) { q.i = i; return q; })
+      .sort(function (a, b) { return b.ready - a.ready || a.i - b.i; });
+    var rows = [];
+    qs.forEach(function (q) {
+      q.backlog_by_actor.forEach(function (a) { rows.push({ queue: q.name, actor: a.actor, messages: a.messages, sampled: a.estimate === "sampled" }); });
+    });
+    rows = rows.slice(0, maxBacklogRows);
+    var out = [];
+    if (rows.length) {
+      var head = el("tr", null, ["Queue", "Actor", "Ready"].map(function (h) {
+        return el("th", { "class": h === "Ready" ? "n" : null, text: h });
+      }));
+      out.push(el("table", { "class": "actors" }, [el("thead", null, [head]), el("tbody", null, rows.map(function (r) {
+        return el("tr", null, [
+          el("td", { "data-label": "Queue", text: r.queue }),
+          el("td", { "data-label": "Actor" }, [el("code", { text: r.actor })]),
+          el("td", { "class": "n", "data-label": "Ready", text: (r.sampled ? "≈ " : "") + num(Math.round(r.messages)) })
+        ]);
+      }))]));
+    } else {
+      out.push(el("p", { "class": "empty", text: s.components.redis.up ? "No ready messages." : "Unknown while Redis is not answering." }));
+    }
+    box.replaceChildren.apply(box, out);
   }
 
   function keepTrends(s) {
