@@ -157,7 +157,7 @@ var pageFuncs = template.FuncMap{
 		}
 		return n
 	},
-	"actorRows": actorRows,
+	"actorRows":   actorRows,
 	"backlogRows": backlogRows,
 	"jsonText": func(v any) string {
 		if v == nil {
