@@ -4675,7 +4675,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires.",
+          description: "Ready messages by actor: where the backlog comes from. Exact up to --dramatiq.backlog-by-actor-exact-limit ready messages, estimated from a sample above (docs/backlog-by-actor.md); the sum over estimate keeps one line when a queue crosses the limit. Empty unless the exporter runs with --dramatiq.backlog-by-actor.",
           fieldConfig: {
             defaults: {
               color: {
@@ -4706,6 +4706,70 @@ local u = import 'lib/utils.libsonnet';
             w: 12,
             x: 12,
             y: 6,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue, actor) (dramatiq_queue_ready_messages_by_actor{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}} {{actor}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Ready by actor",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 14,
           },
           options: {
             legend: {
@@ -4778,7 +4842,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 14,
           },
           options: {
@@ -4842,8 +4906,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 14,
+            x: 0,
+            y: 22,
           },
           options: {
             legend: {
@@ -4906,7 +4970,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 22,
           },
           options: {
@@ -4970,8 +5034,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 22,
+            x: 0,
+            y: 30,
           },
           options: {
             legend: {
@@ -5034,7 +5098,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 30,
           },
           options: {
@@ -5098,8 +5162,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 30,
+            x: 0,
+            y: 38,
           },
           options: {
             legend: {
@@ -5162,7 +5226,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 38,
           },
           options: {
@@ -5226,8 +5290,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 38,
+            x: 0,
+            y: 46,
           },
           options: {
             legend: {
@@ -5284,7 +5348,7 @@ local u = import 'lib/utils.libsonnet';
             h: 6,
             w: 24,
             x: 0,
-            y: 46,
+            y: 54,
           },
           options: {
             cellHeight: "sm",
