@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand"
 	"strings"
@@ -365,5 +366,35 @@ func TestBacklogByActorBudget(t *testing.T) {
 	}
 	if a := backlogOf(snap, names[n-1])["a"]; a.Messages != 150 {
 		t.Errorf("the longest queue: %+v", a)
+	}
+}
+
+// Concurrent scrapes share the remembered actors: each read sees the
+// whole backlog, whoever settled it.
+func TestBacklogByActorConcurrentReads(t *testing.T) {
+	f := newBacklogFixture(t, 1000, "c")
+	actors := skewed(500, 1, 3)
+	f.enqueue("c", actors)
+	truth := countOf(actors)
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			snap, err := f.reader.Snapshot(ctx)
+			if err == nil {
+				for _, a := range snap.Backlog.Actors {
+					if a.Messages != float64(truth[a.Actor]) {
+						err = fmt.Errorf("%s: %v, want %d", a.Actor, a.Messages, truth[a.Actor])
+					}
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
