@@ -284,7 +284,7 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	fl.queueRetention = durationFlag(c, "dramatiq.queue-retention", 0)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.queueRetention, f.Dramatiq.QueueRetention) }
 
-	c, b = fl.bind(app, "dramatiq.backlog-by-actor", "Report each queue's ready messages by actor (dramatiq_queue_ready_messages_by_actor): exact up to --dramatiq.backlog-by-actor-exact-limit, estimated from a sample of 1000 ids above. Costs up to 3 more round trips per scrape; see docs/backlog-by-actor.md.", "DRAMATIQ_BACKLOG_BY_ACTOR")
+	c, b = fl.bind(app, "dramatiq.backlog-by-actor", "Report each queue's ready messages by actor (dramatiq_queue_ready_messages_by_actor): exact up to --dramatiq.backlog-by-actor-exact-limit, estimated from a sample of 1000 ids above. Costs up to 4 more round trips per scrape; see docs/backlog-by-actor.md.", "DRAMATIQ_BACKLOG_BY_ACTOR")
 	fl.backlogByActor = c.Bool()
 	b.fromFile = func(f *fileConfig) error { return setBool(fl.backlogByActor, f.Dramatiq.BacklogByActor) }
 

@@ -45,6 +45,12 @@ const (
 	minBacklogSampleIDs = 100
 	// backlogFetchChunk bounds the ids of one HMGET.
 	backlogFetchChunk = 500
+	// backlogIDBytes is what one Dramatiq id may take in a list (36 bytes
+	// and the list's own overhead, with room to spare), and
+	// maxBacklogExcessBytes what the lists one read lists may hold beyond
+	// that, in all.
+	backlogIDBytes        = 96
+	maxBacklogExcessBytes = 4 << 20
 )
 
 // ActorBacklog is how many ready messages of one actor a queue holds.
@@ -87,6 +93,7 @@ type backlogPlan struct {
 	queue  int
 	ready  int64
 	exact  bool
+	size   int // ids to list
 	listed []*goredis.StringSliceCmd
 	ids    []string
 	actors []string // by index in ids; "" while unknown
@@ -155,7 +162,6 @@ func (r *Reader) readBacklog(ctx context.Context, snap *Snapshot, queues []strin
 		}
 	}
 	sort.SliceStable(order, func(a, b int) bool { return snap.Queues[order[a]].Ready > snap.Queues[order[b]].Ready })
-	pipe := r.client.Pipeline()
 	var plans []*backlogPlan
 	for _, i := range order {
 		q := snap.Queues[i]
@@ -168,12 +174,49 @@ func (r *Reader) readBacklog(ctx context.Context, snap *Snapshot, queues []strin
 		if exact {
 			size = int(q.Ready)
 		}
-		p := &backlogPlan{queue: i, ready: q.Ready, exact: exact}
-		for _, w := range backlogWindows(q.Ready, size) {
-			p.listed = append(p.listed, pipe.LRange(ctx, r.keys.queue(queues[i]), w[0], w[1]))
-		}
+		plans = append(plans, &backlogPlan{queue: i, ready: q.Ready, exact: exact, size: size})
 		budget -= size
-		plans = append(plans, p)
+	}
+
+	// A ready list's elements are ids, 36 bytes each from Dramatiq, but
+	// anyone can push 12 MiB elements, and hundreds of LRANGE windows over
+	// such a list would bring gigabytes. MEMORY USAGE (SAMPLES 0: exact,
+	// O(list nodes)) tells the list's bytes before any is read: a list
+	// holding more than backlogIDBytes per element beyond
+	// maxBacklogExcessBytes in all is not read, counted as oversize ids.
+	pipe := r.client.Pipeline()
+	usage := make([]*goredis.IntCmd, len(plans))
+	for k, p := range plans {
+		usage[k] = pipe.MemoryUsage(ctx, r.keys.queue(queues[p.queue]), 0)
+	}
+	if err := execPipe(ctx, pipe); err != nil && !isServerError(err) {
+		return err
+	}
+	excess := int64(maxBacklogExcessBytes)
+	kept := plans[:0]
+	for k, p := range plans {
+		used, err := usage[k].Result()
+		if err != nil {
+			// Not allowed (NOPERM) or gone since: the list is not read.
+			out.QueuesSkipped++
+			continue
+		}
+		if extra := used - p.ready*backlogIDBytes; extra > excess {
+			snap.Anomalies.add(AnomalyOversizeID, 1)
+			out.QueuesSkipped++
+			continue
+		} else if extra > 0 {
+			excess -= extra
+		}
+		kept = append(kept, p)
+	}
+	plans = kept
+
+	pipe = r.client.Pipeline()
+	for _, p := range plans {
+		for _, w := range backlogWindows(p.ready, p.size) {
+			p.listed = append(p.listed, pipe.LRange(ctx, r.keys.queue(queues[p.queue]), w[0], w[1]))
+		}
 	}
 	if err := execPipe(ctx, pipe); err != nil {
 		return err

@@ -398,3 +398,51 @@ func TestBacklogByActorConcurrentReads(t *testing.T) {
 		}
 	}
 }
+
+// A ready list whose elements are far larger than ids (hostile pushes of
+// MiB-sized elements) is never listed: MEMORY USAGE tells first, so the
+// read stays small; the queue is counted as skipped, its series absent.
+// The read works for the read-only ACL user the docs recommend.
+func TestBacklogByActorHugeElementsNotListed(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		id := testserver.UUID()
+		r.Admin.HSet(ctx, "dramatiq:huge.msgs", id, testserver.Message{Queue: "huge", Actor: "a", ID: id, Created: time.Now()}.JSON(id))
+		r.Admin.RPush(ctx, "dramatiq:huge", id)
+		id = testserver.UUID()
+		r.Admin.HSet(ctx, "dramatiq:fine.msgs", id, testserver.Message{Queue: "fine", Actor: "b", ID: id, Created: time.Now()}.JSON(id))
+		r.Admin.RPush(ctx, "dramatiq:fine", id)
+	}
+	big := strings.Repeat("x", 2<<20)
+	for i := 0; i < 3; i++ {
+		r.Admin.RPush(ctx, "dramatiq:huge", big+string(rune('a'+i)))
+	}
+	url := r.ReadOnlyUser(t, "ro", "ro-pass-Backlog-1")
+	client, err := NewClient(ClientOptions{URL: url, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rec := &recorder{}
+	rec.reset()
+	client.AddHook(rec)
+	reader := NewReader(client, Options{Queues: []string{"huge", "fine"}, SkipDiscovery: true, BacklogByActor: true})
+	snap, err := reader.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := backlogOf(snap, "huge"); len(got) != 0 {
+		t.Errorf("huge listed: %+v", got)
+	}
+	if got := backlogOf(snap, "fine")["b"]; got.Messages != 100 || got.Sampled {
+		t.Errorf("fine: %+v", got)
+	}
+	if snap.Backlog.QueuesSkipped != 1 || snap.Anomalies[AnomalyOversizeID] == 0 {
+		t.Errorf("skipped %d, anomalies %v", snap.Backlog.QueuesSkipped, snap.Anomalies)
+	}
+	// One LRANGE per queue for the heads, one for fine's backlog.
+	if n := rec.count("lrange"); n != 3 {
+		t.Errorf("%d LRANGEs, want 3", n)
+	}
+}
