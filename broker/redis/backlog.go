@@ -16,7 +16,9 @@ package redis
 //     not two large ones at the head and tail, because producers enqueue in
 //     bursts and a window inside a burst sees one actor only.
 //
-// Cost per read, whatever the backlog: at most backlogWindows commands and
+// Cost per read, whatever the backlog: one MEMORY USAGE per queue read (a
+// list of elements far larger than ids is not listed), at most
+// BacklogSampleIDs/backlogWindowIDs windows and
 // BacklogSampleIDs ids per queue, at most maxBacklogIDsPerRead ids in all
 // (queues get smaller samples when many are long), and body reads under
 // the head reads' caps (MaxHeadBodyBytes each, maxHeadBytesPerRead in
@@ -122,8 +124,9 @@ func backlogWindows(n int64, size int) [][2]int64 {
 }
 
 // readBacklog fills snap.Backlog from round trip 1's ready counts, in up to
-// three more pipelined round trips: the listings, then HSTRLEN and HMGET of
-// the ids whose actor is not remembered.
+// four more pipelined round trips: the lists' sizes in bytes, the
+// listings, then HSTRLEN and HMGET of the ids whose actor is not
+// remembered.
 func (r *Reader) readBacklog(ctx context.Context, snap *Snapshot, queues []string) error {
 	bs := r.backlog
 	select {
