@@ -334,6 +334,7 @@ func startCrosscheckExporter(t *testing.T, bin, redisURL, databaseURL string) *c
 		e.cmd = exec.Command(bin,
 			"--redis.url="+redisURL,
 			"--dramatiq.discovery-interval=1s",
+			"--dramatiq.backlog-by-actor", // opt-in; its panel needs it
 			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
 		)
 		// Through the environment, as documented, so the password stays

@@ -79,6 +79,7 @@ var contractMetrics = []string{
 	"dramatiq_actor_dead_lettered_total",
 	"dramatiq_exporter_dead_letter_actor_series",
 	"dramatiq_exporter_dead_letter_actor_series_limit",
+	"dramatiq_queue_ready_messages_by_actor", // with --dramatiq.backlog-by-actor
 	"dramatiq_processes",
 	"dramatiq_exporter_queues_dropped",
 	"dramatiq_exporter_broker_anomalies",

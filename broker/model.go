@@ -188,7 +188,41 @@ type RedisState struct {
 	// HeldUntracked counts ids held by live workers whose holding time is
 	// not tracked: Queue.LongestHeld may understate them.
 	HeldUntracked int
+	// Backlog is the ready messages by actor, when the reader was asked to
+	// count them (--dramatiq.backlog-by-actor); nil otherwise.
+	Backlog *BacklogByActor
 }
+
+// BacklogByActor is one read's ready messages by actor.
+type BacklogByActor struct {
+	// Actors are sorted by queue, then largest first.
+	Actors []ActorBacklog
+	// Series is how many pairs count towards MaxActorSeries.
+	Series int
+	// SampledIDs is how many ids the read used (exact or sampled), and
+	// BodiesRead how many bodies it fetched.
+	SampledIDs, BodiesRead int
+	// QueuesSkipped counts queues with ready messages left out.
+	QueuesSkipped int
+}
+
+// ActorBacklog is one actor's ready messages in one queue: exact, or an
+// estimate from a sample when Sampled.
+type ActorBacklog struct {
+	Queue, Actor string
+	Messages     float64
+	Sampled      bool
+}
+
+// Bounds of the Redis reader's per-actor series, here so that the HELP
+// texts can name them without importing the reader.
+const (
+	// MaxActorSeries caps the {queue, actor} pairs of each per-actor
+	// family; the rest go to ActorOther.
+	MaxActorSeries = 500
+	// BacklogSampleIDs is how many ids a sampled backlog estimate reads.
+	BacklogSampleIDs = 1000
+)
 
 // Anomaly is one kind of odd data and how often a read met it.
 type Anomaly struct {

@@ -99,6 +99,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range stuckDescs {
 		ch <- d
 	}
+	describeBacklog(ch)
 	for _, f := range queueFamilies {
 		ch <- f.Desc()
 	}
@@ -155,6 +156,7 @@ func (c *brokerCollector) Collect(st *State, m *Metrics) {
 	}
 	collectActors(rs, m)
 	collectStuck(rs, m)
+	collectBacklog(rs, m)
 	names := make([]string, len(snap.Queues))
 	for i, q := range snap.Queues {
 		names[i] = q.Name

@@ -43,6 +43,10 @@ const (
 	DefaultTimeoutOffset     = 500 * time.Millisecond
 	DefaultMaxConnections    = 64
 	DefaultIdleTimeout       = 2 * time.Minute
+	// DefaultBacklogExactLimit is the broker's; MaxBacklogExactLimit is
+	// the per-read id budget, beyond which no queue can be read whole.
+	DefaultBacklogExactLimit = 1000
+	MaxBacklogExactLimit     = 20_000
 )
 
 // The discovery pace; broker/redis has the same defaults.
@@ -76,6 +80,10 @@ type Config struct {
 	DiscoveryInterval   time.Duration
 	MaxQueues           int
 	QueueRetention      time.Duration
+	// BacklogByActor turns on the backlog by actor; queues up to
+	// BacklogExactLimit ready messages are counted exactly.
+	BacklogByActor    bool
+	BacklogExactLimit int
 
 	// DiscoveryDuty and DiscoveryFirstPassDuty pace discovery (see
 	// broker/redis Options.DiscoveryDuty and FirstPassDuty).
@@ -153,6 +161,8 @@ type Flags struct {
 	heartbeatTimeout, discoveryInterval           *time.Duration
 	discoveryDuty, firstPassDuty                  *float64
 	queueRetention                                *time.Duration
+	backlogByActor                                *bool
+	backlogExactLimit                             *int
 	queues                                        *[]string
 	maxQueues                                     *int
 	databaseURL, dbPasswordFile, databasePassword *string
@@ -310,6 +320,19 @@ func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	c, b = fl.bind(app, "dramatiq.queue-retention", "Stop reporting a discovered queue whose keys have been gone this long (0: keep reporting zeros until restart). Configured queues are kept.", "")
 	fl.queueRetention = durationFlag(c, "dramatiq.queue-retention", 0)
 	b.fromFile = func(f *fileConfig) error { return setDuration(fl.queueRetention, f.Dramatiq.QueueRetention) }
+
+	c, b = fl.bind(app, "dramatiq.backlog-by-actor", "Report each queue's ready messages by actor (dramatiq_queue_ready_messages_by_actor): exact up to --dramatiq.backlog-by-actor-exact-limit, estimated from a sample of 1000 ids above. Costs up to 4 more round trips per scrape; see docs/backlog-by-actor.md.", "DRAMATIQ_BACKLOG_BY_ACTOR")
+	fl.backlogByActor = c.Bool()
+	b.fromFile = func(f *fileConfig) error { return setBool(fl.backlogByActor, f.Dramatiq.BacklogByActor) }
+
+	c, b = fl.bind(app, "dramatiq.backlog-by-actor-exact-limit", "With --dramatiq.backlog-by-actor, count a queue's ready messages by actor exactly when it holds at most this many (each id's body is read once); estimate from a sample above.", "")
+	fl.backlogExactLimit = intFlag(c, "dramatiq.backlog-by-actor-exact-limit", DefaultBacklogExactLimit)
+	b.fromFile = func(f *fileConfig) error {
+		if f.Dramatiq.BacklogByActorExactLimit != nil {
+			*fl.backlogExactLimit = *f.Dramatiq.BacklogByActorExactLimit
+		}
+		return nil
+	}
 
 	c, b = fl.bind(app, "database.url", "PostgreSQL URL or DSN of the application's database; enables the database collectors.", "DATABASE_URL")
 	fl.databaseURL = c.PlaceHolder("URL").String()
@@ -567,6 +590,8 @@ func (fl *Flags) Load() (*Config, error) {
 		DiscoveryInterval: *fl.discoveryInterval,
 		MaxQueues:         *fl.maxQueues,
 		QueueRetention:    *fl.queueRetention,
+		BacklogByActor:    *fl.backlogByActor,
+		BacklogExactLimit: *fl.backlogExactLimit,
 		DatabaseURL:       *fl.databaseURL,
 		Environment:       *fl.environment,
 		TelemetryPath:     *fl.telemetryPath,
@@ -842,6 +867,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueues < 0 {
 		return fieldErr("dramatiq.max-queues", "must be 0 or more, not %d", c.MaxQueues)
+	}
+	if c.BacklogExactLimit < 1 || c.BacklogExactLimit > MaxBacklogExactLimit {
+		return fieldErr("dramatiq.backlog-by-actor-exact-limit", "must be between 1 and %d, not %d", MaxBacklogExactLimit, c.BacklogExactLimit)
 	}
 	if c.QueueRetention < 0 {
 		return fieldErr("dramatiq.queue-retention", "must be 0 or more, not %s", c.QueueRetention)

@@ -72,6 +72,10 @@ type dramatiqFile struct {
 	DiscoveryInterval string   `yaml:"discovery_interval"`
 	MaxQueues         *int     `yaml:"max_queues"`
 	QueueRetention    string   `yaml:"queue_retention"`
+	// The backlog by actor is the exporter's own read only: a module
+	// refuses these keys (see loadModule).
+	BacklogByActor           *bool `yaml:"backlog_by_actor"`
+	BacklogByActorExactLimit *int  `yaml:"backlog_by_actor_exact_limit"`
 }
 
 type databaseFile struct {
@@ -145,6 +149,9 @@ func loadModule(name string, f moduleFile, base *Config) (*Module, error) {
 		m.RedisTLS.InsecureSkipVerify = *f.Redis.TLSInsecureSkipVerify
 	}
 	d := f.Dramatiq
+	if d.BacklogByActor != nil || d.BacklogByActorExactLimit != nil {
+		return nil, fmt.Errorf("dramatiq.backlog_by_actor: not a module setting: /probe does not read the backlog by actor")
+	}
 	if d.Namespace != "" {
 		m.Namespace = d.Namespace
 	}

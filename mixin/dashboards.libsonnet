@@ -5150,7 +5150,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires. The held-by-live-workers line is Redis broker only: on RabbitMQ nothing is orphaned, so all of in flight is held by live workers.",
+          description: "Ready messages by actor: where the backlog comes from. Exact up to --dramatiq.backlog-by-actor-exact-limit ready messages, estimated from a sample above (docs/backlog-by-actor.md); the sum over estimate keeps one line when a queue crosses the limit. Empty unless the exporter runs with --dramatiq.backlog-by-actor. Redis broker only: no data with --broker=rabbitmq.",
           fieldConfig: {
             defaults: {
               color: {
@@ -5181,6 +5181,70 @@ local u = import 'lib/utils.libsonnet';
             w: 12,
             x: 12,
             y: 6,
+          },
+          options: {
+            legend: {
+              calcs: [],
+              displayMode: "list",
+              placement: "bottom",
+              showLegend: true,
+            },
+            tooltip: {
+              mode: "multi",
+              sort: "desc",
+            },
+          },
+          targets: [
+            {
+              datasource: {
+                type: "prometheus",
+                uid: "${datasource}",
+              },
+              expr: "sum by (queue, actor) (dramatiq_queue_ready_messages_by_actor{job=~\"$job\",instance=~\"$instance\",queue=~\"$queue\"})",
+              legendFormat: "{{queue}} {{actor}}",
+              range: true,
+              refId: "A",
+            },
+          ],
+          title: "Ready by actor",
+          type: "timeseries",
+        },
+        {
+          datasource: {
+            type: "prometheus",
+            uid: "${datasource}",
+          },
+          description: "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires. The held-by-live-workers line is Redis broker only: on RabbitMQ nothing is orphaned, so all of in flight is held by live workers.",
+          fieldConfig: {
+            defaults: {
+              color: {
+                mode: "palette-classic",
+              },
+              custom: {
+                drawStyle: "line",
+                fillOpacity: 10,
+                lineWidth: 1,
+                showPoints: "never",
+                spanNulls: false,
+              },
+              thresholds: {
+                mode: "absolute",
+                steps: [
+                  {
+                    color: "green",
+                    value: null,
+                  },
+                ],
+              },
+              unit: "short",
+            },
+            overrides: [],
+          },
+          gridPos: {
+            h: 8,
+            w: 12,
+            x: 0,
+            y: 14,
           },
           options: {
             legend: {
@@ -5253,7 +5317,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 14,
           },
           options: {
@@ -5317,8 +5381,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 14,
+            x: 0,
+            y: 22,
           },
           options: {
             legend: {
@@ -5381,7 +5445,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 22,
           },
           options: {
@@ -5445,8 +5509,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 22,
+            x: 0,
+            y: 30,
           },
           options: {
             legend: {
@@ -5509,7 +5573,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 30,
           },
           options: {
@@ -5583,8 +5647,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 30,
+            x: 0,
+            y: 38,
           },
           options: {
             legend: {
@@ -5657,7 +5721,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 38,
           },
           options: {
@@ -5721,8 +5785,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 38,
+            x: 0,
+            y: 46,
           },
           options: {
             legend: {
@@ -5785,7 +5849,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 46,
           },
           options: {
@@ -5859,8 +5923,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 46,
+            x: 0,
+            y: 54,
           },
           options: {
             legend: {
@@ -5923,7 +5987,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 54,
           },
           options: {
@@ -5987,8 +6051,8 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 12,
-            y: 54,
+            x: 0,
+            y: 62,
           },
           options: {
             legend: {
@@ -6044,7 +6108,7 @@ local u = import 'lib/utils.libsonnet';
           gridPos: {
             h: 8,
             w: 12,
-            x: 0,
+            x: 12,
             y: 62,
           },
           options: {

@@ -146,7 +146,7 @@ func split(s string) []string {
 
 // The documented schema (docs/api.md): these exact keys, always present.
 var (
-	topKeys        = split("status broker time duration_seconds environment namespace version components processes_alive processes_stale queues queues_dropped collectors thresholds failed message_args_shown")
+	topKeys        = split("status broker time duration_seconds environment namespace version components processes_alive processes_stale queues queues_dropped collectors thresholds failed message_args_shown backlog_by_actor")
 	versionKeys    = split("version revision branch go_version")
 	componentKeys  = split("redis database processes")
 	redisKeys      = split("status up memory_used_bytes connected_clients")

@@ -159,7 +159,8 @@ var pageFuncs = template.FuncMap{
 		}
 		return n
 	},
-	"actorRows": actorRows,
+	"actorRows":   actorRows,
+	"backlogRows": backlogRows,
 	"jsonText": func(v any) string {
 		if v == nil {
 			return "null"

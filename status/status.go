@@ -87,6 +87,10 @@ type Status struct {
 	// MessageArgsShown tells readers whether dead letters carry args and
 	// kwargs (--web.show-message-args), so "no args" is never ambiguous.
 	MessageArgsShown bool `json:"message_args_shown"`
+	// BacklogByActor is true when the exporter counts ready messages by
+	// actor (--dramatiq.backlog-by-actor); each queue then carries its top
+	// actors.
+	BacklogByActor bool `json:"backlog_by_actor"`
 	// History is the window of the queues' trends, when asked for
 	// (Options.History); each queue then carries its own.
 	History *History `json:"history,omitempty"`
@@ -242,6 +246,9 @@ type QueueStatus struct {
 	// dead_lettered_total, dead_lettered_by_actor and recent_dead_letters
 	// on RabbitMQ. Empty on Redis.
 	Unavailable []string `json:"unavailable,omitempty"`
+	// BacklogByActor is the queue's largest actors by ready messages, when
+	// Status.BacklogByActor.
+	BacklogByActor []ActorBacklog `json:"backlog_by_actor,omitempty"`
 	// RecentDeadLetters is filled for the API and the page only (it costs
 	// one bounded extra read); `check` leaves it out.
 	RecentDeadLetters []DeadLetter `json:"recent_dead_letters,omitzero"`
@@ -398,8 +405,11 @@ func From(st *collector.State, o Options) *Status {
 			s.ProcessesAlive, _ = snap.MaxConsumers()
 		}
 		s.QueuesDropped = int64(snap.QueuesDropped)
+		backlog := topBacklog(snap)
+		s.BacklogByActor = backlog != nil
 		for _, q := range snap.Queues {
 			qs := queueStatus(q, kind)
+			qs.BacklogByActor = backlog[q.Name]
 			if list := actors[q.Name]; len(list) > 0 {
 				sort.SliceStable(list, func(i, j int) bool { return list[i].DeadLetteredTotal > list[j].DeadLetteredTotal })
 				qs.DeadLetteredByActor = list

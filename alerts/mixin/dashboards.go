@@ -186,6 +186,8 @@ func queueDetail(c Config) dashboard {
 			}},
 			{Title: "Over time", Panels: []panel{
 				ts("Ready", "short", "Messages waiting to be fetched.", 12, target{Expr: sum("dramatiq_queue_ready_messages"), Legend: "{{queue}}"}),
+				ts("Ready by actor", "short", "Ready messages by actor: where the backlog comes from. Exact up to --dramatiq.backlog-by-actor-exact-limit ready messages, estimated from a sample above (docs/backlog-by-actor.md); the sum over estimate keeps one line when a queue crosses the limit. Empty unless the exporter runs with --dramatiq.backlog-by-actor."+redisOnly, 12,
+					target{Expr: fmt.Sprintf("sum by (queue, actor) (dramatiq_queue_ready_messages_by_actor{%s})", s), Legend: "{{queue}} {{actor}}"}),
 				ts("In flight", "short", "In flight minus orphaned is what live workers hold; when it stays 0 while messages are ready, DramatiqQueueNotConsumed fires. The held-by-live-workers line is Redis broker only: on RabbitMQ nothing is orphaned, so all of in flight is held by live workers.", 12,
 					target{Expr: sum("dramatiq_queue_inflight_messages"), Legend: "{{queue}} in flight"},
 					target{Expr: fmt.Sprintf("sum by (queue) (dramatiq_queue_inflight_messages{%s} - dramatiq_queue_orphaned_messages{%s})", s, s), Legend: "{{queue}} held by live workers"}),

@@ -27,6 +27,8 @@ import (
 	"unicode/utf8"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dramatiq-exporter/dramatiq_exporter/broker"
 )
 
 const (
@@ -44,7 +46,7 @@ const (
 	MaxNewDeadLettersPerQueue = 1000
 	// MaxActorSeries caps the {queue, actor} pairs a Reader counts. A pair
 	// first seen beyond it is counted under ActorOther.
-	MaxActorSeries = 500
+	MaxActorSeries = broker.MaxActorSeries
 	// ActorUnknown counts dead letters whose actor could not be read: the
 	// body was gone by the time it was read (requeued or pruned), larger
 	// than MaxHeadBodyBytes, beyond the read's byte budget, or not

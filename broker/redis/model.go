@@ -69,6 +69,14 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 			HeldUntracked: s.HeldUntracked,
 		},
 	}
+	if b := s.Backlog; b != nil {
+		mb := &broker.BacklogByActor{Series: b.Series, SampledIDs: b.SampledIDs, BodiesRead: b.BodiesRead, QueuesSkipped: b.QueuesSkipped,
+			Actors: make([]broker.ActorBacklog, len(b.Actors))}
+		for i, a := range b.Actors {
+			mb.Actors[i] = broker.ActorBacklog{Queue: a.Queue, Actor: a.Actor, Messages: a.Messages, Sampled: a.Sampled}
+		}
+		out.Redis.Backlog = mb
+	}
 	for _, k := range AnomalyKinds {
 		out.Redis.Anomalies = append(out.Redis.Anomalies, broker.Anomaly{Kind: k, N: s.Anomalies[k]})
 	}

@@ -44,6 +44,11 @@ type Options struct {
 	SkipDiscovery bool
 	// Now is the clock ages are measured against (time.Now when nil).
 	Now func() time.Time
+	// BacklogByActor reads each queue's ready messages by actor, exactly
+	// up to BacklogExactLimit ids (0: DefaultBacklogExactLimit) and from a
+	// sample above (backlog.go).
+	BacklogByActor    bool
+	BacklogExactLimit int
 }
 
 // Anomaly kinds, counted rather than failing the scrape.
@@ -103,6 +108,7 @@ type Reader struct {
 
 	started time.Time     // when the Reader was built
 	delayed *delayedState // delay-queue heads and held etas (delayed.go)
+	backlog *backlogState // backlog by actor (backlog.go)
 
 	background atomic.Bool // Start or Run was called: reads never discover
 	view       atomic.Pointer[view]
@@ -146,6 +152,7 @@ func NewReader(client goredis.UniversalClient, opts Options) *Reader {
 		started:    opts.Now(),
 		delayed:    &delayedState{},
 		acks:       newAckTracker(),
+		backlog:    newBacklogState(),
 	}
 	for _, q := range opts.Queues {
 		r.configured[q] = true

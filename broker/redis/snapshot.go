@@ -47,6 +47,9 @@ type Snapshot struct {
 	// time is not tracked (a set over heldSample ids, or maxHeldIDs
 	// reached): LongestHeld may understate them.
 	HeldUntracked int
+	// Backlog is the ready messages by actor, when Options.BacklogByActor
+	// is set (backlog.go); nil otherwise.
+	Backlog *BacklogByActor
 }
 
 // QueueStats are one canonical queue's numbers.
@@ -391,6 +394,11 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if err := r.readDelayed(ctx, snap, v, dr, now); err != nil {
 		return nil, err
+	}
+	if r.opts.BacklogByActor {
+		if err := r.readBacklog(ctx, snap, queues); err != nil {
+			return nil, err
+		}
 	}
 	return snap, nil
 }

@@ -50,6 +50,8 @@ func samples(t *testing.T) map[string]sample {
 		one("dramatiq.discovery-first-pass-duty", 0.5),
 		one("dramatiq.max-queues", 5),
 		one("dramatiq.queue-retention", "1h"),
+		on("dramatiq.backlog-by-actor"),
+		one("dramatiq.backlog-by-actor-exact-limit", 200),
 		one("database.url", "postgres://u@db.internal/app"),
 		one("database.password-file", pw),
 		one("environment", "production"),

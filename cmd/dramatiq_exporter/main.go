@@ -293,6 +293,7 @@ func buildSources(ctx context.Context, cfg *config.Config, logger *slog.Logger, 
 		DiscoveryInterval: cfg.DiscoveryInterval, MaxQueues: cfg.MaxQueues, QueueRetention: cfg.QueueRetention,
 		DiscoveryDuty: cfg.DiscoveryDuty, FirstPassDuty: cfg.DiscoveryFirstPassDuty,
 		Logger: logger, SkipDiscovery: !discover,
+		BacklogByActor: cfg.BacklogByActor, BacklogExactLimit: cfg.BacklogExactLimit,
 	})
 	sources := collector.Sources{Broker: reader, Logger: logger}
 	if cfg.DatabaseURL == "" {

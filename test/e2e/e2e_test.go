@@ -214,6 +214,8 @@ func TestPrometheusEndToEnd(t *testing.T) {
 			"--dramatiq.discovery-interval=1s",
 			// The scenario makes six queues; the sixth is dropped.
 			"--dramatiq.max-queues=5",
+			// Opt-in; the Queue dashboard's "Ready by actor" panel needs it.
+			"--dramatiq.backlog-by-actor",
 			"--environment=e2e",
 			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
 		)

@@ -48,6 +48,7 @@ func main() {
 	stuck := flag.String("stuck", "1000000", "unrelated key counts to measure stuck-work detection over at 1,000 queues, comma-separated (empty: skip; docs/stuck-work.md)")
 	stuckMessages := flag.Int("stuck-messages", 100_000, "messages spread over the 1,000 queues of the stuck-work benchmark")
 	stuckDuties := flag.String("stuck-first-pass-duty", "0.1,1", "first-pass duties (--dramatiq.discovery-first-pass-duty) to measure the stuck-work benchmark at, comma-separated")
+	backlog := flag.String("backlog", "100:1000000,100:50000", "QUEUES:MESSAGES broker states to measure --dramatiq.backlog-by-actor off and on at, comma-separated (empty: skip)")
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
 	rmqSizes := flag.String("rabbitmq", "1000", "Dramatiq queue counts to measure a RabbitMQ broker at (3 RabbitMQ queues each), comma-separated (empty: skip)")
 	python := flag.String("python", ".venv/bin/python", "a Python with dramatiq[rabbitmq], to fill the RabbitMQ broker")
@@ -84,6 +85,9 @@ func main() {
 	}
 	if *rmqSizes != "" {
 		rabbitmqBench(*rmqSizes, *python, *rmqScrapes, bin)
+	}
+	if *backlog != "" {
+		backlogBench(*backlog, *scrapes, *redisServer, bin)
 	}
 	if *bigHeads > 0 {
 		bigHeadsBench(*bigHeads, *headBytes, *concurrency, 3, *redisServer, bin)
