@@ -60,7 +60,7 @@ var (
 	queuesDroppedDesc = prometheus.NewDesc("dramatiq_exporter_queues_dropped",
 		"Queues found but not reported because of --dramatiq.max-queues.", nil, nil)
 	anomaliesDesc = prometheus.NewDesc("dramatiq_exporter_broker_anomalies",
-		"Odd broker data the latest read met and skipped, by kind (the README lists them; invalid_queue_name comes from the latest discovery pass). Its value does not depend on how many clients scrape. Absent when Redis did not answer.", []string{"kind"}, nil)
+		"Odd broker data the latest read met and skipped, by kind (docs/metrics.md lists them; invalid_queue_name comes from the latest discovery pass). Its value does not depend on how many clients scrape. Absent when Redis did not answer.", []string{"kind"}, nil)
 
 	// Discovery runs in the background; these describe its latest
 	// completed pass, not this scrape.

@@ -29,7 +29,7 @@ type allowEntry struct {
 	labels []string     // a host-name pattern, one element per DNS label
 }
 
-// ParseAllowList parses allow-list entries (see README, "/probe").
+// ParseAllowList parses allow-list entries (see docs/probe-allow-list.md).
 func ParseAllowList(entries []string) (*AllowList, error) {
 	a := &AllowList{}
 	for _, raw := range entries {

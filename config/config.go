@@ -222,7 +222,7 @@ func (fl *Flags) FileKey(flag string) string {
 // --[no-]collector.<name> switches.
 func AddFlags(app *kingpin.Application, collectors []Collector) *Flags {
 	fl := &Flags{collectors: map[string]*bool{}}
-	fl.configFile = app.Flag("config.file", "YAML file with the same settings as the flags (see README). Flags and environment variables take precedence over it.").Envar("DRAMATIQ_EXPORTER_CONFIG").PlaceHolder("FILE").String()
+	fl.configFile = app.Flag("config.file", "YAML file with the same settings as the flags (see docs/configuration.md). Flags and environment variables take precedence over it.").Envar("DRAMATIQ_EXPORTER_CONFIG").PlaceHolder("FILE").String()
 
 	fl.addBrokerFlags(app)
 	c, b := fl.bind(app, "redis.url", "Redis URL of the Dramatiq broker: redis://[user[:password]@]host:port/db, rediss:// for TLS, or unix:///path.sock?db=N.", "REDIS_URL")

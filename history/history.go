@@ -35,7 +35,7 @@ const (
 	// BytesPerQueue is the fixed storage of one queue's history: an int32
 	// ready count, an int32 dead-letter count and a float32 age per slot,
 	// plus the slot and read it was last seen in, and its place in the
-	// list. The map entry and the name's bytes come on top (see the README
+	// list. The map entry and the name's bytes come on top (see docs/performance.md
 	// for measured figures).
 	BytesPerQueue = Slots*(4+4+4) + 8 + 8 + 16 + 8
 )

@@ -54,7 +54,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages processed a second by the selected actors. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages processed a second by the selected actors. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -113,7 +113,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Share of attempts that raised. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Share of attempts that raised. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -176,7 +176,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages the workers are processing now. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages the workers are processing now. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -235,7 +235,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages the workers dead-lettered a second: out of retries, or failed permanently. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages the workers dead-lettered a second: out of retries, or failed permanently. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -310,7 +310,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages processed a second, failed attempts included: every attempt of a retried message counts. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages processed a second, failed attempts included: every attempt of a retried message counts. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -374,7 +374,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Errors divided by messages processed. DramatiqActorErrorRatioHigh fires above the red line. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Errors divided by messages processed. DramatiqActorErrorRatioHigh fires above the red line. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -438,7 +438,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Attempts that raised, a second. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Attempts that raised, a second. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -502,7 +502,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Retries scheduled a second (counted once, when put on the delay queue). Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Retries scheduled a second (counted once, when put on the delay queue). Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -566,7 +566,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages dead-lettered a second: out of retries, or failed permanently. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages dead-lettered a second: out of retries, or failed permanently. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -630,7 +630,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Median time spent processing a message. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Median time spent processing a message. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -694,7 +694,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "95th percentile of the processing time. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "95th percentile of the processing time. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -758,7 +758,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "99th percentile of the processing time. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "99th percentile of the processing time. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -822,7 +822,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages being processed now, per actor. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages being processed now, per actor. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -3495,7 +3495,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Messages processed a second, failed attempts included. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Messages processed a second, failed attempts included. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -3559,7 +3559,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Share of attempts that raised, retried ones included. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Share of attempts that raised, retried ones included. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -3623,7 +3623,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "Retries scheduled a second (each counted once). Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "Retries scheduled a second (each counted once). Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {
@@ -3687,7 +3687,7 @@ local u = import 'lib/utils.libsonnet';
             type: "prometheus",
             uid: "${datasource}",
           },
-          description: "95th percentile of the time spent processing a message. Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README).",
+          description: "95th percentile of the time spent processing a message. Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md).",
           fieldConfig: {
             defaults: {
               color: {

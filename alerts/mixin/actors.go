@@ -7,7 +7,7 @@ import "fmt"
 // Without it they show "No data" and nothing else breaks: every query selects
 // series that are then simply absent.
 
-const noMiddleware = " Empty when Prometheus does not scrape the workers' Prometheus middleware (see the README)."
+const noMiddleware = " Empty when Prometheus does not scrape the workers' Prometheus middleware (see docs/worker-metrics.md)."
 
 // actorRate is the per-actor rate of a middleware counter, as in the
 // recording rules but over Grafana's interval.

@@ -138,7 +138,7 @@ func serve(cfg *config.Config, webFlags *web.FlagConfig, logger *slog.Logger) in
 	}
 	defer cleanup()
 	// Every read of the shared state, whoever asked for it, feeds the
-	// status page's trends. /probe targets keep none (README).
+	// status page's trends. /probe targets keep none (docs/probe.md).
 	trends := history.New(history.Options{MaxQueues: cfg.MaxQueues})
 	exporter, err := collector.NewExporter(collector.ExporterOptions{
 		Enabled: cfg.Collectors, Environment: cfg.Environment, Namespace: cfg.Namespace,

@@ -17,7 +17,7 @@ import (
 )
 
 // Limits are the bounds a reply must keep. Each is far above what any
-// reply the exporter reads needs (README, "Limits worth knowing").
+// reply the exporter reads needs (docs/limits.md).
 type Limits struct {
 	// MaxLine bounds a line in bytes, its type byte included and its CRLF
 	// not: simple strings, errors, numbers and length headers.
@@ -38,7 +38,7 @@ type Limits struct {
 	MaxReply int64
 }
 
-// Default are the exporter's bounds (README, "Limits worth knowing").
+// Default are the exporter's bounds (docs/limits.md).
 // The largest value it asks for is a message body of at most 1 MiB (sized
 // with HSTRLEN first), the largest reply an HMGET of at most 16 MiB of
 // them, the deepest reply HELLO's (4 levels: map, modules, module, args),
