@@ -32,6 +32,9 @@ var RedisOnlyMetrics = []string{
 	"dramatiq_exporter_discovery_passes_total",
 	"dramatiq_queue_delayed_unclaimed_oldest_seconds",
 	"dramatiq_queue_delayed_overdue_messages",
+	"dramatiq_queue_longest_held_message_seconds",
+	"dramatiq_queue_longest_held_message_lower_bound",
+	"dramatiq_queue_ready_messages_by_actor",
 }
 
 // RabbitMQOnlyMetrics come from the management API's queue list.
