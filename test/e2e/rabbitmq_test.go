@@ -235,10 +235,23 @@ func rabbitQueries(t *testing.T, root string, rules []byte) ([]shipped.Query, ma
 	}
 	empty := map[string]string{}
 	redis := 0
+	// Recorded series built only from Redis's series are empty here, and
+	// so is everything built on them (the rules come first, in order).
+	var redisRecorded []string
 	for _, q := range qs {
-		// The recording rules name orphans only to fall back on their
-		// absence: they must return data on both brokers.
-		if !strings.HasPrefix(q.Where, "alerts/") && mixin.QueryBroker(q.Expr) == mixin.BrokerRedis {
+		needsRedis := mixin.QueryBroker(q.Expr) == mixin.BrokerRedis
+		if rule := strings.HasPrefix(q.Where, "alerts/"); rule {
+			// Some recording rules name orphans only to fall back on their
+			// absence (`or`): they must return data on both brokers.
+			needsRedis = needsRedis && !strings.Contains(q.Expr, " or ")
+		}
+		for _, name := range redisRecorded {
+			needsRedis = needsRedis || strings.Contains(q.Expr, name)
+		}
+		if needsRedis {
+			if rule := strings.HasPrefix(q.Where, "alerts/"); rule {
+				redisRecorded = append(redisRecorded, q.Where[strings.LastIndex(q.Where, " ")+1:])
+			}
 			empty[q.Where] = "needs Redis's series; this exporter reads RabbitMQ"
 			redis++
 		}
