@@ -357,7 +357,7 @@ dramatiq_queue_oldest_message_age_seconds{queue="typed"} 1
 	// A gauge of the latest read: the same value however often it is read.
 	for i := 0; i < 3; i++ {
 		f.compare(`
-# HELP dramatiq_exporter_broker_anomalies Odd broker data the latest read met and skipped, by kind (the README lists them; invalid_queue_name comes from the latest discovery pass). Its value does not depend on how many clients scrape. Absent when Redis did not answer.
+# HELP dramatiq_exporter_broker_anomalies Odd broker data the latest read met and skipped, by kind (docs/metrics.md lists them; invalid_queue_name comes from the latest discovery pass). Its value does not depend on how many clients scrape. Absent when Redis did not answer.
 # TYPE dramatiq_exporter_broker_anomalies gauge
 dramatiq_exporter_broker_anomalies{kind="invalid_queue_name"} 1
 dramatiq_exporter_broker_anomalies{kind="invalid_time"} 0
