@@ -273,6 +273,9 @@ type ackResult struct {
 	// delaySets are the .DQ ack sets the read counted (card > 0), for the
 	// overdue count (delayed.go): it reuses these SCARDs.
 	delaySets []delaySetCard
+	// newMember: the heartbeat list has an id the previous read's had not
+	// (a process that started, or the Reader's first read).
+	newMember bool
 }
 
 type delaySetCard struct {
@@ -401,8 +404,15 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayL
 	for _, wid := range p.sweptNow {
 		t.swept[wid] = true
 	}
+	prev := make(map[string]bool, len(t.members))
+	for _, m := range t.members {
+		prev[m.wid] = true
+	}
 	swept := make(map[string]bool, len(t.swept))
 	for _, m := range members {
+		if !prev[m.wid] {
+			res.newMember = true
+		}
 		if m.ms < fresh && t.swept[m.wid] {
 			swept[m.wid] = true
 		}

@@ -664,11 +664,15 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 			mut(i).held = held[i]
 		}
 		// Known when the sets counted hold every delayed message that is
-		// not in the list (HLEN .DQ.msgs − LLEN .DQ): else some holder is
-		// not known yet. A shortfall seen by one read only is a fetch or
-		// an ack racing the read's commands (they are not atomic), or a
-		// holder that appeared since the previous read, found by the next
-		// one; two reads in a row make the count absent.
+		// not in the list (HLEN .DQ.msgs − LLEN .DQ); else a holder may
+		// not be known yet, and the count is absent: at the Reader's first
+		// read, when a process appeared in the heartbeat set since the
+		// previous read, and when the previous read fell short too. What
+		// is left is a shortfall that one read alone sees while every
+		// process was already known: a fetch or an ack racing the read's
+		// commands (they are not atomic), or ids a known live worker just
+		// fetched (it promotes what is due at once), which the next read
+		// probes. Absent for those, the count would flap under load.
 		inSets := snap.Queues[i].Delayed
 		if dr.lists != nil && dr.lists[i] > 0 {
 			inSets -= dr.lists[i]
@@ -677,7 +681,7 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		if get(i).shortfall != short {
 			mut(i).shortfall = short
 		}
-		if skipped[i] || (short && (!seen[i] || prevShort[i])) {
+		if skipped[i] || (short && (!seen[i] || prevShort[i] || dr.acks == nil || dr.acks.newMember)) {
 			continue
 		}
 		var overdue int64
