@@ -432,11 +432,20 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 	// are its members: a set that keeps its size and its due ids lost none
 	// of them, and any id that left and was replaced was not due, so it is
 	// found when it falls due.
-	index := make(map[string]int, len(queues))
-	for i, q := range queues {
-		index[q] = i
+	var sets []delaySetCard
+	if dr.acks != nil {
+		sets = dr.acks.delaySets
 	}
-	explained := make([]int64, len(queues))
+	// Built only when there is a .DQ ack set: most reads have none.
+	var index map[string]int
+	var explained []int64
+	if len(sets) > 0 {
+		index = make(map[string]int, len(queues))
+		for i, q := range queues {
+			index[q] = i
+		}
+		explained = make([]int64, len(queues))
+	}
 	skipped := make([]bool, len(queues)) // a set of the queue was not read
 	type listedSet struct {
 		queue int
@@ -447,10 +456,6 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 	var reused []*heldSetMemo
 	memos := map[string]*heldSetMemo{}
 	covered := 0
-	var sets []delaySetCard
-	if dr.acks != nil {
-		sets = dr.acks.delaySets
-	}
 	for _, ds := range sets {
 		qi, ok := index[ds.queue]
 		if !ok {
@@ -677,7 +682,11 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		if dr.lists != nil && dr.lists[i] > 0 {
 			inSets -= dr.lists[i]
 		}
-		short := inSets > explained[i]
+		var inKnown int64
+		if explained != nil {
+			inKnown = explained[i]
+		}
+		short := inSets > inKnown
 		if get(i).shortfall != short {
 			mut(i).shortfall = short
 		}
