@@ -93,8 +93,10 @@ type heldSetMemo struct {
 	queue string
 	card  int64    // its size at that listing
 	ids   []string // its members with a body (read, or oversize)
-	// oversize ids, counted as anomalies by every read that reuses it
-	oversize int
+	// gone are its members without a body (acked as it was read, or left
+	// dangling by a purge): they may leave at any time, so every read
+	// checks them as it checks due ids.
+	gone []string
 }
 
 type delayedState struct {
@@ -199,6 +201,9 @@ func (r *Reader) planHeldDelayed(ctx context.Context, pipe goredis.Pipeliner, re
 		}
 		dq := st.queues[m.queue]
 		args = args[:0]
+		for _, id := range m.gone {
+			args = append(args, id)
+		}
 		for _, id := range m.ids {
 			b, ok := dq.heldBody(id)
 			if !ok || b.outcome != headOK || !b.hasEta || b.eta <= nowMs {
@@ -475,8 +480,8 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		listed = append(listed, listedSet{queue: qi, key: ds.key, ids: pipe.SMembers(ctx, ds.key)})
 		n++
 	}
-	if err := dr.check.err; err != nil {
-		return err
+	if dr.check != nil && dr.check.err != nil {
+		return dr.check.err
 	}
 	if n > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
@@ -558,7 +563,6 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 	}
 	for _, m := range reused {
 		qi := index[m.queue]
-		an.add(AnomalyOversizeID, m.oversize)
 		for _, id := range m.ids {
 			take(qi, id)
 		}
@@ -652,12 +656,21 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		for _, id := range ids {
 			switch _, ok := held[s.queue][id]; {
 			case oversizeID(id):
-				m.oversize++
+				// Not remembered (a hostile size): the set is listed
+				// again by every read.
+				m = nil
 			case ok:
 				m.ids = append(m.ids, id)
+			default:
+				m.gone = append(m.gone, id)
+			}
+			if m == nil {
+				break
 			}
 		}
-		memos[s.key] = m
+		if m != nil {
+			memos[s.key] = m
+		}
 	}
 	st.mu.Lock()
 	st.sets = memos

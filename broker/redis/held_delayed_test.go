@@ -85,9 +85,10 @@ func TestSteadyStateReadIsOneRoundTripWithHeldDelayed(t *testing.T) {
 }
 
 // Before Redis 6.2 (no SMISMEMBER) the reads stay right and never fail: a
-// set with due ids is listed again instead, a second round trip.
+// set with due ids is listed again instead (a second round trip), and its
+// id without a body is probed again (a third).
 func TestHeldDelayedWithoutSMIsMember(t *testing.T) {
-	testSteadyHeldDelayed(t, testserver.StartRedis(t, "--rename-command", "SMISMEMBER", ""), 2)
+	testSteadyHeldDelayed(t, testserver.StartRedis(t, "--rename-command", "SMISMEMBER", ""), 3)
 }
 
 func testSteadyHeldDelayed(t *testing.T, srv *testserver.Redis, steadyTrips int64) {
@@ -107,6 +108,9 @@ func testSteadyHeldDelayed(t *testing.T, srv *testserver.Redis, steadyTrips int6
 		holdDelayed(t, srv, w, queues[i], now.Add(time.Hour), now.Add(2*time.Hour))
 		holdDelayed(t, srv, w, queues[10+i], now.Add(time.Hour))
 	}
+	// An id left dangling by a purge (no body) in a live worker's set.
+	dangling := testserver.UUID()
+	srv.Admin.SAdd(ctx, "dramatiq:__acks__."+live[2]+".q12.DQ", dangling)
 	// A hung live worker holds two overdue messages and a future one.
 	hung := testserver.UUID()
 	hungIDs := holdDelayed(t, srv, hung, "q05", now.Add(-10*time.Minute), now.Add(-5*time.Minute), now.Add(time.Hour))
@@ -173,6 +177,13 @@ func testSteadyHeldDelayed(t *testing.T, srv *testserver.Redis, steadyTrips int6
 		t.Errorf("steady again: %d round trips, want %d", n, steadyTrips)
 	}
 	check(snap, want)
+
+	// The dangling id leaves (its holder acks it at its eta) as the
+	// worker claims an overdue message: same size, a new id.
+	srv.Admin.SRem(ctx, "dramatiq:__acks__."+live[2]+".q12.DQ", dangling)
+	holdDelayed(t, srv, live[2], "q12", clk.now().Add(-10*time.Minute))
+	want["q12"] = 1
+	check(read(), want)
 	if n := srv.CommandCalls(t, "scan"); n != 0 {
 		t.Errorf("%d SCANs, want none", n)
 	}
