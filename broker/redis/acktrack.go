@@ -270,11 +270,23 @@ type ackResult struct {
 	untracked,
 	heldUntracked int
 	stale []string // stale workers that the read must still sweep
+	// delaySets are the .DQ ack sets the read counted (card > 0), for the
+	// overdue count (delayed.go): it reuses these SCARDs.
+	delaySets []delaySetCard
+	// newMember: the heartbeat list has an id the previous read's had not
+	// (a process that started, or the Reader's first read).
+	newMember bool
+}
+
+type delaySetCard struct {
+	key, queue string
+	card       int64
 }
 
 // applyAcks reads the plan's replies. alive tells a worker's liveness by
 // its ZSCORE; a worker missing from the heartbeat set is stale.
-func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now time.Time) (*ackResult, error) {
+// delayLists are the queues' .DQ list lengths, -1 where not read.
+func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayLists []int64, now time.Time) (*ackResult, error) {
 	cutoff := float64(now.Add(-r.opts.HeartbeatTimeout).UnixMilli())
 	alive := make(map[string]bool, len(p.owners))
 	for i, wid := range p.owners {
@@ -353,13 +365,17 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 	// are not all in sets it knows. In flight is HLEN .msgs - LLEN, the
 	// sum of the queue's ack sets; delayed (HLEN .DQ.msgs) is the .DQ
 	// list plus the .DQ sets. So once every holder is known, a read probes
-	// nothing.
+	// nothing (ids waiting unclaimed in the list included, when the read
+	// had its length).
 	type sums struct{ plain, delay int64 }
 	explained := make(map[string]sums, len(queues))
 	for _, s := range sets {
 		c := cards[s.key]
 		e := explained[s.queue]
 		if s.delay {
+			if c > 0 {
+				res.delaySets = append(res.delaySets, delaySetCard{key: s.key, queue: s.queue, card: c})
+			}
 			e.delay += c
 		} else {
 			e.plain += c
@@ -367,13 +383,13 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 		explained[s.queue] = e
 	}
 	active := make(map[string]uint8, len(queues))
-	for _, q := range queues {
+	for i, q := range queues {
 		var bits uint8
 		e := explained[q.Name]
 		if q.InFlight > e.plain {
 			bits |= activeInFlight
 		}
-		if q.Delayed > e.delay {
+		if q.Delayed-max(delayLists[i], 0) > e.delay {
 			bits |= activeDelayed
 		}
 		if bits != 0 {
@@ -388,8 +404,15 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, now ti
 	for _, wid := range p.sweptNow {
 		t.swept[wid] = true
 	}
+	prev := make(map[string]bool, len(t.members))
+	for _, m := range t.members {
+		prev[m.wid] = true
+	}
 	swept := make(map[string]bool, len(t.swept))
 	for _, m := range members {
+		if !prev[m.wid] {
+			res.newMember = true
+		}
 		if m.ms < fresh && t.swept[m.wid] {
 			swept[m.wid] = true
 		}
@@ -504,6 +527,9 @@ func (r *Reader) sweepStale(ctx context.Context, res *ackResult, an Anomalies) e
 			continue
 		}
 		res.orphaned[s.queue] += card
+		if s.delay {
+			res.delaySets = append(res.delaySets, delaySetCard{key: s.key, queue: s.queue, card: card})
+		}
 		if len(t.sets) < maxTrackedAckSets {
 			t.sets[s.key] = s
 		} else {

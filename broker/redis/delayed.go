@@ -23,23 +23,27 @@ package redis
 //     {q}.DQ.msgs): its holder is hung, or died and Dramatiq's random
 //     maintenance has not returned it yet.
 //
-// Cost. The ready-list heads' round trip also takes LRANGE {q}.DQ 0 2,
-// for the queues whose previous read found delayed messages or a non-empty
-// list (delayHeadSkips).
-// The rest needs the .DQ ack sets discovery found: SCARD of each, then
-// SMEMBERS of those within the caps, then, for ids not seen before only,
-// HSTRLEN and HGET of their body in {q}.DQ.msgs. An eta never changes for
-// a given Redis message id, so it is read once and remembered while the id
-// is held. Bodies go under the same per-read byte budget and per-body cap
-// as heads; ids under MaxHeldDelayedPerRead. Nothing depends on how many
-// delayed messages wait unclaimed in the list.
+// Cost. The ready-list heads' round trip also takes LRANGE {q}.DQ 0 2 and
+// LLEN {q}.DQ, for the queues whose previous read found delayed messages
+// or a non-empty list (delayHeadSkips).
+// The .DQ ack sets are the ones the ack tracker knows (acktrack.go): found
+// from the heartbeat set without SCAN, and SCARDed in round trip 1. That
+// round trip also checks, with one SMISMEMBER per remembered set, that the
+// set still has its due ids (eta passed). Only a set that is new, changed
+// size or lost a due id is listed (SMEMBERS, a second round trip); then,
+// for ids not seen before only, HSTRLEN and HGET of their body in
+// {q}.DQ.msgs. An eta never changes for a given Redis message id, so it is
+// read once and remembered while the id is held. Bodies go under the same
+// per-read byte budget and per-body cap as heads; ids under
+// MaxHeldDelayedPerRead. Nothing depends on how many delayed messages wait
+// unclaimed in the list.
 
 import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -78,12 +82,31 @@ type delayedQueue struct {
 	headID    string
 	head      delayedBody
 	held      map[string]delayedBody // ids held in .DQ ack sets
+	// shortfall: the latest read found more delayed messages outside the
+	// list than in the .DQ ack sets it counted.
+	shortfall bool
+}
+
+// heldSetMemo is what the latest listing of one .DQ ack set found. Never
+// changed once stored.
+type heldSetMemo struct {
+	queue string
+	card  int64    // its size at that listing
+	ids   []string // its members with a body (read, or oversize)
+	// gone are its members without a body (acked as it was read, or left
+	// dangling by a purge): they may leave at any time, so every read
+	// checks them as it checks due ids.
+	gone []string
 }
 
 type delayedState struct {
 	mu       sync.Mutex
 	queues   map[string]*delayedQueue
-	lastRead time.Time // when the latest read started
+	sets     map[string]*heldSetMemo // .DQ ack set key → its latest listing
+	lastRead time.Time               // when the latest read started
+	// noMIsMember: the server has no SMISMEMBER (before Redis 6.2); a set
+	// with due ids is then listed again instead.
+	noMIsMember atomic.Bool
 }
 
 func (k keys) delayList(q string) string { return k.ns + ":" + q + delaySuffix }
@@ -137,6 +160,111 @@ type delayedRead struct {
 	// heads are LRANGE {q}.DQ 0 headProbe-1 per queue; nil for a queue
 	// delayHeadSkips left out.
 	heads []*goredis.Cmd
+	// lists are LLEN {q}.DQ per queue, -1 where not read.
+	lists []int64
+	// acks has the SCARDs of the .DQ ack sets (acktrack.go).
+	acks *ackResult
+	// check has the membership checks of remembered sets.
+	check *heldCheck
+}
+
+// heldCheck is round trip 1's SMISMEMBER of the due ids of each
+// remembered .DQ ack set: ids whose eta passed (or whose body gives none)
+// are the ones a live worker acks next, so a set that still has them all
+// and kept its size kept its members.
+type heldCheck struct {
+	sets map[string]*heldSetMemo
+	cmds map[string]*goredis.BoolSliceCmd
+	// unverified sets had due ids that were not checked (over the cap, or
+	// a server without SMISMEMBER).
+	unverified map[string]bool
+	err        error // a reply that fails the read
+}
+
+// planHeldDelayed queues, on round trip 1's pipe, the membership checks of
+// the remembered .DQ ack sets of reported queues. Their number of ids is
+// that of the due held ids, under MaxHeldDelayedPerRead.
+func (r *Reader) planHeldDelayed(ctx context.Context, pipe goredis.Pipeliner, reported map[string]bool, now time.Time) *heldCheck {
+	st := r.delayed
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := &heldCheck{sets: st.sets}
+	if len(st.sets) == 0 {
+		return c
+	}
+	nowMs := now.UnixMilli()
+	total := 0
+	var args []any
+	for key, m := range st.sets {
+		if !reported[m.queue] {
+			continue
+		}
+		dq := st.queues[m.queue]
+		args = args[:0]
+		for _, id := range m.gone {
+			args = append(args, id)
+		}
+		for _, id := range m.ids {
+			b, ok := dq.heldBody(id)
+			if !ok || b.outcome != headOK || !b.hasEta || b.eta <= nowMs {
+				args = append(args, id)
+			}
+		}
+		if len(args) == 0 {
+			continue
+		}
+		if st.noMIsMember.Load() || total+len(args) > MaxHeldDelayedPerRead {
+			if c.unverified == nil {
+				c.unverified = map[string]bool{}
+			}
+			c.unverified[key] = true
+			continue
+		}
+		total += len(args)
+		if c.cmds == nil {
+			c.cmds = map[string]*goredis.BoolSliceCmd{}
+		}
+		c.cmds[key] = pipe.SMIsMember(ctx, key, slices.Clone(args)...)
+	}
+	return c
+}
+
+func (dq *delayedQueue) heldBody(id string) (delayedBody, bool) {
+	if dq == nil {
+		return delayedBody{}, false
+	}
+	b, ok := dq.held[id]
+	return b, ok
+}
+
+// unchanged returns the remembered listing of ds when it still gives the
+// set's members, else nil (the set is listed again).
+func (c *heldCheck) unchanged(r *Reader, ds delaySetCard, an Anomalies) *heldSetMemo {
+	if c == nil {
+		return nil
+	}
+	m := c.sets[ds.key]
+	if m == nil || m.queue != ds.queue || m.card != ds.card || c.unverified[ds.key] {
+		return nil
+	}
+	cmd := c.cmds[ds.key]
+	if cmd == nil {
+		return m
+	}
+	if err := cmd.Err(); err != nil {
+		if isUnknownCommand(err) {
+			r.delayed.noMIsMember.Store(true)
+		} else if err := an.check(err); err != nil && c.err == nil {
+			c.err = err
+		}
+		return nil
+	}
+	for _, in := range cmd.Val() {
+		if !in {
+			return nil
+		}
+	}
+	return m
 }
 
 // delayHeadSkips tells, per queue, whether round trip 1 may leave out the
@@ -174,8 +302,13 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 	st := r.delayed
 	st.mu.Lock()
 	state := make([]*delayedQueue, len(queues))
+	seen := make([]bool, len(queues))      // a previous read settled the queue
+	prevShort := make([]bool, len(queues)) // and found holders it did not know
 	for i, q := range queues {
 		state[i] = st.queues[q]
+		if state[i] != nil {
+			seen[i], prevShort[i] = true, state[i].shortfall
+		}
 	}
 	prevRead := st.lastRead
 	st.mu.Unlock()
@@ -295,35 +428,60 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		probes = append(probes, p)
 	}
 
-	// Held delayed messages: only once discovery has listed the ack sets;
-	// before that, and without discovery, the count is unknown.
-	overdueKnown := !r.opts.SkipDiscovery && r.status.Load().Passes > 0
-	var index map[string]int // built at the first .DQ ack set
-	type heldSet struct {
+	// Held delayed messages: the .DQ ack sets the tracker counted in
+	// round trip 1 (acktrack.go), found from the heartbeat set without
+	// SCAN. A set is listed (SMEMBERS) only when what the Reader
+	// remembers of it may be stale: it is new, its SCARD differs from its
+	// size at its last listing, or an id of it that fell due is no longer
+	// in it (the SMISMEMBER of round trip 1). Otherwise its remembered ids
+	// are its members: a set that keeps its size and its due ids lost none
+	// of them, and any id that left and was replaced was not due, so it is
+	// found when it falls due.
+	var sets []delaySetCard
+	if dr.acks != nil {
+		sets = dr.acks.delaySets
+	}
+	// Built only when there is a .DQ ack set: most reads have none.
+	var index map[string]int
+	var explained []int64
+	if len(sets) > 0 {
+		index = make(map[string]int, len(queues))
+		for i, q := range queues {
+			index[q] = i
+		}
+		explained = make([]int64, len(queues))
+	}
+	skipped := make([]bool, len(queues)) // a set of the queue was not read
+	type listedSet struct {
 		queue int
 		key   string
-		card  *goredis.IntCmd
 		ids   *goredis.StringSliceCmd
 	}
-	var sets []heldSet
-	if overdueKnown {
-		for _, a := range v.acks {
-			if !strings.HasSuffix(a.key, delaySuffix) {
-				continue
-			}
-			if index == nil {
-				index = make(map[string]int, len(queues))
-				for i, q := range queues {
-					index[q] = i
-				}
-			}
-			qi, ok := index[a.queue]
-			if !ok {
-				continue
-			}
-			sets = append(sets, heldSet{queue: qi, key: a.key, card: pipe.SCard(ctx, a.key)})
-			n++
+	var listed []listedSet
+	var reused []*heldSetMemo
+	memos := map[string]*heldSetMemo{}
+	covered := 0
+	for _, ds := range sets {
+		qi, ok := index[ds.queue]
+		if !ok {
+			continue
 		}
+		explained[qi] += ds.card
+		if covered+int(ds.card) > MaxHeldDelayedPerRead {
+			skipped[qi] = true
+			continue
+		}
+		covered += int(ds.card)
+		if m := dr.check.unchanged(r, ds, an); m != nil {
+			reused = append(reused, m)
+			memos[ds.key] = m
+			continue
+		}
+		listed = append(listed, listedSet{queue: qi, key: ds.key, ids: pipe.SMembers(ctx, ds.key)})
+		n++
+	}
+	if dr.check != nil && dr.check.err != nil {
+		return dr.check.err
 	}
 	if n > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
@@ -331,8 +489,7 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		}
 	}
 
-	// Round trip: head bodies within the byte budget, and the members of
-	// the sets within the id cap.
+	// Round trip: head bodies within the byte budget.
 	pipe = r.client.Pipeline()
 	n = 0
 	budget := int64(maxHeadBytesPerRead)
@@ -378,26 +535,58 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		headFetches = append(headFetches, headFetch{queue: p.queue, id: id, body: pipe.HGet(ctx, r.keys.delayMsgs(q), id)})
 		n++
 	}
-	skipped := make([]bool, len(queues)) // a set of the queue was not listed
-	listed := 0
-	for k := range sets {
-		s := &sets[k]
-		card, err := an.count(s.card)
-		if err != nil {
+
+	// In the same round trip, the sizes of held ids not seen before; the
+	// known ones keep what their body said.
+	held := make([]map[string]delayedBody, len(queues))
+	type newID struct {
+		queue int
+		id    string
+		len   *goredis.IntCmd
+	}
+	var fresh []newID
+	take := func(qi int, id string) {
+		if held[qi] == nil {
+			held[qi] = map[string]delayedBody{}
+		}
+		if b, ok := get(qi).held[id]; ok {
+			held[qi][id] = b
+			return
+		}
+		if _, dup := held[qi][id]; dup {
+			return
+		}
+		// A placeholder keeps a second set's copy of the id from being
+		// read twice; it is replaced or dropped below.
+		held[qi][id] = delayedBody{outcome: -1}
+		fresh = append(fresh, newID{queue: qi, id: id, len: pipe.HStrLen(ctx, r.keys.delayMsgs(queues[qi]), id)})
+	}
+	for _, m := range reused {
+		qi := index[m.queue]
+		for _, id := range m.ids {
+			take(qi, id)
+		}
+	}
+	listedIDs := make([][]string, len(listed))
+	for k, s := range listed {
+		if err := an.check(s.ids.Err()); err != nil {
 			return err
 		}
-		if card == 0 {
+		if s.ids.Err() != nil {
+			skipped[s.queue] = true // a wrong type: counted
 			continue
 		}
-		if listed+int(card) > MaxHeldDelayedPerRead {
-			skipped[s.queue] = true
-			continue
+		ids := s.ids.Val()
+		listedIDs[k] = ids
+		for _, id := range ids {
+			if oversizeID(id) {
+				an.add(AnomalyOversizeID, 1)
+				continue
+			}
+			take(s.queue, id)
 		}
-		listed += int(card)
-		s.ids = pipe.SMembers(ctx, s.key)
-		n++
 	}
-	if n > 0 {
+	if n+len(fresh) > 0 {
 		if err := execPipe(ctx, pipe); err != nil {
 			return err
 		}
@@ -413,59 +602,13 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		dq.headID, dq.head = f.id, decodeDelayed(f.body.Val())
 		an.applyUnclaimed(&snap.Queues[f.queue], now, dq)
 	}
-
-	if !overdueKnown {
-		return nil
-	}
-	// Which held ids are new; the known ones keep what their body said.
-	held := make([]map[string]delayedBody, len(queues))
-	type newID struct {
-		queue int
-		id    string
-		len   *goredis.IntCmd
-	}
-	var fresh []newID
-	pipe = r.client.Pipeline()
-	for _, s := range sets {
-		if s.ids == nil {
-			continue
-		}
-		if err := an.check(s.ids.Err()); err != nil {
-			return err
-		}
-		if held[s.queue] == nil {
-			held[s.queue] = map[string]delayedBody{}
-		}
-		known := get(s.queue).held
-		for _, id := range s.ids.Val() {
-			if oversizeID(id) {
-				an.add(AnomalyOversizeID, 1)
-				continue
-			}
-			if b, ok := known[id]; ok {
-				held[s.queue][id] = b
-				continue
-			}
-			if _, dup := held[s.queue][id]; dup {
-				continue
-			}
-			// A placeholder keeps a second set's copy of the id from
-			// being read twice; it is replaced or dropped below.
-			held[s.queue][id] = delayedBody{outcome: -1}
-			fresh = append(fresh, newID{queue: s.queue, id: id, len: pipe.HStrLen(ctx, r.keys.delayMsgs(queues[s.queue]), id)})
-		}
-	}
-	if len(fresh) > 0 {
-		if err := execPipe(ctx, pipe); err != nil {
-			return err
-		}
-	}
 	type bodyFetch struct {
 		queue int
 		id    string
 		body  *goredis.StringCmd
 	}
 	var fetches []bodyFetch
+	deferred := make([]bool, len(queues)) // a body was left for a later read
 	pipe = r.client.Pipeline()
 	for _, f := range fresh {
 		l, err := an.count(f.len)
@@ -481,7 +624,7 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		case l > budget:
 			// Read by a later read; until then the count is unknown.
 			delete(held[f.queue], f.id)
-			skipped[f.queue] = true
+			skipped[f.queue], deferred[f.queue] = true, true
 		default:
 			budget -= l
 			fetches = append(fetches, bodyFetch{queue: f.queue, id: f.id, body: pipe.HGet(ctx, r.keys.delayMsgs(queues[f.queue]), f.id)})
@@ -502,12 +645,65 @@ func (r *Reader) readDelayed(ctx context.Context, snap *Snapshot, v *view, dr de
 		}
 		held[f.queue][f.id] = decodeDelayed(f.body.Val())
 	}
+	// What the next reads take without listing: a listed set whose every
+	// id is settled (its body read, or gone).
+	for k, s := range listed {
+		ids := listedIDs[k]
+		if ids == nil || deferred[s.queue] {
+			continue
+		}
+		m := &heldSetMemo{queue: queues[s.queue], card: int64(len(ids))}
+		for _, id := range ids {
+			switch _, ok := held[s.queue][id]; {
+			case oversizeID(id):
+				// Not remembered (a hostile size): the set is listed
+				// again by every read.
+				m = nil
+			case ok:
+				m.ids = append(m.ids, id)
+			default:
+				m.gone = append(m.gone, id)
+			}
+			if m == nil {
+				break
+			}
+		}
+		if m != nil {
+			memos[s.key] = m
+		}
+	}
+	st.mu.Lock()
+	st.sets = memos
+	st.mu.Unlock()
+
 	cutoff := now.Add(-DelayedOverdueGrace).UnixMilli()
 	for i := range queues {
 		if held[i] != nil || get(i).held != nil {
 			mut(i).held = held[i]
 		}
-		if skipped[i] {
+		// Known when the sets counted hold every delayed message that is
+		// not in the list (HLEN .DQ.msgs − LLEN .DQ); else a holder may
+		// not be known yet, and the count is absent: at the Reader's first
+		// read, when a process appeared in the heartbeat set since the
+		// previous read, and when the previous read fell short too. What
+		// is left is a shortfall that one read alone sees while every
+		// process was already known: a fetch or an ack racing the read's
+		// commands (they are not atomic), or ids a known live worker just
+		// fetched (it promotes what is due at once), which the next read
+		// probes. Absent for those, the count would flap under load.
+		inSets := snap.Queues[i].Delayed
+		if dr.lists != nil && dr.lists[i] > 0 {
+			inSets -= dr.lists[i]
+		}
+		var inKnown int64
+		if explained != nil {
+			inKnown = explained[i]
+		}
+		short := inSets > inKnown
+		if get(i).shortfall != short {
+			mut(i).shortfall = short
+		}
+		if skipped[i] || (short && (!seen[i] || prevShort[i] || dr.acks == nil || dr.acks.newMember)) {
 			continue
 		}
 		var overdue int64

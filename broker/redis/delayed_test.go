@@ -162,7 +162,9 @@ func TestDelayedOverdueReadsEachEtaOnce(t *testing.T) {
 	}
 }
 
-// Before discovery has listed the ack sets the count is unknown, not 0;
+// While the known ack sets do not hold every delayed message outside the
+// list (here no holder at all: a body without a set) the count is
+// unknown, not 0;
 // a set over the per-read cap leaves its queue's count unknown and is
 // never listed.
 func TestDelayedOverdueUnknownNotZero(t *testing.T) {
@@ -181,7 +183,7 @@ func TestDelayedOverdueUnknownNotZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	if q := queueOf(t, snap, "q"); q.DelayedOverdueKnown {
-		t.Errorf("without discovery: overdue known (%d)", q.DelayedOverdue)
+		t.Errorf("no holder known: overdue known (%d)", q.DelayedOverdue)
 	}
 
 	big := "dramatiq:__acks__." + testserver.UUID() + ".big.DQ"

@@ -77,8 +77,10 @@ type QueueStats struct {
 	DelayedUnclaimedAge      time.Duration
 	DelayedUnclaimedAgeKnown bool
 	// DelayedOverdue counts the messages held in .DQ ack sets whose eta
-	// passed more than DelayedOverdueGrace ago. Unknown before discovery
-	// has listed the ack sets, or when they exceed the per-read caps.
+	// passed more than DelayedOverdueGrace ago. Unknown while the .DQ
+	// ack sets the Reader knows do not hold every delayed message outside
+	// the list (a holder not found yet), or when they exceed the per-read
+	// caps.
 	DelayedOverdue      int64
 	DelayedOverdueKnown bool
 	// LongestHeld is how long the id held longest by a live worker (its
@@ -97,7 +99,7 @@ type QueueStats struct {
 // the key string on every scrape, which made up about half of a scrape's
 // allocations per queue.
 type queueCmds struct {
-	ready, msgs, delayed, dead, deadLast, head, delayHead *goredis.Cmd
+	ready, msgs, delayed, dead, deadLast, head, delayHead, delayLen *goredis.Cmd
 }
 
 // queueArgs holds, for one view, every queue's command arguments. They are
@@ -110,8 +112,8 @@ type queueArgs struct {
 }
 
 type queueCmdArgs struct {
-	ready, msgs, delayed, dead, deadLast, head, delayHead []any
-	msgsKey                                               string
+	ready, msgs, delayed, dead, deadLast, head, delayHead, delayLen []any
+	msgsKey                                                         string
 }
 
 // queueArgs returns the arguments for v's queues, building them when the
@@ -135,7 +137,10 @@ func (r *Reader) queueArgs(v *view) *queueArgs {
 			head:     []any{"lrange", list, 0, headProbe - 1},
 			// The delay queue's head, for the unclaimed age (delayed.go).
 			delayHead: []any{"lrange", r.keys.delayList(q), 0, headProbe - 1},
-			msgsKey:   msgs,
+			// The delay list's length: what of .DQ.msgs is not held in
+			// .DQ ack sets (delayed.go, acktrack.go).
+			delayLen: []any{"llen", r.keys.delayList(q)},
+			msgsKey:  msgs,
 		}
 	}
 	a := &queueArgs{view: v, qs: qs, reported: reported}
@@ -172,6 +177,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	qa := r.queueArgs(v)
 	args := qa.qs
 	plan := r.planAcks(ctx, pipe, v, qa.reported, now)
+	heldCheck := r.planHeldDelayed(ctx, pipe, qa.reported, now)
 	cmds := make([]queueCmds, len(queues))
 	skipDelayHead := r.delayHeadSkips(queues)
 	for i := range queues {
@@ -187,6 +193,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		// The delay list's head, for the unclaimed age (delayed.go).
 		if !skipDelayHead[i] {
 			cmds[i].delayHead = pipe.Do(ctx, a.delayHead...)
+			cmds[i].delayLen = pipe.Do(ctx, a.delayLen...)
 		}
 	}
 	if err := execPipe(ctx, pipe); err != nil {
@@ -250,7 +257,20 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		snap.Queues[i] = s
 	}
-	ackRes, err := r.applyAcks(plan, an, snap.Queues, now)
+	// The delay lists' lengths, -1 where not read: LRANGE of the same
+	// key already counts a wrong type.
+	delayLists := make([]int64, len(queues))
+	for i, c := range cmds {
+		delayLists[i] = -1
+		if c.delayLen != nil {
+			if n, err := c.delayLen.Int64(); err == nil {
+				delayLists[i] = n
+			} else if err := c.delayLen.Err(); failsRead(err) {
+				return nil, err
+			}
+		}
+	}
+	ackRes, err := r.applyAcks(plan, an, snap.Queues, delayLists, now)
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +408,7 @@ func (r *Reader) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if err := r.countDeadLetters(ctx, snap, queues, seenDead); err != nil {
 		return nil, err
 	}
-	dr := delayedRead{heads: make([]*goredis.Cmd, len(queues))}
+	dr := delayedRead{heads: make([]*goredis.Cmd, len(queues)), lists: delayLists, acks: ackRes, check: heldCheck}
 	for i := range cmds {
 		dr.heads[i] = cmds[i].delayHead
 	}
