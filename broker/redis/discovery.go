@@ -309,9 +309,40 @@ func (r *Reader) step(ctx context.Context) (rtt time.Duration, done bool, err er
 	p.overFloor += rtt
 	p.cursor = next
 	if next != 0 {
+		r.publishNew(found)
 		return rtt, false, nil
 	}
 	return rtt, r.finishPass(ctx), nil
+}
+
+// publishNew reports at once the queues a page finds that no pass has
+// found before, instead of at the pass's end: a pass paced over a large
+// keyspace ends R / pace later (1.5 minutes at 10M keys), which would add
+// to every new queue's delay. Only after the first pass, so that until it
+// completes scrapes report the configured queues, as documented. Queues
+// are only ever added here; what is gone is dropped by finishPass as
+// before. Called with the discovery lock held.
+func (r *Reader) publishNew(found []classified) {
+	if r.status.Load().Passes == 0 {
+		return
+	}
+	fresh := false
+	for _, c := range found {
+		if c.kind != kindQueue && c.kind != kindAck || r.configured[c.queue] {
+			continue
+		}
+		if _, ok := r.seen[c.queue]; !ok {
+			r.seen[c.queue] = r.pass.seenAt
+			fresh = true
+		}
+	}
+	if !fresh {
+		return
+	}
+	old := r.view.Load()
+	v := r.buildView(old.acks)
+	v.invalidNames = old.invalidNames
+	r.view.Store(v)
 }
 
 // beginPass records where the pass starts: DBSIZE, the SCAN and TYPE

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -204,4 +205,52 @@ func TestDiscoveryPagesKeepThePace(t *testing.T) {
 	if share > 2*pace || share < pace/8 {
 		t.Errorf("the pass took %.3f of Redis's time while it ran, want about %g", share, pace)
 	}
+}
+
+// A queue created after the first pass shows as soon as a page of the next
+// pass finds it, not when that pass ends: on a large keyspace the end of a
+// paced pass is minutes later. The first pass still reports nothing until
+// it completes.
+func TestDiscoveryReportsANewQueueBeforeThePassEnds(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	r.Populate(t, 20_000, "cache:")
+	b := r.NewBroker(t, "dramatiq")
+	b.Enqueue("old", 1, time.Now())
+	reader, _ := newTestReader(t, r, Options{})
+	has := func(q string) bool {
+		queues, _, _ := reader.queueList()
+		return slices.Contains(queues, q)
+	}
+	// Page by page through the first pass: "old" only once it completes.
+	for reader.DiscoveryStatus().Passes == 0 {
+		if has("old") {
+			t.Fatal("the first pass reported a queue before it completed")
+		}
+		if _, _, err := reader.step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !has("old") {
+		t.Fatal("the first pass did not find queue old")
+	}
+	// 20 new queues: their keys spread over the pass's 20-odd pages.
+	var fresh []string
+	for i := range 20 {
+		q := fmt.Sprintf("new%02d", i)
+		fresh = append(fresh, q)
+		b.Enqueue(q, 1, time.Now())
+	}
+	pages := 0
+	for reader.DiscoveryStatus().Passes == 1 {
+		if _, _, err := reader.step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if slices.ContainsFunc(fresh, has) && reader.DiscoveryStatus().Passes == 1 {
+			t.Logf("a new queue showed after %d pages of the second pass", pages)
+			return
+		}
+	}
+	t.Fatalf("no new queue showed before the second pass completed (%d pages)", pages)
 }
