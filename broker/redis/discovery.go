@@ -108,6 +108,10 @@ type pass struct {
 	usecBefore float64       // SCAN+TYPE usec from commandstats; NaN if unknown
 	keyspace   int64
 	runID      string // INFO server run_id at the start; "" if unknown
+	// unpublished: queues found for the first time that scrapes do not
+	// report yet; published: when publishNew last rebuilt the view.
+	unpublished bool
+	published   time.Time
 }
 
 // view is what scrapes read: built by discovery, replaced whole, never
@@ -340,19 +344,23 @@ func (r *Reader) publishNew(found []classified) {
 	if r.status.Load().Passes == 0 {
 		return
 	}
-	fresh := false
+	p := &r.pass
 	for _, c := range found {
 		if c.kind != kindQueue && c.kind != kindAck || r.configured[c.queue] {
 			continue
 		}
 		if _, ok := r.seen[c.queue]; !ok {
-			r.seen[c.queue] = r.pass.seenAt
-			fresh = true
+			r.seen[c.queue] = p.seenAt
+			p.unpublished = true
 		}
 	}
-	if !fresh {
+	// A view costs a sort of every queue: at most one a second, whatever
+	// a hostile keyspace makes each page find. The pass's end publishes
+	// the rest.
+	if !p.unpublished || time.Since(p.published) < time.Second {
 		return
 	}
+	p.unpublished, p.published = false, time.Now()
 	old := r.view.Load()
 	v := r.buildView(old.acks)
 	v.invalidNames = old.invalidNames
