@@ -73,7 +73,7 @@ var (
 	discoveryDurationDesc = prometheus.NewDesc("dramatiq_exporter_discovery_duration_seconds",
 		"Wall-clock time of the latest completed discovery pass, pacing and retries included.", nil, nil)
 	discoveryRedisDesc = prometheus.NewDesc("dramatiq_exporter_discovery_redis_seconds",
-		"Redis main-thread time the latest completed discovery pass cost (SCAN and TYPE usec from INFO commandstats, or the client's round trips when smaller or when INFO is refused).", nil, nil)
+		"Redis main-thread time the latest completed discovery pass cost (SCAN and TYPE usec from INFO commandstats, capped by the client's round trips; when INFO is refused, the round trips less a PING floor).", nil, nil)
 	discoveryKeysDesc = prometheus.NewDesc("dramatiq_exporter_discovery_keys",
 		"Keys of the namespace the latest completed discovery pass returned.", nil, nil)
 	discoveryScannedDesc = prometheus.NewDesc("dramatiq_exporter_discovery_scanned_keys",

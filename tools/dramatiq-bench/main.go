@@ -47,6 +47,8 @@ func main() {
 	historySizes := flag.String("history", "1000,10000", "queue counts to measure the status page's trends history at, comma-separated (empty: skip)")
 	stuck := flag.String("stuck", "1000000", "unrelated key counts to measure stuck-work detection over at 1,000 queues, comma-separated (empty: skip; docs/stuck-work.md)")
 	stuckMessages := flag.Int("stuck-messages", 100_000, "messages spread over the 1,000 queues of the stuck-work benchmark")
+	stuckNewQueue := flag.Bool("stuck-new-queue", true, "in the stuck-work benchmark, also measure how long a queue created after the first pass takes to appear (up to a pass's Redis time / --dramatiq.discovery-duty: 15 min at 10M keys)")
+	stuckNoInfo := flag.Bool("stuck-no-info", false, "run the stuck-work benchmark's exporter as a read-only user that may not run INFO")
 	stuckDuties := flag.String("stuck-first-pass-duty", "0.1,1", "first-pass duties (--dramatiq.discovery-first-pass-duty) to measure the stuck-work benchmark at, comma-separated")
 	backlog := flag.String("backlog", "100:1000000,100:50000", "QUEUES:MESSAGES broker states to measure --dramatiq.backlog-by-actor off and on at, comma-separated (empty: skip)")
 	exporter := flag.String("exporter", "", "an exporter binary to measure instead of building ./cmd/dramatiq_exporter (to compare two versions)")
@@ -78,7 +80,7 @@ func main() {
 		discoveryBench(*discovery, *redisServer, bin)
 	}
 	if *stuck != "" {
-		stuckBench(*stuck, *stuckMessages, *stuckDuties, *redisServer, bin)
+		stuckBench(*stuck, *stuckMessages, *stuckDuties, *stuckNewQueue, *stuckNoInfo, *redisServer, bin)
 	}
 	if *historySizes != "" {
 		historyBench(*historySizes)

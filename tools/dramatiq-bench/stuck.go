@@ -32,6 +32,11 @@ type stuckRun struct {
 	unrelated, messages, queues int
 	firstPassDuty               float64
 	redisServer, exporter       string
+	// newQueue: also measure how long a queue created after the first
+	// pass takes to appear at the default duty (up to R / duty).
+	newQueue bool
+	// noInfo runs the exporter as a user that may not run INFO.
+	noInfo bool
 }
 
 type stuckResult struct {
@@ -42,15 +47,20 @@ type stuckResult struct {
 	p50, p99               time.Duration
 	commands, trips, probe float64
 	tracked                float64
+	newQueue               time.Duration // queue created → on /metrics
+	run                    time.Duration // exporter start → new queue seen
+	busy                   time.Duration // SCAN+TYPE usec over run (commandstats)
+	longest                time.Duration // longest SCAN (slowlog)
+	over1ms, over5ms       int
 }
 
 // prom3Accept is what Prometheus 3 sends when scraping.
 const prom3Accept = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 
-func stuckBench(unrelated string, messages int, duties string, redisServer, bin string) {
-	fmt.Printf("\nstuck work (docs/stuck-work.md): 1,000 queues, %d messages, 100 processes, heartbeat timeout 10 s, scrapes every 1 s\n\n", messages)
-	fmt.Println("| unrelated keys | first-pass duty | first scrape with every queue | orphans after heartbeat stale | discovery duty | discovery interval | scrape p50 (gzip) | scrape p99 | commands / read | round trips / read | ack probes / read | ack sets counted |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+func stuckBench(unrelated string, messages int, duties string, newQueue, noInfo bool, redisServer, bin string) {
+	fmt.Printf("\nstuck work (docs/stuck-work.md): 1,000 queues, %d messages, 100 processes, heartbeat timeout 10 s, scrapes every 1 s, INFO allowed: %v\n\n", messages, !noInfo)
+	fmt.Println("| unrelated keys | first-pass duty | first scrape with every queue | orphans after heartbeat stale | discovery duty (exporter) | discovery interval | scrape p50 (gzip) | scrape p99 | commands / read | round trips / read | ack probes / read | ack sets counted | new queue after | Redis busy in SCAN+TYPE over the run (commandstats) | longest SCAN | SCANs > 1 ms / > 5 ms |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, u := range strings.Split(unrelated, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(u))
 		if err != nil || n < 0 {
@@ -61,14 +71,20 @@ func stuckBench(unrelated string, messages int, duties string, redisServer, bin 
 			if err != nil {
 				fatal(fmt.Errorf("--stuck-first-pass-duty: %q", d))
 			}
-			s := stuckRun{unrelated: n, messages: messages, queues: 1000, firstPassDuty: duty, redisServer: redisServer, exporter: bin}
+			s := stuckRun{unrelated: n, messages: messages, queues: 1000, firstPassDuty: duty, redisServer: redisServer, exporter: bin, newQueue: newQueue, noInfo: noInfo}
 			res, err := s.measure()
 			if err != nil {
 				fatal(fmt.Errorf("stuck, %d unrelated keys: %w", n, err))
 			}
-			fmt.Printf("| %d | %g | %s | %s | %.2f%% | %s | %s | %s | %.0f | %.1f | %.0f | %.0f |\n", n, duty,
+			newQ, busy := "not measured", "not measured"
+			if newQueue {
+				newQ = res.newQueue.Round(time.Second).String()
+				busy = fmt.Sprintf("%.1f s in %s: %.2f%%", res.busy.Seconds(), res.run.Round(time.Second), 100*res.busy.Seconds()/res.run.Seconds())
+			}
+			fmt.Printf("| %d | %g | %s | %s | %.2f%% | %s | %s | %s | %.0f | %.1f | %.0f | %.0f | %s | %s | %s | %d / %d |\n", n, duty,
 				res.firstFull.Round(100*time.Millisecond), res.orphanLag.Round(10*time.Millisecond), 100*res.duty,
-				(time.Duration(res.interval) * time.Second).String(), ms(res.p50), ms(res.p99), res.commands, res.trips, res.probe, res.tracked)
+				(time.Duration(res.interval) * time.Second).String(), ms(res.p50), ms(res.p99), res.commands, res.trips, res.probe, res.tracked,
+				newQ, busy, res.longest.Round(10*time.Microsecond), res.over1ms, res.over5ms)
 		}
 	}
 }
@@ -94,8 +110,21 @@ func (s stuckRun) measure() (*stuckResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	url := "redis://" + addr + "/0"
+	if s.noInfo {
+		if url, err = noInfoUser(ctx, admin, addr); err != nil {
+			return nil, err
+		}
+	}
+	if err := watchSlowScans(ctx, admin); err != nil {
+		return nil, err
+	}
+	busy0, err := redisBusy(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
 	started := time.Now()
-	exp := exec.Command(s.exporter, "--redis.url", "redis://"+addr+"/0", "--web.listen-address", "127.0.0.1:"+strconv.Itoa(webPort),
+	exp := exec.Command(s.exporter, "--redis.url", url, "--web.listen-address", "127.0.0.1:"+strconv.Itoa(webPort),
 		"--dramatiq.max-queues", "0", "--dramatiq.heartbeat-timeout", "10s", "--scrape.timeout", "30s", "--log.level", "warn",
 		"--dramatiq.discovery-first-pass-duty", strconv.FormatFloat(s.firstPassDuty, 'g', -1, 64))
 	exp.Stderr = os.Stderr
@@ -103,12 +132,12 @@ func (s stuckRun) measure() (*stuckResult, error) {
 		return nil, err
 	}
 	defer func() { _ = exp.Process.Signal(syscall.SIGTERM); _ = exp.Wait() }()
-	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", webPort)
 	httpc := &http.Client{Timeout: time.Minute}
 
 	progress("  waiting for the first scrape that reports every queue (first-pass duty %g)", s.firstPassDuty)
 	for {
-		body, err := scrapeProm3(httpc, url)
+		body, err := scrapeProm3(httpc, metricsURL)
 		if err == nil && strings.Count(body, "dramatiq_queue_ready_messages{") >= s.queues {
 			res.firstFull = time.Since(started)
 			break
@@ -139,12 +168,12 @@ func (s stuckRun) measure() (*stuckResult, error) {
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); {
 		hb()
 		last = time.Now()
-		_, _ = scrapeProm3(httpc, url)
+		_, _ = scrapeProm3(httpc, metricsURL)
 		time.Sleep(500 * time.Millisecond)
 	}
 	staleAt := last.Add(10 * time.Second)
 	for {
-		body, err := scrapeProm3(httpc, url)
+		body, err := scrapeProm3(httpc, metricsURL)
 		if err == nil && strings.Contains(body, `dramatiq_queue_orphaned_messages{queue="`+q+`"} 3`) {
 			res.orphanLag = time.Since(staleAt)
 			break
@@ -155,13 +184,43 @@ func (s stuckRun) measure() (*stuckResult, error) {
 		time.Sleep(time.Second)
 	}
 
+	// A queue created once the first pass is done appears at the end of
+	// the next pass, which the default duty spaces out by R / duty.
+	if s.newQueue {
+		progress("  creating a new queue; waiting for it on /metrics")
+		const nq = "brand_new_queue"
+		if err := admin.RPush(ctx, "dramatiq:"+nq, "x").Err(); err != nil {
+			return nil, err
+		}
+		created := time.Now()
+		for {
+			body, err := scrapeProm3(httpc, metricsURL)
+			if err == nil && strings.Contains(body, `dramatiq_queue_ready_messages{queue="`+nq+`"}`) {
+				res.newQueue = time.Since(created)
+				break
+			}
+			if time.Since(created) > 90*time.Minute {
+				return nil, fmt.Errorf("the new queue was not reported in 90 minutes")
+			}
+			time.Sleep(2 * time.Second)
+		}
+		busy1, err := redisBusy(ctx, admin)
+		if err != nil {
+			return nil, err
+		}
+		res.run, res.busy = time.Since(started), busy1-busy0
+		if res.longest, res.over1ms, res.over5ms, err = slowScans(ctx, admin); err != nil {
+			return nil, err
+		}
+	}
+
 	// Steady state, through the binary: Prometheus 3's headers.
 	progress("  steady-state scrapes")
 	var lat []time.Duration
 	var body string
 	for i := 0; i < 30; i++ {
 		begin := time.Now()
-		if body, err = scrapeProm3(httpc, url); err != nil {
+		if body, err = scrapeProm3(httpc, metricsURL); err != nil {
 			return nil, err
 		}
 		lat = append(lat, time.Since(begin))
