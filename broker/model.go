@@ -251,10 +251,11 @@ type RabbitMQState struct {
 	BrokerQueues, Ignored, Anomalies int
 	// ResponseBytes is the size of the answer read.
 	ResponseBytes int64
-	// StatisticsAge is how old the numbers were when read, when the API
-	// said; StatisticsAgeKnown false otherwise.
-	StatisticsAge      time.Duration
-	StatisticsAgeKnown bool
+	// ListingAge is how old the management API listing was that queue
+	// types, arguments and redeliveries came from: 0 when this read listed
+	// (the counts are always this read's). The management API gives no age
+	// for its own statistics, so none is reported.
+	ListingAge time.Duration
 }
 
 // DeadLetter is one recently dead-lettered message.

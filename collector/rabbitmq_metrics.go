@@ -18,8 +18,8 @@ var (
 		"1 when RabbitMQ's management API answered this scrape with the vhost's queues, else 0. When 0, no queue series are emitted.", nil, nil)
 	rabbitmqQueueInfoDesc = prometheus.NewDesc("dramatiq_rabbitmq_queue_info",
 		"1 for each RabbitMQ queue behind a Dramatiq queue that exists: member main (q), delay (q.DQ) or dead (q.XQ), with RabbitMQ's queue type.", []string{"queue", "member", "type"}, nil)
-	rabbitmqStatsAgeDesc = prometheus.NewDesc("dramatiq_rabbitmq_statistics_age_seconds",
-		"How old the management API's numbers were when read (they refresh every collect_statistics_interval, 5 s by default).", nil, nil)
+	rabbitmqListingAgeDesc = prometheus.NewDesc("dramatiq_rabbitmq_listing_age_seconds",
+		"How old the management API listing was that this read's queue types, arguments and redeliveries came from: 0 when the read listed (always, without --rabbitmq.prometheus-url); with it, the listing is redone every 5 minutes. The counts are this read's. The API gives no age for its own statistics, which lag by up to its collect_statistics_interval (5 s by default).", nil, nil)
 	rabbitmqQueuesDesc = prometheus.NewDesc("dramatiq_rabbitmq_vhost_queues",
 		"RabbitMQ queues the vhost listed, by whether they belong to a Dramatiq queue (dramatiq), to none (ignored), or were skipped because the name cannot be a label (invalid).", []string{"kind"}, nil)
 
@@ -55,7 +55,7 @@ type rabbitmqCollector struct {
 }
 
 func (c *rabbitmqCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rabbitmqUpDesc, rabbitmqQueueInfoDesc, rabbitmqStatsAgeDesc, rabbitmqQueuesDesc, queuesDroppedDesc} {
+	for _, d := range []*prometheus.Desc{rabbitmqUpDesc, rabbitmqQueueInfoDesc, rabbitmqListingAgeDesc, rabbitmqQueuesDesc, queuesDroppedDesc} {
 		ch <- d
 	}
 	for _, f := range rabbitmqQueueFamilies {
@@ -76,9 +76,7 @@ func (c *rabbitmqCollector) Collect(st *State, m *Metrics) {
 	snap := part.Snapshot
 	rs := snap.RabbitMQ
 	m.Gauge(rabbitmqUpDesc, 1)
-	if rs.StatisticsAgeKnown {
-		m.Gauge(rabbitmqStatsAgeDesc, rs.StatisticsAge.Seconds())
-	}
+	m.Gauge(rabbitmqListingAgeDesc, rs.ListingAge.Seconds())
 	// Queues past --dramatiq.max-queues are Dramatiq's too.
 	m.Gauge(rabbitmqQueuesDesc, float64(max(rs.BrokerQueues-rs.Ignored-rs.Anomalies, 0)), "dramatiq")
 	m.Gauge(rabbitmqQueuesDesc, float64(rs.Ignored), "ignored")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -39,7 +40,7 @@ func rabbitSnapshot() *broker.Snapshot {
 			// Statistics not collected yet: counts absent, never 0.
 			{Name: "fresh", Members: []broker.Member{{Role: broker.MemberMain, Type: "classic"}}},
 		},
-		RabbitMQ: &broker.RabbitMQState{Vhost: "/", BrokerQueues: 5, Ignored: 1},
+		RabbitMQ: &broker.RabbitMQState{Vhost: "/", BrokerQueues: 5, Ignored: 1, ListingAge: 90 * time.Second},
 	}
 }
 
@@ -94,6 +95,9 @@ dramatiq_rabbitmq_queue_info{member="main",queue="fresh",type="classic"} 1
 # TYPE dramatiq_rabbitmq_queue_layout_problems gauge
 dramatiq_rabbitmq_queue_layout_problems{queue="emails"} 1
 dramatiq_rabbitmq_queue_layout_problems{queue="fresh"} 0
+# HELP dramatiq_rabbitmq_listing_age_seconds How old the management API listing was that this read's queue types, arguments and redeliveries came from: 0 when the read listed (always, without --rabbitmq.prometheus-url); with it, the listing is redone every 5 minutes. The counts are this read's. The API gives no age for its own statistics, which lag by up to its collect_statistics_interval (5 s by default).
+# TYPE dramatiq_rabbitmq_listing_age_seconds gauge
+dramatiq_rabbitmq_listing_age_seconds 90
 # HELP dramatiq_rabbitmq_up 1 when RabbitMQ's management API answered this scrape with the vhost's queues, else 0. When 0, no queue series are emitted.
 # TYPE dramatiq_rabbitmq_up gauge
 dramatiq_rabbitmq_up 1
@@ -106,7 +110,7 @@ dramatiq_rabbitmq_vhost_queues{kind="invalid"} 0
 	names := []string{"dramatiq_rabbitmq_up", "dramatiq_queue_ready_messages", "dramatiq_queue_inflight_messages", "dramatiq_queue_delayed_messages",
 		"dramatiq_queue_dead_letter_messages", "dramatiq_queue_delayed_held_messages", "dramatiq_queue_consumers", "dramatiq_queue_delay_consumers",
 		"dramatiq_queue_redeliveries_total", "dramatiq_queue_delay_redeliveries_total", "dramatiq_rabbitmq_queue_info",
-		"dramatiq_rabbitmq_queue_layout_problems", "dramatiq_rabbitmq_vhost_queues"}
+		"dramatiq_rabbitmq_queue_layout_problems", "dramatiq_rabbitmq_vhost_queues", "dramatiq_rabbitmq_listing_age_seconds"}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}

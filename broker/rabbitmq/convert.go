@@ -37,6 +37,7 @@ func ToModel(s *Snapshot) *broker.Snapshot {
 		RabbitMQ: &broker.RabbitMQState{
 			Vhost: s.Vhost, BrokerQueues: s.RabbitMQQueues, Ignored: s.Ignored,
 			Anomalies: s.Anomalies, ResponseBytes: s.ResponseBytes,
+			ListingAge: s.DetailsAge,
 		},
 	}
 	for i, q := range s.Queues {
