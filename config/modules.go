@@ -301,27 +301,40 @@ func ParseTarget(raw string) (ProbeTarget, error) {
 	if err != nil || db < 0 || !strings.HasPrefix(u.Path, "/") || strconv.Itoa(db) != strings.TrimPrefix(u.Path, "/") {
 		return t, fmt.Errorf("target needs a database number: redis://host:port/N")
 	}
-	host := strings.ToLower(u.Hostname())
-	if a, err := netip.ParseAddr(host); err == nil {
-		if a.Zone() != "" {
-			return t, fmt.Errorf("target address must have no zone")
-		}
-		t.Addr = a.Unmap()
-		host = t.Addr.String()
-	} else if strings.Contains(u.Host, "[") {
-		return t, fmt.Errorf("target host in brackets must be an IPv6 address")
-	} else {
-		host = strings.TrimSuffix(host, ".")
-		if len(host) > 253 {
-			return t, fmt.Errorf("target host name is longer than 253 bytes")
-		}
-		for _, l := range strings.Split(host, ".") {
-			if l == "" || len(l) > 63 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
-				return t, fmt.Errorf("target host must be an IP address or a DNS name")
-			}
-		}
+	host, addr, err := targetHost(u)
+	if err != nil {
+		return t, err
 	}
+	t.Addr = addr
 	t.Scheme, t.Host, t.Port, t.DB = u.Scheme, host, port, db
 	t.Canonical = fmt.Sprintf("%s://%s/%d", u.Scheme, t.HostPort(), db)
 	return t, nil
+}
+
+// targetHost normalises a target's host the one way both brokers' targets
+// use, so that the allow-list and the target's identity see the same
+// spelling: an IP literal (unmapped, no zone) in its canonical form, or a
+// lower-case DNS name of valid labels without the trailing dot. addr is
+// the zero Addr for a name.
+func targetHost(u *url.URL) (host string, addr netip.Addr, err error) {
+	host = strings.ToLower(u.Hostname())
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return "", addr, fmt.Errorf("target address must have no zone")
+		}
+		return a.Unmap().String(), a.Unmap(), nil
+	}
+	if strings.Contains(u.Host, "[") {
+		return "", addr, fmt.Errorf("target host in brackets must be an IPv6 address")
+	}
+	host = strings.TrimSuffix(host, ".")
+	if len(host) > 253 {
+		return "", addr, fmt.Errorf("target host name is longer than 253 bytes")
+	}
+	for _, l := range strings.Split(host, ".") {
+		if l == "" || len(l) > 63 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			return "", addr, fmt.Errorf("target host must be an IP address or a DNS name")
+		}
+	}
+	return host, addr, nil
 }

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -94,26 +93,11 @@ func ParseTargetFor(m *Module, raw string) (ProbeTarget, error) {
 	if err != nil || port < 1 || port > 65535 {
 		return t, fmt.Errorf("target port must be 1-65535")
 	}
-	host := strings.ToLower(u.Hostname())
-	if a, err := netip.ParseAddr(host); err == nil {
-		if a.Zone() != "" {
-			return t, fmt.Errorf("target address must have no zone")
-		}
-		t.Addr = a.Unmap()
-		host = t.Addr.String()
-	} else if strings.Contains(u.Host, "[") {
-		return t, fmt.Errorf("target host in brackets must be an IPv6 address")
-	} else {
-		host = strings.TrimSuffix(host, ".")
-		if len(host) > 253 {
-			return t, fmt.Errorf("target host name is longer than 253 bytes")
-		}
-		for _, l := range strings.Split(host, ".") {
-			if l == "" || len(l) > 63 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
-				return t, fmt.Errorf("target host must be an IP address or a DNS name")
-			}
-		}
+	host, addr, err := targetHost(u)
+	if err != nil {
+		return t, err
 	}
+	t.Addr = addr
 	t.Scheme, t.Host, t.Port = u.Scheme, host, port
 	t.Canonical = u.Scheme + "://" + t.HostPort()
 	return t, nil
