@@ -22,9 +22,9 @@ func init() {
 	})
 }
 
-// maxActorSeries is the Redis reader's cap on actor series, for the HELP
-// text (the limit series reports the reader's own value).
-const maxActorSeries = 500
+// maxActorSeries is the cap the HELP text names; the model holds the
+// value the Redis reader applies.
+const maxActorSeries = broker.MaxActorSeries
 
 var (
 	redisUpDesc = prometheus.NewDesc("dramatiq_redis_up",
