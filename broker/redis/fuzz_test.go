@@ -199,8 +199,10 @@ func FuzzActorName(f *testing.F) {
 		}
 		// A full parse keeps the last of duplicate keys; the stream the
 		// first. Only bodies with one actor_name, and no escape that could
-		// spell another, must agree.
-		if json.Valid([]byte(body)) && strings.Count(body, `"actor_name"`) == 1 && !strings.Contains(body, `\u`) && json.Unmarshal([]byte(body), &full) == nil && full.ActorName != nil {
+		// spell another, must agree. encoding/json also matches keys case
+		// insensitively ("ACTOR_NAME"), where Dramatiq's Python json does
+		// not, so such a body has no Go reference either.
+		if json.Valid([]byte(body)) && strings.Count(strings.ToLower(body), `"actor_name"`) == 1 && !strings.Contains(body, `\u`) && json.Unmarshal([]byte(body), &full) == nil && full.ActorName != nil {
 			if want := actorLabel(*full.ActorName); want != name {
 				t.Fatalf("actorName(%q) = %q, a full parse says %q", body, name, want)
 			}
