@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dramatiq-exporter/dramatiq_exporter/internal/testserver"
 )
@@ -39,7 +40,14 @@ func TestRabbitMQPrometheusURLEndToEnd(t *testing.T) {
 	if strings.Contains(body, "dramatiq_queue_ready_messages{") {
 		t.Errorf("queue series while up 0:\n%s", grepLines(body, "dramatiq_queue_"))
 	}
-	if logs := bad.logs.String(); !strings.Contains(logs, "/metrics/detailed") || strings.Contains(logs, rabbitPassword) {
+	// The failed read is logged as the scrape is answered, not before:
+	// give the line a moment to land.
+	logs := bad.logs.String()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs, "/metrics/detailed") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		logs = bad.logs.String()
+	}
+	if !strings.Contains(logs, "/metrics/detailed") || strings.Contains(logs, rabbitPassword) {
 		t.Errorf("logs do not name the endpoint, or hold the password:\n%s", logs)
 	}
 }
