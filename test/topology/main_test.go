@@ -167,7 +167,37 @@ func (e *exporter) waitMatch(t *testing.T, path string, want map[string]map[stri
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("%s%s never matched Dramatiq's numbers within %s: %s", e.base, path, timeout, why)
+	t.Fatalf("%s%s never matched Dramatiq's numbers within %s: %s (%s)", e.base, path, timeout, why, e.discoveryState())
+}
+
+// waitQueue scrapes until the exporter reports queue q, whatever its
+// numbers, or fails.
+func (e *exporter) waitQueue(t *testing.T, q string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if s := e.scrape("/metrics", 5*time.Second); s.err == nil && queueNumbers(s.fams, q)["ready"] >= 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s never reported queue %s within %s (%s)", e.base, q, timeout, e.discoveryState())
+}
+
+// discoveryState summarises the exporter's discovery metrics, to tell a
+// queue discovery never found from one it lost.
+func (e *exporter) discoveryState() string {
+	s := e.scrape("/metrics", 5*time.Second)
+	if s.err != nil {
+		return s.err.Error()
+	}
+	var parts []string
+	for _, name := range []string{"dramatiq_exporter_discovery_passes_total", "dramatiq_exporter_discovery_keys",
+		"dramatiq_exporter_discovery_scanned_keys", "dramatiq_exporter_discovery_last_completed_timestamp_seconds"} {
+		parts = append(parts, fmt.Sprintf("%s %g", strings.TrimPrefix(name, "dramatiq_exporter_discovery_"), value(s.fams, name, nil)))
+	}
+	parts = append(parts, fmt.Sprintf("now %d", time.Now().Unix()))
+	return "discovery: " + strings.Join(parts, ", ")
 }
 
 // app is a Python Dramatiq program speaking one JSON event per line.
