@@ -222,6 +222,11 @@ func checkGoBuildStage(t *testing.T, root string, args map[string]string, s *sta
 	if out == "" {
 		t.Fatal("no go build or make build in the build stage")
 	}
+	// A bare go build leaves the version, revision and build date unknown
+	// in --version and dramatiq_exporter_build_info; make build sets them.
+	if !strings.Contains(strings.Join(s.all("RUN"), "\n"), "make build") {
+		t.Error("the build stage runs go build, not make build: the binary would carry no version")
+	}
 	return out
 }
 
