@@ -115,6 +115,12 @@ type ackTracker struct {
 	cursor  int
 	held    map[heldKey]heldSince
 	reads   int // reads applied since start
+	// membersAt is the clock of the read that listed members: liveness at
+	// that read is judged against it, not against the next read's clock,
+	// or reads further apart than the heartbeat timeout (a 1m scrape
+	// interval at Dramatiq's default 60 s) would take every worker for
+	// dead and never time what it holds.
+	membersAt time.Time
 }
 
 const (
@@ -179,7 +185,7 @@ func (r *Reader) planAcks(ctx context.Context, pipe goredis.Pipeliner, v *view, 
 	}
 	owners := map[string]bool{}
 	prevAlive := map[string]bool{}
-	cutoff := float64(now.Add(-r.opts.HeartbeatTimeout).UnixMilli())
+	cutoff := float64(t.membersAt.Add(-r.opts.HeartbeatTimeout).UnixMilli())
 	for _, m := range t.members {
 		prevAlive[m.wid] = m.ms >= cutoff
 	}
@@ -318,6 +324,33 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayL
 	sets := make(map[string]*trackedSet, len(p.tracked)+len(p.probes))
 	cards := make(map[string]int64, len(p.tracked)+len(p.probes))
 	held := make(map[heldKey]heldSince, len(t.held))
+	// carry keeps the times of a set whose members this read did not list:
+	// a stale worker's (what it holds is orphaned now, but held since then
+	// should it come back) or a live one's that looked stale at the
+	// previous read. Without it, what such a worker holds would look newly
+	// held at a later read. The index of earlier times by set is built
+	// only when needed.
+	var bySet map[string][]heldKey
+	carry := func(s *trackedSet, alive bool) {
+		if bySet == nil {
+			bySet = map[string][]heldKey{}
+			for hk := range t.held {
+				bySet[hk.set] = append(bySet[hk.set], hk)
+			}
+		}
+		for _, hk := range bySet[s.key] {
+			if len(held) >= maxHeldIDs {
+				if alive {
+					res.heldUntracked++
+				}
+				continue
+			}
+			held[hk] = t.held[hk]
+			if alive {
+				res.noteHeld(s.queue, t.held[hk])
+			}
+		}
+	}
 	for i, s := range p.tracked {
 		card, err := an.count(p.cards[i])
 		if err != nil {
@@ -332,6 +365,9 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayL
 			}
 		}
 		ns := *s
+		if !s.delay && (p.members[i] == nil || !alive[s.wid]) {
+			carry(s, alive[s.wid])
+		}
 		if err := r.listHeld(&ns, p.members[i], card, alive[s.wid], t.held, held, res, an, now); err != nil {
 			return nil, err
 		}
@@ -422,7 +458,7 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayL
 		}
 	}
 	t.swept = swept
-	t.members = members
+	t.members, t.membersAt = members, now
 	return res, nil
 }
 
@@ -470,12 +506,17 @@ func (r *Reader) listHeld(s *trackedSet, c *goredis.StringSliceCmd, card int64, 
 			h = heldSince{at: now, lowerBound: !s.membersRead && s.preexisting}
 		}
 		next[hk] = h
-		if cur, ok := res.held[s.queue]; !ok || h.at.Before(cur.at) || (h.at.Equal(cur.at) && h.lowerBound) {
-			res.held[s.queue] = h
-		}
+		res.noteHeld(s.queue, h)
 	}
 	s.membersRead = true
 	return nil
+}
+
+// noteHeld keeps, per queue, the id held longest (a lower bound wins a tie).
+func (res *ackResult) noteHeld(queue string, h heldSince) {
+	if cur, ok := res.held[queue]; !ok || h.at.Before(cur.at) || (h.at.Equal(cur.at) && h.lowerBound) {
+		res.held[queue] = h
+	}
 }
 
 // sweepStale probes, in a second round trip, the active ack sets of

@@ -187,6 +187,58 @@ func TestLongestHeld(t *testing.T) {
 	}
 }
 
+// Reads further apart than the heartbeat timeout (Prometheus's default 1m
+// scrape interval with Dramatiq's default 60 s timeout) still time what a
+// live worker holds: its liveness at the previous read is judged by that
+// read's clock. And a worker taken for dead at one read and alive at the
+// next keeps its times: the held message does not look new.
+func TestLongestHeldAcrossReadsFurtherApartThanTheTimeout(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	clk := newClock(time.Now())
+	b := srv.NewBroker(t, "dramatiq")
+	b.Enqueue("q", 2, clk.now())
+	w := testserver.UUID()
+	b.Fetch(w, "q", 1, clk.now())
+	client, err := NewClient(ClientOptions{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := NewReader(client, Options{Queues: []string{"q"}, SkipDiscovery: true, Now: clk.now, HeartbeatTimeout: time.Minute})
+	mustSnapshot(t, r)
+	step := func(d time.Duration, beat bool) QueueStats {
+		clk.advance(d)
+		if beat {
+			b.Heartbeat(w, clk.now().Add(-2*time.Second))
+		}
+		return queueStats(t, mustSnapshot(t, r), "q")
+	}
+	// The first read learns that q has messages in sets it does not know;
+	// the second probes the worker's set and starts timing (a lower bound:
+	// the message was held before).
+	q := step(time.Second, true)
+	if q.LongestHeld != 0 || !q.LongestHeldLowerBound {
+		t.Fatalf("second read: held %s lower bound %v, want 0 and true", q.LongestHeld, q.LongestHeldLowerBound)
+	}
+	for i := 1; i <= 3; i++ {
+		if q = step(time.Minute, true); q.LongestHeld != time.Duration(i)*time.Minute || !q.LongestHeldLowerBound {
+			t.Fatalf("read %d a minute apart: held %s lower bound %v, want %dm and true", i, q.LongestHeld, q.LongestHeldLowerBound, i)
+		}
+	}
+	// Silent for a read: orphaned, not held.
+	if q = step(2*time.Minute, false); q.LongestHeld != 0 || q.Orphaned != 1 {
+		t.Fatalf("silent worker: held %s orphaned %d, want 0 and 1", q.LongestHeld, q.Orphaned)
+	}
+	// Back (a suspended process, a partition): held since the read that
+	// first saw it, 6 minutes ago, not since now.
+	if q = step(time.Minute, true); q.LongestHeld != 6*time.Minute || !q.LongestHeldLowerBound || q.Orphaned != 0 {
+		t.Fatalf("worker back: held %s lower bound %v orphaned %d, want 6m, true and 0", q.LongestHeld, q.LongestHeldLowerBound, q.Orphaned)
+	}
+	if q = step(time.Minute, true); q.LongestHeld != 7*time.Minute {
+		t.Fatalf("next read: held %s, want 7m", q.LongestHeld)
+	}
+}
+
 // A set larger than heldSample is counted as untracked, not sampled.
 func TestHeldSetOverSampleIsUntracked(t *testing.T) {
 	srv := testserver.StartRedis(t)
