@@ -152,7 +152,7 @@ var (
 	redisKeys      = split("status up memory_used_bytes connected_clients")
 	databaseKeys   = split("status up")
 	processesKeys  = split("status alive stale min_processes measure")
-	queueKeys      = split("name ready in_flight delayed dead_letter orphaned oldest_message_age_seconds dead_letter_last problems recent_dead_letters dead_lettered_total dead_lettered_by_actor")
+	queueKeys      = split("name ready in_flight delayed dead_letter orphaned oldest_message_age_seconds dead_letter_last problems recent_dead_letters dead_lettered_total dead_lettered_by_actor longest_held_seconds longest_held_lower_bound delayed_unclaimed_oldest_seconds delayed_overdue")
 	deadLetterKeys = split("message_id actor dead_lettered_at retries traceback_last_line")
 	collectorKeys  = split("name success duration_seconds")
 	failureKeys    = split("check value threshold message")

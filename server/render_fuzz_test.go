@@ -47,6 +47,11 @@ func fuzzStatus(queue, actor, msgID, traceback string, args []byte, ready, deadL
 		DeadLetteredByActor: []broker.ActorDeadLetters{{Queue: queue, Actor: actor, Count: uint64(ready)}, {Queue: other, Actor: msgID, Count: 1}},
 	}
 	snap.Queues[0].DeadLettered = uint64(ready)
+	// What is stuck, from the same values: any duration, known or not.
+	q0 := &snap.Queues[0]
+	q0.LongestHeld, q0.LongestHeldLowerBound = time.Duration(ageMs)*time.Millisecond, ready%2 == 0
+	q0.DelayedUnclaimedAge, q0.DelayedUnclaimedAgeKnown = time.Duration(deadLetterMs)*time.Millisecond, ageMs%3 != 0
+	q0.DelayedOverdue, q0.DelayedOverdueKnown = ready, ready%5 != 0
 	st := &collector.State{
 		Time: now, Duration: time.Duration(ageMs), Environment: actor, Namespace: queue,
 		Collectors: []string{"broker"}, Outcomes: []collector.Outcome{{Name: "broker", Success: true}},

@@ -119,6 +119,14 @@ var pageFuncs = template.FuncMap{
 		}
 		return formatDuration(s) + " ago"
 	},
+	// atLeast: a known duration of at least min seconds.
+	"atLeast": func(p *float64, least float64) bool { return p != nil && *p >= least },
+	"deref": func(p *int64) int64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	},
 	"ms": func(s float64) string { return fmt.Sprintf("%d ms", int64(math.Round(s*1000))) },
 	"has": func(list []string, x string) bool {
 		for _, v := range list {

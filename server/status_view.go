@@ -69,15 +69,15 @@ func pageParams(q url.Values) (filter string, show int) {
 }
 
 // severity ranks a queue's problems for the page's order: a threshold
-// exceeded first, then orphaned messages, then dead letters or a head
-// that could not be read.
+// exceeded first, then orphaned or overdue delayed messages, then dead
+// letters or a head that could not be read.
 func severity(q *status.QueueStatus) int {
 	r := 0
 	for _, p := range q.Problems {
 		switch p {
 		case status.CheckMaxReady, status.CheckMaxOldestAge:
 			r = max(r, 3)
-		case status.ProblemOrphaned:
+		case status.ProblemOrphaned, status.ProblemDelayedOverdue:
 			r = max(r, 2)
 		default:
 			r = max(r, 1)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,11 @@ func TestRabbitMQStatus(t *testing.T) {
 	em, rep := s.Queues[0], s.Queues[1]
 	if *em.Consumers != 3 || *em.DelayedHeld != 2 || em.Unavailable[0] != "orphaned" {
 		t.Errorf("emails %+v", em)
+	}
+	// What is stuck is Redis's: null here, and said to be unavailable.
+	if em.LongestHeldSeconds != nil || em.DelayedUnclaimedOldestSeconds != nil || em.DelayedOverdue != nil ||
+		!slices.Contains(em.Unavailable, "longest_held_seconds") || !slices.Contains(em.Unavailable, "delayed_overdue") {
+		t.Errorf("emails stuck fields %v %v %v, unavailable %v", em.LongestHeldSeconds, em.DelayedUnclaimedOldestSeconds, em.DelayedOverdue, em.Unavailable)
 	}
 	// No oldest_age_unknown: the age is unavailable, not undecodable.
 	if want := []string{"dead_letters", "layout", "no_consumer"}; !reflect.DeepEqual(rep.Problems, want) {

@@ -54,6 +54,9 @@ const (
 	ProblemLayout = "layout"
 	// ProblemNoConsumer: ready messages and no consumer (RabbitMQ).
 	ProblemNoConsumer = "no_consumer"
+	// ProblemDelayedOverdue: a worker holds delayed messages well past
+	// their eta (Redis): the grace is built in, so any is a problem.
+	ProblemDelayedOverdue = "delayed_overdue"
 )
 
 // How ProcessesStatus.Alive is measured.
@@ -241,6 +244,15 @@ type QueueStatus struct {
 	DelayConsumers *int64   `json:"delay_consumers,omitempty"`
 	DelayedHeld    *int64   `json:"delayed_held,omitempty"`
 	LayoutProblems []string `json:"layout_problems,omitempty"`
+	// What is stuck (Redis; null on RabbitMQ, listed in Unavailable), as
+	// the dramatiq_queue_longest_held_message_*,
+	// dramatiq_queue_delayed_unclaimed_oldest_seconds and
+	// dramatiq_queue_delayed_overdue_messages series: null when the read
+	// could not tell.
+	LongestHeldSeconds            *float64 `json:"longest_held_seconds"`
+	LongestHeldLowerBound         bool     `json:"longest_held_lower_bound"`
+	DelayedUnclaimedOldestSeconds *float64 `json:"delayed_unclaimed_oldest_seconds"`
+	DelayedOverdue                *int64   `json:"delayed_overdue"`
 	// Unavailable lists the fields above that the broker cannot give
 	// (they read 0 or null here): orphaned, oldest_message_age_seconds,
 	// dead_lettered_total, dead_lettered_by_actor and recent_dead_letters
@@ -467,7 +479,8 @@ func known(v float64) *float64 {
 
 // rabbitmqUnavailable are the queue fields RabbitMQ cannot give read-only
 // (docs/dramatiq-rabbitmq-layout.md says why).
-var rabbitmqUnavailable = []string{"orphaned", "oldest_message_age_seconds", "dead_letter_last", "dead_lettered_total", "dead_lettered_by_actor", "recent_dead_letters"}
+var rabbitmqUnavailable = []string{"orphaned", "oldest_message_age_seconds", "dead_letter_last", "dead_lettered_total", "dead_lettered_by_actor", "recent_dead_letters",
+	"longest_held_seconds", "delayed_unclaimed_oldest_seconds", "delayed_overdue"}
 
 func queueStatus(q broker.Queue, kind broker.Kind) QueueStatus {
 	out := QueueStatus{
@@ -479,6 +492,14 @@ func queueStatus(q broker.Queue, kind broker.Kind) QueueStatus {
 	}
 	if kind == broker.RabbitMQ {
 		out.Unavailable = rabbitmqUnavailable
+	} else {
+		held := q.LongestHeld.Seconds()
+		out.LongestHeldSeconds, out.LongestHeldLowerBound = &held, q.LongestHeldLowerBound
+		out.DelayedOverdue = ptr(q.DelayedOverdue)
+		if q.DelayedUnclaimedAgeKnown {
+			age := q.DelayedUnclaimedAge.Seconds()
+			out.DelayedUnclaimedOldestSeconds = &age
+		}
 	}
 	if q.OldestAgeKnown {
 		age := q.OldestAge.Seconds()
@@ -575,6 +596,9 @@ func (s *Status) judge() {
 				fail(Failure{Check: CheckNoOrphans, Queue: q.Name, Value: float64(q.Orphaned),
 					Message: fmt.Sprintf("queue %s: %d orphaned %s held by dead processes", q.Name, q.Orphaned, plural(q.Orphaned, "message", "messages"))})
 			}
+		}
+		if q.DelayedOverdue != nil && *q.DelayedOverdue > 0 {
+			q.Problems = append(q.Problems, ProblemDelayedOverdue)
 		}
 		if q.DeadLetter > 0 {
 			q.Problems = append(q.Problems, ProblemDeadLetters)

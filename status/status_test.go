@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,82 @@ func TestStatusAndMetricsOfOneStateAgree(t *testing.T) {
 	}
 	if s.ProcessesAlive != 1 || s.ProcessesStale != 1 {
 		t.Errorf("processes = %d alive, %d stale", s.ProcessesAlive, s.ProcessesStale)
+	}
+}
+
+// What is stuck reaches the status as the metrics say it: how long a live
+// worker has held its oldest message, how long the oldest delayed message
+// has waited unclaimed, and the delayed messages held past their eta,
+// which are a problem of the queue. On RabbitMQ the same fields are null
+// and listed as unavailable (TestRabbitMQStatus).
+func TestStuckWorkInStatus(t *testing.T) {
+	r := testserver.StartRedis(t)
+	ctx := context.Background()
+	start := time.UnixMilli(time.Now().UnixMilli())
+	clock := start
+	b := r.NewBroker(t, "dramatiq")
+	wid := testserver.UUID()
+	b.Enqueue("default", 2, start)
+	b.Fetch(wid, "default", 1, start)
+	b.Enqueue("default.DQ", 1, start)
+	// A delayed message the worker claimed and holds 5 minutes past its eta.
+	held := testserver.UUID()
+	r.Admin.HSet(ctx, "dramatiq:default.DQ.msgs", held, testserver.Body("default.DQ", held, start.Add(-time.Hour), map[string]any{"eta": start.Add(-5 * time.Minute).UnixMilli()}))
+	r.Admin.SAdd(ctx, "dramatiq:__acks__."+wid+".default.DQ", held)
+
+	client, err := broker.NewClient(broker.ClientOptions{URL: r.URL(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	reader := broker.NewReader(client, broker.Options{Namespace: "dramatiq", Now: func() time.Time { return clock }})
+	if err := reader.Discover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exp, err := collector.NewExporter(collector.ExporterOptions{Environment: "test", Namespace: "dramatiq"}, collector.Sources{Broker: reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() (*status.Status, map[string]float64) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		st := exp.Read(rctx, collector.ReadOptions{})
+		return status.From(st, status.Options{Thresholds: status.DefaultThresholds()}), samples(t, exp, st)
+	}
+	read()
+	clock = start.Add(2 * time.Minute)
+	b.Heartbeat(wid, clock)
+	s, m := read()
+
+	var q *status.QueueStatus
+	for i := range s.Queues {
+		if s.Queues[i].Name == "default" {
+			q = &s.Queues[i]
+		}
+	}
+	if q == nil || q.LongestHeldSeconds == nil || q.DelayedUnclaimedOldestSeconds == nil || q.DelayedOverdue == nil {
+		t.Fatalf("default = %+v", q)
+	}
+	for key, got := range map[string]float64{
+		"dramatiq_queue_longest_held_message_seconds":     *q.LongestHeldSeconds,
+		"dramatiq_queue_delayed_unclaimed_oldest_seconds": *q.DelayedUnclaimedOldestSeconds,
+		"dramatiq_queue_delayed_overdue_messages":         float64(*q.DelayedOverdue),
+	} {
+		if want, ok := m[key+"|default"]; !ok || want != got {
+			t.Errorf("%s: metrics %v (%v), status %v", key, want, ok, got)
+		}
+	}
+	// Held since before the exporter's first read, so a lower bound.
+	if *q.LongestHeldSeconds != 120 || !q.LongestHeldLowerBound || m["dramatiq_queue_longest_held_message_lower_bound|default"] != 1 {
+		t.Errorf("held %v lower bound %v", *q.LongestHeldSeconds, q.LongestHeldLowerBound)
+	}
+	if *q.DelayedUnclaimedOldestSeconds != 120 || *q.DelayedOverdue != 1 {
+		t.Errorf("unclaimed %v, overdue %v", *q.DelayedUnclaimedOldestSeconds, *q.DelayedOverdue)
+	}
+	if !slices.Contains(q.Problems, status.ProblemDelayedOverdue) {
+		t.Errorf("problems %v lack %s", q.Problems, status.ProblemDelayedOverdue)
+	}
+	if s.Status != status.StatusHealthy {
+		t.Errorf("a problem is not a failed check: status %s, failed %v", s.Status, s.Failed)
 	}
 }
