@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"html/template"
 	"regexp"
 	"strings"
 	"testing"
@@ -41,11 +40,7 @@ func TestStatusPageShowsWhatIsStuck(t *testing.T) {
 		Broker:   &collector.BrokerState{Snapshot: snap},
 	}, status.Options{Thresholds: status.DefaultThresholds()})
 	var buf bytes.Buffer
-	if err := pageTmpl.Execute(&buf, pageData{
-		S: st, V: newPageView(st, selectQueues(st, ""), "", PageQueues),
-		CSS: template.CSS(pageCSS), JS: template.JS(pageJS), RefreshSeconds: RefreshSeconds, PageQueues: PageQueues,
-		TelemetryPath: "/metrics", MetricsHref: "./metrics",
-	}); err != nil {
+	if err := renderPage(&buf, st); err != nil {
 		t.Fatal(err)
 	}
 	page := buf.String()
