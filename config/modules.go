@@ -328,6 +328,12 @@ func targetHost(u *url.URL) (host string, addr netip.Addr, err error) {
 		return "", addr, fmt.Errorf("target host in brackets must be an IPv6 address")
 	}
 	host = strings.TrimSuffix(host, ".")
+	// "10.0.0.1." is no DNS name but that address spelt with a root dot:
+	// it gets the address's canonical form and the address rules, never a
+	// name pattern's.
+	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
+		return a.String(), a, nil
+	}
 	if len(host) > 253 {
 		return "", addr, fmt.Errorf("target host name is longer than 253 bytes")
 	}

@@ -13,6 +13,7 @@ func TestParseTarget(t *testing.T) {
 		{"redis://Redis-1.Internal:6379/0", "redis://redis-1.internal:6379/0", "redis-1.internal:6379", ""},
 		{"redis://redis-1.internal.:6379/0", "redis://redis-1.internal:6379/0", "redis-1.internal:6379", ""},
 		{"rediss://10.0.0.1:6380/15", "rediss://10.0.0.1:6380/15", "10.0.0.1:6380", ""},
+		{"redis://10.0.0.1.:6380/15", "redis://10.0.0.1:6380/15", "10.0.0.1:6380", ""},
 		{"redis://[::1]:6379/2", "redis://[::1]:6379/2", "[::1]:6379", ""},
 		{"redis://[FD00:0:0::1]:6379/2", "redis://[fd00::1]:6379/2", "[fd00::1]:6379", ""},
 		{"redis://[::ffff:10.0.0.1]:6379/2", "redis://10.0.0.1:6379/2", "10.0.0.1:6379", ""},
@@ -39,6 +40,22 @@ func TestParseTarget(t *testing.T) {
 		if err != nil || pt.Canonical != tc.canonical || pt.HostPort() != tc.hostport {
 			t.Errorf("%q: %q %q %v", tc.in, pt.Canonical, pt.HostPort(), err)
 		}
+	}
+}
+
+// An address with a root dot is that address, under the address rules:
+// a name pattern never matches it.
+func TestTargetAddressWithRootDot(t *testing.T) {
+	pt, err := ParseTarget("redis://10.1.2.3.:6379/0")
+	if err != nil || !pt.Addr.IsValid() || pt.Addr.String() != "10.1.2.3" {
+		t.Fatalf("%+v %v", pt, err)
+	}
+	a, err := ParseAllowList([]string{"*.1.2.3:6379"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.MatchesName(pt.Host, pt.Port) {
+		t.Errorf("a name pattern matched the address %s", pt.Host)
 	}
 }
 
