@@ -76,7 +76,16 @@ func suspectAfter(timeout time.Duration) time.Duration {
 	return min(timeout/4, 10*time.Second)
 }
 
-type heldKey struct{ set, id string }
+// heldTimes is when reads first saw each id, by ack set, so that a set's
+// times are carried to the next read whole, without a walk of the others.
+type heldTimes struct {
+	sets map[string]map[string]heldSince
+	n    int // ids in all sets, capped by maxHeldIDs
+}
+
+func newHeldTimes(sets int) *heldTimes {
+	return &heldTimes{sets: make(map[string]map[string]heldSince, sets)}
+}
 
 // heldSince is when a read first saw an id in a live worker's ack set.
 // lowerBound: the id was already there the first time the exporter read
@@ -113,7 +122,7 @@ type ackTracker struct {
 	active  map[string]uint8 // queue → activeInFlight|activeDelayed, latest read
 	swept   map[string]bool  // late workers whose active pairs were probed
 	cursor  int
-	held    map[heldKey]heldSince
+	held    *heldTimes
 	reads   int // reads applied since start
 	// membersAt is the clock of the read that listed members: liveness at
 	// that read is judged against it, not against the next read's clock,
@@ -129,7 +138,7 @@ const (
 )
 
 func newAckTracker() *ackTracker {
-	return &ackTracker{sets: map[string]*trackedSet{}, active: map[string]uint8{}, swept: map[string]bool{}, held: map[heldKey]heldSince{}}
+	return &ackTracker{sets: map[string]*trackedSet{}, active: map[string]uint8{}, swept: map[string]bool{}, held: newHeldTimes(0)}
 }
 
 // ackPlan is one read's ack-set commands.
@@ -323,34 +332,7 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayL
 	defer t.mu.Unlock()
 	sets := make(map[string]*trackedSet, len(p.tracked)+len(p.probes))
 	cards := make(map[string]int64, len(p.tracked)+len(p.probes))
-	held := make(map[heldKey]heldSince, len(t.held))
-	// carry keeps the times of a set whose members this read did not list:
-	// a stale worker's (what it holds is orphaned now, but held since then
-	// should it come back) or a live one's that looked stale at the
-	// previous read. Without it, what such a worker holds would look newly
-	// held at a later read. The index of earlier times by set is built
-	// only when needed.
-	var bySet map[string][]heldKey
-	carry := func(s *trackedSet, alive bool) {
-		if bySet == nil {
-			bySet = map[string][]heldKey{}
-			for hk := range t.held {
-				bySet[hk.set] = append(bySet[hk.set], hk)
-			}
-		}
-		for _, hk := range bySet[s.key] {
-			if len(held) >= maxHeldIDs {
-				if alive {
-					res.heldUntracked++
-				}
-				continue
-			}
-			held[hk] = t.held[hk]
-			if alive {
-				res.noteHeld(s.queue, t.held[hk])
-			}
-		}
-	}
+	held := newHeldTimes(len(t.held.sets))
 	for i, s := range p.tracked {
 		card, err := an.count(p.cards[i])
 		if err != nil {
@@ -366,7 +348,7 @@ func (r *Reader) applyAcks(p *ackPlan, an Anomalies, queues []QueueStats, delayL
 		}
 		ns := *s
 		if !s.delay && (p.members[i] == nil || !alive[s.wid]) {
-			carry(s, alive[s.wid])
+			carryHeld(s, alive[s.wid], t.held, held, res)
 		}
 		if err := r.listHeld(&ns, p.members[i], card, alive[s.wid], t.held, held, res, an, now); err != nil {
 			return nil, err
@@ -474,7 +456,7 @@ func wasFresh(members []hbMember, wid string, fresh float64) bool {
 // listHeld times the ids of a live worker's set from its SRANDMEMBER reply
 // c (nil when not read), carrying over from prev what earlier reads saw,
 // into next and the per-queue longest in res; it marks the set listed.
-func (r *Reader) listHeld(s *trackedSet, c *goredis.StringSliceCmd, card int64, alive bool, prev, next map[heldKey]heldSince, res *ackResult, an Anomalies, now time.Time) error {
+func (r *Reader) listHeld(s *trackedSet, c *goredis.StringSliceCmd, card int64, alive bool, prev, next *heldTimes, res *ackResult, an Anomalies, now time.Time) error {
 	if c == nil || !alive {
 		return nil
 	}
@@ -491,25 +473,91 @@ func (r *Reader) listHeld(s *trackedSet, c *goredis.StringSliceCmd, card int64, 
 		res.heldUntracked += int(card)
 		return nil
 	}
+	before := prev.sets[s.key]
+	if unchanged(before, ids) {
+		// The steady state, a worker still on the same messages: the
+		// set's times go on as they are, with no map built.
+		next.sets[s.key] = before
+		next.n += len(before)
+		for _, h := range before {
+			res.noteHeld(s.queue, h)
+		}
+		s.membersRead = true
+		return nil
+	}
+	times := make(map[string]heldSince, len(ids))
 	for _, id := range ids {
 		if oversizeID(id) {
 			an.add(AnomalyOversizeID, 1)
 			continue
 		}
-		hk := heldKey{s.key, id}
-		h, ok := prev[hk]
+		h, ok := before[id]
 		if !ok {
-			if len(next) >= maxHeldIDs {
+			if next.n >= maxHeldIDs {
 				res.heldUntracked++
 				continue
 			}
 			h = heldSince{at: now, lowerBound: !s.membersRead && s.preexisting}
 		}
-		next[hk] = h
+		times[id] = h
+		next.n++
 		res.noteHeld(s.queue, h)
+	}
+	if len(times) > 0 {
+		next.sets[s.key] = times
 	}
 	s.membersRead = true
 	return nil
+}
+
+// unchanged tells whether ids are exactly the ids times has.
+func unchanged(times map[string]heldSince, ids []string) bool {
+	if len(times) == 0 || len(times) != len(ids) {
+		return false
+	}
+	for _, id := range ids {
+		if _, ok := times[id]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// carryHeld keeps the times of a set whose members this read did not list:
+// a stale worker's (what it holds is orphaned now, but held since then
+// should it come back) or a live one's that looked stale at the previous
+// read. Without it, what such a worker holds would look newly held at a
+// later read. A set that fits is carried whole: no read changes a set's
+// times once built.
+func carryHeld(s *trackedSet, alive bool, prev, next *heldTimes, res *ackResult) {
+	times := prev.sets[s.key]
+	if len(times) == 0 {
+		return
+	}
+	if next.n+len(times) > maxHeldIDs {
+		fits := make(map[string]heldSince, max(maxHeldIDs-next.n, 0))
+		for id, h := range times {
+			if next.n >= maxHeldIDs {
+				if alive {
+					res.heldUntracked++
+				}
+				continue
+			}
+			fits[id] = h
+			next.n++
+		}
+		times = fits
+	} else {
+		next.n += len(times)
+	}
+	if len(times) > 0 {
+		next.sets[s.key] = times
+	}
+	if alive {
+		for _, h := range times {
+			res.noteHeld(s.queue, h)
+		}
+	}
 }
 
 // noteHeld keeps, per queue, the id held longest (a lower bound wins a tie).

@@ -422,7 +422,10 @@ func TestHeldIDsAreCapped(t *testing.T) {
 	}
 	snap := mustSnapshot(t, r)
 	r.acks.mu.Lock()
-	n := len(r.acks.held)
+	n := 0
+	for _, times := range r.acks.held.sets {
+		n += len(times)
+	}
 	r.acks.mu.Unlock()
 	if n != maxHeldIDs || snap.HeldUntracked != sets*per-maxHeldIDs {
 		t.Fatalf("remembered %d, untracked %d; want %d and %d", n, snap.HeldUntracked, maxHeldIDs, sets*per-maxHeldIDs)
