@@ -16,32 +16,12 @@ import (
 // round trips.
 const slowCall = 500 * time.Microsecond
 
-// redisBusy reads the usec INFO commandstats counted for SCAN and TYPE:
-// the time Redis's main thread spent running them, as Redis measures it.
-// The bench's server has no other client that runs them, so the
-// difference over a run is discovery's own.
+// redisBusy is the time Redis's main thread spent running SCAN and TYPE,
+// as Redis measures it (redisCost's usec). The bench's server has no other
+// client that runs them, so the difference over a run is discovery's own.
 func redisBusy(ctx context.Context, c *redis.Client) (time.Duration, error) {
-	s, err := c.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return 0, err
-	}
-	var usec float64
-	for _, line := range strings.Split(s, "\n") {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "cmdstat_scan:") && !strings.HasPrefix(line, "cmdstat_type:") {
-			continue
-		}
-		for _, f := range strings.Split(line[strings.IndexByte(line, ':')+1:], ",") {
-			if v, ok := strings.CutPrefix(f, "usec="); ok {
-				n, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					return 0, fmt.Errorf("commandstats: %q", line)
-				}
-				usec += n
-			}
-		}
-	}
-	return time.Duration(usec * float64(time.Microsecond)), nil
+	usec, _, err := redisCost(ctx, c)
+	return time.Duration(usec * float64(time.Microsecond)), err
 }
 
 // watchSlowScans makes the server log every command over slowCall.
