@@ -253,10 +253,8 @@ type QueueStatus struct {
 	LongestHeldLowerBound         bool     `json:"longest_held_lower_bound"`
 	DelayedUnclaimedOldestSeconds *float64 `json:"delayed_unclaimed_oldest_seconds"`
 	DelayedOverdue                *int64   `json:"delayed_overdue"`
-	// Unavailable lists the fields above that the broker cannot give
-	// (they read 0 or null here): orphaned, oldest_message_age_seconds,
-	// dead_lettered_total, dead_lettered_by_actor and recent_dead_letters
-	// on RabbitMQ. Empty on Redis.
+	// Unavailable lists the fields that the broker cannot give (they read
+	// 0 or null here): rabbitmqUnavailable on RabbitMQ. Empty on Redis.
 	Unavailable []string `json:"unavailable,omitempty"`
 	// BacklogByActor is the queue's largest actors by ready messages, when
 	// Status.BacklogByActor.
@@ -493,23 +491,25 @@ func queueStatus(q broker.Queue, kind broker.Kind) QueueStatus {
 	if kind == broker.RabbitMQ {
 		out.Unavailable = rabbitmqUnavailable
 	} else {
-		held := q.LongestHeld.Seconds()
-		out.LongestHeldSeconds, out.LongestHeldLowerBound = &held, q.LongestHeldLowerBound
+		out.LongestHeldSeconds, out.LongestHeldLowerBound = seconds(q.LongestHeld, true), q.LongestHeldLowerBound
 		out.DelayedOverdue = ptr(q.DelayedOverdue)
-		if q.DelayedUnclaimedAgeKnown {
-			age := q.DelayedUnclaimedAge.Seconds()
-			out.DelayedUnclaimedOldestSeconds = &age
-		}
+		out.DelayedUnclaimedOldestSeconds = seconds(q.DelayedUnclaimedAge, q.DelayedUnclaimedAgeKnown)
 	}
-	if q.OldestAgeKnown {
-		age := q.OldestAge.Seconds()
-		out.OldestMessageAgeSeconds = &age
-	}
+	out.OldestMessageAgeSeconds = seconds(q.OldestAge, q.OldestAgeKnown)
 	if !q.DeadLetterLast.IsZero() {
 		// The precision /metrics has: milliseconds.
 		out.DeadLetterLast = jsonTime(time.UnixMilli(q.DeadLetterLast.UnixMilli()))
 	}
 	return out
+}
+
+// seconds is d in seconds, or nil when it is not known.
+func seconds(d time.Duration, known bool) *float64 {
+	if !known {
+		return nil
+	}
+	s := d.Seconds()
+	return &s
 }
 
 func ptr(c broker.Count) *int64 {
