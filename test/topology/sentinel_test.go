@@ -81,9 +81,9 @@ func TestSentinelFailover(t *testing.T) {
 	want := counts(app.wait(t, "ready", 60*time.Second), "backlog")
 	onMaster.waitMatch(t, "/metrics", want, 30*time.Second)
 	onReplica.waitMatch(t, "/metrics", want, 30*time.Second)
-	// work's keys exist only between a send and its ack, a few tens of
-	// milliseconds of every 100: a discovery pass, once a second, sees them
-	// only now and then (docs/discovery.md). Once found, a queue stays
+	// work's keys exist only between a send and its ack: a discovery
+	// pass, once a second, sees them only now and then (docs/discovery.md;
+	// it took about 5 s on average here). Once found, a queue stays
 	// reported through the failover, which is what is checked after it;
 	// without this wait, the few passes before the drain all missed work
 	// in about one run in seven.
